@@ -1,0 +1,195 @@
+"""The agent contract: what a backend receives, what it yields, what it may raise.
+
+An agent's :meth:`Agent.run` is a generator. It is called in its own greenlet (gevent
+workers) or thread (gthread workers) by :mod:`chatcompat.runner`, which relays the
+events to the client. Agents always stream; a non-streaming response is the runner
+draining the same events.
+
+Events, in order::
+
+    Started?          the run was accepted (upstream answered 200, the process took
+                      the prompt); optional, the first other event implies it
+    TextDelta*        pieces of the assistant text, append-only
+    ToolCallDelta*    pieces of function tool calls
+    Finish            exactly one, last: finish_reason and usage
+
+Exceptions an agent may raise (anything else becomes a 500 ``internal_error``)::
+
+    AgentError                 the agent failed (502 upstream_error)
+    ├── AgentTimeout           the agent or its upstream timed out (504 timeout)
+    └── AgentRejected          the upstream refused the request with a 4xx; its
+                               status, type, code and message go to the client
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import typing as t
+
+if t.TYPE_CHECKING:
+    from ..config import AgentConfig
+
+Message = dict[str, t.Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """The run has been accepted; the gateway may now answer 200."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of tool call ``index``: the first piece carries ``id`` and ``name``."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Finish:
+    reason: str = "stop"  # "stop" | "length" | "tool_calls"
+    usage: Usage | None = None
+
+
+Event = t.Union[Started, TextDelta, ToolCallDelta, Finish]
+
+
+@dataclasses.dataclass
+class AgentRequest:
+    """Everything one run needs, already shaped by :mod:`chatcompat.history`.
+
+    ``messages`` are OpenAI-shaped chat messages without system/developer entries:
+    the history first (``history_count`` of them), then the new turn.
+    ``system_prompt`` is the agent's own prompt followed by the request's
+    system/developer texts. ``params`` holds the forwarded request fields
+    (``temperature``, ``max_tokens``, ``stop`` as a list, ``tools``...), only those
+    the client sent.
+    """
+
+    agent_id: str
+    session_key: str
+    messages: list[Message]
+    history_count: int = 0
+    system_prompt: str | None = None
+    params: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+
+
+class AgentError(Exception):
+    """The agent run failed."""
+
+    def __init__(self, message: str = "The agent run failed.") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AgentTimeout(AgentError):
+    """The agent (or its upstream) did not answer in time."""
+
+    def __init__(self, message: str = "The agent did not answer in time.") -> None:
+        super().__init__(message)
+
+
+class AgentRejected(AgentError):
+    """The upstream answered with a 4xx; the client gets the same status and details."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.code = code
+        self.param = param
+
+
+class Cancellation:
+    """Tells a running agent that its client went away or its time is up.
+
+    Agents poll :attr:`is_set` between steps, or register a callback (for example
+    one that closes an upstream socket) to be interrupted at once.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._callbacks: list[t.Callable[[], None]] = []
+
+    @property
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; return True as soon as cancelled."""
+        return self._event.wait(timeout)
+
+    def on_cancel(self, callback: t.Callable[[], None]) -> None:
+        """Call ``callback`` when cancelled (at once if already cancelled)."""
+        if self._event.is_set():
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def cancel(self) -> None:
+        if self._event.is_set():
+            return
+        self._event.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a failing cleanup must not stop the others
+                pass
+
+
+class Agent:
+    """Base class of agent backends.
+
+    One instance per configured agent per worker process, created lazily on first
+    use (gunicorn's gevent worker patches sockets after fork, so nothing may be
+    opened at import or construction time in the master).
+
+    ``options_schema`` is the JSON Schema of the backend's own options in
+    ``agents.list[]``; the configuration loader validates them with it.
+    """
+
+    name: t.ClassVar[str] = ""
+    options_schema: t.ClassVar[dict[str, t.Any]] = {"type": "object"}
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+
+    def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
+        """Run the agent and yield its events, ending with one :class:`Finish`.
+
+        Must stop soon after ``cancel`` is set (the runner stops reading and closes
+        the generator). May raise only :class:`AgentError` subclasses.
+        """
+        raise NotImplementedError("The 'run' method must be implemented.")
+
+    def close(self) -> None:
+        """Release connections or child processes."""
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,154 @@
+"""The ``/v1`` blueprint: chat completions and models. Thin views, in SPEC 3's order."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+from flask import Blueprint
+from flask import Request
+from flask import Response
+from flask import g
+from flask import request
+
+from . import errors
+from . import metrics
+from . import protocol
+from .gateway import Gateway
+from .gateway import current_gateway
+from .routing import agent_id_from_model
+from .routing import resolve_agent
+from .routing import session_key
+from .runner import Run
+from .sessions.base import StoreUnavailable as StoreUnreachable
+from .streaming import SSE_CONTENT_TYPE
+from .streaming import SSE_HEADERS
+from .validation import forwarded_params
+from .validation import validate_request
+
+bp = Blueprint("v1", __name__, url_prefix="/v1")
+
+# Every method is routed to the views so they can answer 404 (disabled) before 405.
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@bp.route("/chat/completions", methods=ANY_METHOD)
+def chat_completions() -> Response:
+    gateway = _enabled_gateway(allowed="POST")
+    body = read_json_body(request, gateway.settings.max_body_bytes)
+    validate_request(body)
+    agent_config = resolve_agent(
+        gateway.settings,
+        request.headers.get("x-openclaw-agent-id", request.headers.get("x-openclaw-agent")),
+        body.get("model"),
+    )
+    key, sticky = session_key(
+        agent_config.id, request.headers.get("x-openclaw-session-key"), body.get("user")
+    )
+    record = g.record
+    record.agent = agent_config.id
+    record.session_key = key
+    record.stream = body.get("stream") is True
+    run = Run(
+        settings=gateway.settings,
+        store=gateway.store,
+        agent=gateway.agents.get(agent_config.id),
+        agent_config=agent_config,
+        session_key=key,
+        sticky=sticky,
+        model=body.get("model", "openclaw"),
+        client_socket=request.environ.get("gunicorn.socket"),
+        record=record,
+    )
+    run.start(body["messages"], forwarded_params(body))
+    if not record.stream:
+        return Response(protocol.dumps(run.complete()), content_type="application/json")
+    include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+    response = Response(
+        run.sse(include_usage), content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS
+    )
+    # The generator may never start (client gone before the first byte): close()
+    # still runs through the response's close callbacks.
+    response.call_on_close(run.close)
+    metrics.ACTIVE_STREAMS.inc()
+    response.call_on_close(metrics.ACTIVE_STREAMS.dec)
+    return response
+
+
+@bp.route("/models", methods=ANY_METHOD)
+def list_models() -> Response:
+    gateway = _enabled_gateway(allowed="GET")
+    ids = ["openclaw", "openclaw/default"] + [f"openclaw/{a.id}" for a in gateway.settings.agents]
+    return _json(protocol.model_list(ids))
+
+
+@bp.route("/models/<path:model_id>", methods=ANY_METHOD)
+def get_model(model_id: str) -> Response:
+    gateway = _enabled_gateway(allowed="GET")
+    agent_id = agent_id_from_model(model_id)
+    if agent_id != "default" and (agent_id is None or gateway.settings.agent(agent_id) is None):
+        raise errors.ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
+    return _json(protocol.model_entry(model_id))
+
+
+def _enabled_gateway(allowed: str) -> Gateway:
+    """SPEC 3 steps 1-3: disabled → 404, wrong method → 405, then authentication."""
+    gateway = current_gateway()
+    if not gateway.settings.chat_completions_enabled:
+        raise errors.EndpointDisabled()
+    if request.method != allowed and not (allowed == "GET" and request.method == "HEAD"):
+        raise errors.MethodNotAllowed([allowed])
+    authenticator = gateway.authenticator
+    client = authenticator.client_address(
+        request.remote_addr, request.headers.get("x-forwarded-for")
+    )
+    try:
+        authenticator.check(request.headers.get("authorization"), client, gateway.store)
+    except errors.TooManyAuthFailures:
+        metrics.AUTH_FAILURES.labels("locked_out").inc()
+        raise
+    except errors.AuthenticationFailed:
+        sent = bool(request.headers.get("authorization"))
+        metrics.AUTH_FAILURES.labels("invalid" if sent else "missing").inc()
+        raise
+    except StoreUnreachable as exc:
+        raise errors.StoreUnavailable() from exc
+    return gateway
+
+
+def read_json_body(req: Request, limit: int) -> t.Any:
+    """Read and parse the body (SPEC 3 step 4).
+
+    :raise errors.PayloadTooLarge: over ``limit`` bytes (by Content-Length before
+        reading, else while reading).
+    :raise errors.InvalidJSON: not JSON (an empty body counts as ``{}``).
+    """
+    if req.content_length is not None and req.content_length > limit:
+        raise _too_large(limit)
+    raw = req.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise _too_large(limit)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise errors.InvalidJSON("The request body is not valid UTF-8 JSON.") from exc
+    except json.JSONDecodeError as exc:
+        raise errors.InvalidJSON(
+            f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from exc
+
+
+def _reject_constant(name: str) -> t.NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _too_large(limit: int) -> errors.PayloadTooLarge:
+    return errors.PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+
+
+def _json(obj: t.Any) -> Response:
+    return Response(protocol.dumps(obj), content_type="application/json")

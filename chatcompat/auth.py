@@ -1,0 +1,115 @@
+"""Bearer authentication with a failed-attempt lockout shared through the session store.
+
+The lockout is checked before the credential, so a locked-out client gets 429 even
+with the right token. A missing credential is refused but not counted; a wrong one
+is counted; a right one clears the client's count.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import ipaddress
+import os
+import typing as t
+
+from .errors import AuthenticationFailed
+from .errors import TooManyAuthFailures
+
+if t.TYPE_CHECKING:
+    from .config import Settings
+    from .sessions.base import SessionStore
+
+IPAddress = t.Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = t.Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class Authenticator:
+    """Checks ``Authorization: Bearer <secret>`` for one gateway configuration."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.mode = settings.auth_mode
+        self.rate_limit = settings.rate_limit
+        self._proxies: tuple[IPNetwork, ...] = tuple(
+            ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies
+        )
+        # Both sides go through HMAC with a per-process key so the comparison takes
+        # the same time whatever the lengths and contents.
+        self._key = os.urandom(32)
+        secret = settings.auth_secret or ""
+        self._expected = self._digest(secret)
+
+    def _digest(self, value: str) -> bytes:
+        return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).digest()
+
+    def check(self, authorization: str | None, client: str, store: SessionStore) -> None:
+        """Let the request through or raise.
+
+        :param authorization: the raw ``Authorization`` header.
+        :param client: the client address (see :meth:`client_address`).
+        :raise TooManyAuthFailures: while the client is locked out.
+        :raise AuthenticationFailed: for a missing or wrong credential.
+        :raise StoreUnavailable: when the lockout state cannot be read or written.
+        """
+        if self.mode == "none":
+            return
+        limited = self.rate_limit is not None and not (
+            self.rate_limit.exempt_loopback and is_loopback(client)
+        )
+        if limited:
+            remaining = store.auth_lockout_remaining(client)
+            if remaining > 0:
+                raise TooManyAuthFailures(remaining)
+        credential = bearer_credential(authorization)
+        if credential is None:
+            raise AuthenticationFailed()
+        if not hmac.compare_digest(self._digest(credential), self._expected):
+            if limited:
+                store.record_auth_failure(client, self.rate_limit)
+            raise AuthenticationFailed("Invalid credential.")
+        if limited:
+            store.clear_auth_failures(client)
+
+    def client_address(self, peer: str | None, forwarded_for: str | None) -> str:
+        """The client's address: the socket peer, or the rightmost untrusted
+        ``X-Forwarded-For`` hop when the peer is a trusted proxy."""
+        peer = peer or ""
+        if not (forwarded_for and self._proxies and self._trusted(peer)):
+            return peer
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop
+        return hops[0] if hops else peer
+
+    def _trusted(self, address: str) -> bool:
+        ip = _parse_ip(address)
+        return ip is not None and any(ip in network for network in self._proxies)
+
+
+def bearer_credential(authorization: str | None) -> str | None:
+    """The trimmed secret of ``Bearer <secret>`` (scheme case-insensitive), or None."""
+    if not authorization:
+        return None
+    scheme, _, rest = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    secret = rest.strip()
+    return secret or None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(address: str) -> IPAddress | None:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_loopback(address: str) -> bool:
+    ip = _parse_ip(address)
+    return ip is not None and ip.is_loopback

@@ -1,0 +1,238 @@
+"""The ``chatcompat`` command: init, serve, check, sessions."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import secrets
+import sys
+import typing as t
+
+from .config import ConfigError
+from .config import Settings
+from .config import load_settings
+from .config import state_dir
+
+CONFIG_TEMPLATE = """\
+// chatcompat configuration (JSON5: comments and trailing commas are fine).
+// Reference: the "Configuration" section of chatcompat's README.
+{{
+  gateway: {{
+    bind: "127.0.0.1",
+    port: {port},
+    auth: {{
+      mode: "token",
+      token: "{token}",
+    }},
+    http: {{
+      endpoints: {{
+        chatCompletions: {{ enabled: true }},
+      }},
+    }},
+  }},
+  agents: {{
+    list: [
+{agents}
+    ],
+  }},
+}}
+"""
+
+ECHO_AGENT = '      {{ id: "main", default: true, backend: "echo" }},'
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``chatcompat`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return int(args.handler(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatcompat",
+        description="OpenAI-compatible /v1/chat/completions gateway in front of agents.",
+    )
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    init = commands.add_parser("init", help="write a config with a fresh token")
+    init.add_argument("--path", help="where to write [$CHATCOMPAT_STATE_DIR/chatcompat.json5]")
+    init.add_argument("--port", type=int, default=18789)
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=cmd_init)
+
+    serve = commands.add_parser("serve", help="run the gateway under gunicorn (gevent)")
+    serve.add_argument("--config", help="config file (else the usual discovery)")
+    serve.add_argument("--bind", help="HOST:PORT, overrides gateway.bind/gateway.port")
+    serve.add_argument("--workers", type=int, help="worker processes [CPU count]")
+    serve.add_argument(
+        "--worker-class", choices=("gevent", "gthread"), help="gunicorn worker [gevent]"
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    check = commands.add_parser("check", help="validate the config and exit")
+    check.add_argument("--config", help="config file (else the usual discovery)")
+    check.set_defaults(handler=cmd_check)
+
+    sessions = commands.add_parser("sessions", help="inspect stored sessions")
+    sessions.add_argument("--config", help="config file (else the usual discovery)")
+    actions = sessions.add_subparsers(metavar="ACTION")
+    listing = actions.add_parser("list", help="live sessions, newest first")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(handler=cmd_sessions_list)
+    show = actions.add_parser("show", help="one session's transcript as JSON")
+    show.add_argument("key")
+    show.set_defaults(handler=cmd_sessions_show)
+    delete = actions.add_parser("delete", help="delete one session")
+    delete.add_argument("key")
+    delete.set_defaults(handler=cmd_sessions_delete)
+    return parser
+
+
+def _settings(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"chatcompat: config: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = args.path or os.path.join(state_dir(os.environ), "chatcompat.json5")
+    if os.path.exists(path) and not args.force:
+        print(f"Keeping the existing config {path} (--force writes a new one).")
+        settings = _settings(path)
+        _print_usage(settings, path)
+        return 0
+    token = secrets.token_urlsafe(32)
+    text = CONFIG_TEMPLATE.format(port=args.port, token=token, agents=ECHO_AGENT.format())
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    # The file holds the token: readable by its owner only, from the first byte.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print(f"Wrote {path}")
+    _print_usage(_settings(path), path)
+    return 0
+
+
+def _print_usage(settings: Settings, path: str) -> None:
+    url = f"http://{settings.bind}:{settings.port}/v1/chat/completions"
+    auth = f"-H 'Authorization: Bearer {settings.auth_secret}' " if settings.auth_secret else ""
+    print(
+        f"""
+Start the gateway:
+  chatcompat serve --config {path}
+
+Then call it:
+  curl -sS {url} {auth}-H 'Content-Type: application/json' -H 'x-openclaw-agent-id: main' \\
+    -d '{{"model": "openclaw", "messages": [{{"role": "user", "content": "hi"}}]}}'
+
+  curl -N {url} {auth}-H 'Content-Type: application/json' -H 'x-openclaw-agent-id: main' \\
+    -d '{{"model": "openclaw", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+"""
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    if args.config:
+        env["CHATCOMPAT_CONFIG"] = os.path.abspath(args.config)
+    if args.bind:
+        env["CHATCOMPAT_BIND"] = args.bind
+    if args.workers:
+        env["CHATCOMPAT_WORKERS"] = str(args.workers)
+    if args.worker_class:
+        env["CHATCOMPAT_WORKER_CLASS"] = args.worker_class
+    # Fail here, with every problem listed, rather than in each worker.
+    try:
+        load_settings(None, env)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"chatcompat: config: {problem}", file=sys.stderr)
+        return 2
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:chatcompat.gunicorn_config",
+        "chatcompat:create_app()",
+    ]
+    # exec: gunicorn becomes this process, so signals reach its master directly.
+    os.execve(sys.executable, argv, env)
+    return 0  # pragma: no cover - execve does not return
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    source = settings.config_path or "no config file (built-in defaults)"
+    endpoint = "enabled" if settings.chat_completions_enabled else "DISABLED"
+    print(f"ok: {source}")
+    print(f"  listen      {settings.bind}:{settings.port}, auth {settings.auth_mode}")
+    print(f"  endpoint    /v1/chat/completions {endpoint}")
+    print(f"  agents      {', '.join(f'{a.id} ({a.backend})' for a in settings.agents)}")
+    print(f"  default     {settings.default_agent_id}")
+    print(f"  sessions    {settings.session_store}")
+    return 0
+
+
+def _store(args: argparse.Namespace) -> t.Any:
+    from .sessions import open_store
+
+    return open_store(_settings(args.config).session_store)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
+
+
+def cmd_sessions_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        sessions = store.list_sessions(args.limit)
+    if not sessions:
+        print("no sessions")
+        return 0
+    print(f"{'KEY':<60} {'AGENT':<12} {'TURNS':>5} {'UPDATED':<19} {'EXPIRES':<19}")
+    for info in sessions:
+        print(
+            f"{info.key:<60} {info.agent_id:<12} {info.turns:>5} "
+            f"{_when(info.updated):<19} {_when(info.expires):<19}"
+        )
+    return 0
+
+
+def cmd_sessions_show(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        info = store.get_session(args.key)
+        if info is None:
+            print(f"no session {args.key!r}", file=sys.stderr)
+            return 1
+        turns = store.transcript(args.key)
+    document = {
+        "key": info.key,
+        "agent": info.agent_id,
+        "sticky": info.sticky,
+        "created": _when(info.created),
+        "updated": _when(info.updated),
+        "expires": _when(info.expires),
+        "turns": [{"created": _when(turn.created), "messages": turn.messages} for turn in turns],
+    }
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_sessions_delete(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        existed = store.delete_session(args.key)
+    if not existed:
+        print(f"no session {args.key!r}", file=sys.stderr)
+        return 1
+    print(f"deleted {args.key}")
+    return 0

@@ -1,0 +1,234 @@
+"""API errors, each a class with its status, OpenAI ``type`` and ``code``.
+
+Every error leaves the gateway as ``{"error": {"message", "type", "param", "code"}}``
+with ``Content-Type: application/json``: views raise, :func:`init_app` renders.
+
+Tree::
+
+    APIError                          500 api_error / internal_error
+    ├── InvalidRequest                400 invalid_request_error / invalid_value
+    │   ├── InvalidJSON               400 invalid_json
+    │   ├── MissingParameter          400 missing_required_parameter
+    │   └── InvalidSessionKey         400 invalid_session_key
+    ├── AuthenticationFailed          401 authentication_error / invalid_api_key
+    ├── NotFound                      404 not_found
+    │   ├── EndpointDisabled          404 endpoint_disabled
+    │   └── ModelNotFound             404 model_not_found
+    ├── MethodNotAllowed              405 method_not_allowed (+ Allow)
+    ├── SessionBusy                   409 session_busy
+    ├── PayloadTooLarge               413 payload_too_large
+    ├── TooManyAuthFailures           429 rate_limit_error (+ Retry-After)
+    ├── UpstreamRejected              upstream's 4xx status, type and code
+    ├── UpstreamFailed                502 api_error / upstream_error
+    ├── StoreUnavailable              503 api_error / store_unavailable
+    └── GatewayTimeout                504 api_error / timeout
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import typing as t
+
+from flask import Response
+from werkzeug.exceptions import HTTPException
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """Base of the errors rendered as an OpenAI error envelope."""
+
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = "internal_error"
+    message: str = "The server had an error while processing your request."
+
+    def __init__(self, message: str | None = None, param: str | None = None) -> None:
+        super().__init__(message or self.message)
+        if message is not None:
+            self.message = message
+        self.param = param
+
+    def to_dict(self) -> dict[str, t.Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def get_response(self) -> Response:
+        body = json.dumps(self.to_dict(), separators=(",", ":"))
+        return Response(
+            body,
+            status=self.status,
+            headers=self.headers(),
+            content_type="application/json",
+        )
+
+
+class InvalidRequest(APIError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+    message = "The request is invalid."
+
+
+class InvalidJSON(InvalidRequest):
+    code = "invalid_json"
+    message = "The request body is not valid JSON."
+
+
+class MissingParameter(InvalidRequest):
+    code = "missing_required_parameter"
+
+
+class InvalidSessionKey(InvalidRequest):
+    code = "invalid_session_key"
+
+
+class AuthenticationFailed(APIError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+    message = "Missing or invalid credential. Send 'Authorization: Bearer <token>'."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class NotFound(APIError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+    message = "Not found."
+
+
+class EndpointDisabled(NotFound):
+    code = "endpoint_disabled"
+    message = (
+        "This endpoint is disabled. Enable it with "
+        "gateway.http.endpoints.chatCompletions.enabled: true in the configuration."
+    )
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(APIError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+    def __init__(self, allowed: t.Iterable[str], message: str | None = None) -> None:
+        self.allowed = sorted(set(allowed))
+        super().__init__(message or f"Method not allowed. Use {', '.join(self.allowed)}.")
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)}
+
+
+class SessionBusy(APIError):
+    status = 409
+    type = "invalid_request_error"
+    code = "session_busy"
+    message = "Another run on this session is still in progress; retry when it has finished."
+
+
+class PayloadTooLarge(APIError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class TooManyAuthFailures(APIError):
+    status = 429
+    type = "rate_limit_error"
+    code = "too_many_auth_failures"
+    message = "Too many failed authentication attempts. Please try again later."
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__()
+        self.retry_after = max(1, math.ceil(retry_after_seconds))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class UpstreamRejected(APIError):
+    """The agent's upstream refused the request: its status and details pass through."""
+
+    def __init__(
+        self, status: int, message: str, type: str, code: str | None, param: str | None = None
+    ) -> None:
+        super().__init__(message, param)
+        self.status = status
+        self.type = type
+        self.code = code
+
+
+class UpstreamFailed(APIError):
+    status = 502
+    code = "upstream_error"
+    message = "The agent failed to produce a reply."
+
+
+class StoreUnavailable(APIError):
+    status = 503
+    code = "store_unavailable"
+    message = "The session store is unavailable; nothing was run or stored. Retry later."
+
+
+class GatewayTimeout(APIError):
+    status = 504
+    code = "timeout"
+    message = "The agent did not answer in time."
+
+
+def init_app(app: Flask) -> None:
+    """Render every error, ours and werkzeug's routing errors, as the JSON envelope.
+
+    Registered on the app, not a blueprint: blueprint handlers never see routing
+    404/405.
+    """
+
+    @app.errorhandler(APIError)
+    def render_api_error(error: APIError) -> Response:
+        return error.get_response()
+
+    @app.errorhandler(HTTPException)
+    def render_http_exception(error: HTTPException) -> Response:
+        return from_http_exception(error).get_response()
+
+    @app.errorhandler(Exception)
+    def render_unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return APIError().get_response()
+
+
+def from_http_exception(error: HTTPException) -> APIError:
+    """Translate werkzeug's routing and protocol errors into our classes."""
+    code = error.code or 500
+    if code == 404:
+        return NotFound("Unknown path. See /openapi.json for the routes this gateway serves.")
+    if code == 405:
+        allowed = getattr(error, "valid_methods", None) or ()
+        return MethodNotAllowed(allowed)
+    if code == 413:
+        return PayloadTooLarge("The request body is too large.")
+    if 400 <= code < 500:
+        generic = InvalidRequest(error.description or "Bad request.")
+        generic.status = code
+        return generic
+    return APIError()

@@ -1,0 +1,106 @@
+"""gunicorn settings for chatcompat: gevent workers, bind from the config file.
+
+Used by ``chatcompat serve`` (``-c python:chatcompat.gunicorn_config``) and, through
+the top-level ``gunicorn.conf.py``, by a plain ``gunicorn wsgi:app`` in a checkout.
+
+Environment (``CHATCOMPAT_*`` wins over ``GUNICORN_*``):
+    CHATCOMPAT_CONFIG              the config file (else the usual discovery)
+    CHATCOMPAT_BIND                host:port, overrides gateway.bind/gateway.port
+    CHATCOMPAT_WORKERS             worker processes [number of CPUs]
+    CHATCOMPAT_WORKER_CLASS        gevent [default] or gthread
+    CHATCOMPAT_WORKER_CONNECTIONS  open connections (streams) per worker [4096]
+    CHATCOMPAT_GRACEFUL_TIMEOUT    seconds running streams get on shutdown [60]
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import sys
+import tempfile
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"CHATCOMPAT_{name}") or os.environ.get(f"GUNICORN_{name}") or default
+
+
+# Metrics: every worker writes its samples under one directory that /metrics sums.
+# It must be set before any worker imports prometheus_client, so here, in the master.
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatcompat-metrics-")
+_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+from chatcompat.config import ConfigError  # noqa: E402  (after the env setup above)
+from chatcompat.config import load_settings  # noqa: E402
+
+try:
+    _settings = load_settings()
+except ConfigError as exc:
+    for problem in exc.problems:
+        print(f"chatcompat: config: {problem}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+# Server socket
+_host = _settings.bind
+bind = [f"[{_host}]:{_settings.port}" if ":" in _host else f"{_host}:{_settings.port}"]
+backlog = 2048
+
+# Workers
+worker_class = _env("WORKER_CLASS", "gevent")
+workers = int(_env("WORKERS", str(os.cpu_count() or 1)))
+threads = int(_env("THREADS", "32"))  # gthread only: concurrent requests per worker
+# Every open SSE stream holds one connection: this caps streams per worker.
+worker_connections = int(_env("WORKER_CONNECTIONS", "4096"))
+preload_app = False  # gevent patches after fork; nothing may open sockets in the master
+proc_name = "chatcompat"
+
+# Timeouts
+timeout = int(_env("TIMEOUT", "30"))  # worker heartbeat, not a request limit under gevent
+# On SIGTERM/SIGHUP running streams get this long to finish, then they are cut.
+graceful_timeout = int(_env("GRACEFUL_TIMEOUT", "60"))
+keepalive = int(_env("KEEPALIVE", "15"))
+
+# Logging: chatcompat writes one structured line per request itself.
+accesslog = None
+errorlog = "-"
+loglevel = _env("LOGLEVEL", "info")
+
+
+def _raise_fd_limit() -> None:
+    # Each stream needs a socket; allow at least worker_connections plus headroom.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = worker_connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+
+
+_raise_fd_limit()
+
+
+def on_starting(server: object) -> None:
+    # Samples of a previous run would be summed with ours.
+    for name in os.listdir(_METRICS_DIR):
+        path = os.path.join(_METRICS_DIR, name)
+        if name.endswith(".db"):
+            os.unlink(path)
+
+
+def child_exit(server: object, worker: object) -> None:
+    from chatcompat import metrics
+
+    metrics.worker_exited(worker.pid)  # type: ignore[attr-defined]
+
+
+def worker_exit(server: object, worker: object) -> None:
+    app = getattr(worker, "wsgi", None)
+    gateway = getattr(app, "extensions", {}).get("chatcompat")
+    if gateway is not None:
+        gateway.close()
+
+
+def on_exit(server: object) -> None:
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_METRICS_DIR, ignore_errors=True)

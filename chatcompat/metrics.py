@@ -1,0 +1,74 @@
+"""Prometheus metrics, correct across gunicorn workers.
+
+Under gunicorn, ``gunicorn.conf.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
+directory before the workers start: each worker then writes its samples to its own
+memory-mapped files and ``/metrics`` (served by any worker) sums them all. Without
+that variable (tests, a single process) the default registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter
+from prometheus_client import Gauge
+from prometheus_client import Histogram
+from prometheus_client import generate_latest
+from prometheus_client import multiprocess
+from prometheus_client import REGISTRY
+from prometheus_client import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+REQUESTS = Counter(
+    "chatcompat_requests",
+    "HTTP requests served, by route and status.",
+    ["route", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "chatcompat_request_duration_seconds",
+    "Time from request start to the last byte of the response.",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+FIRST_BYTE_SECONDS = Histogram(
+    "chatcompat_time_to_first_byte_seconds",
+    "Time from request start to the first byte of a chat completion.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RUNS = Counter(
+    "chatcompat_agent_runs",
+    "Agent runs, by agent and outcome (ok, client_gone, error:<code>).",
+    ["agent", "outcome"],
+)
+TOKENS = Counter(
+    "chatcompat_tokens",
+    "Tokens reported by agents, by agent and kind (prompt, completion).",
+    ["agent", "kind"],
+)
+AUTH_FAILURES = Counter(
+    "chatcompat_auth_failures",
+    "Requests refused by authentication, by reason (missing, invalid, locked_out).",
+    ["reason"],
+)
+ACTIVE_STREAMS = Gauge(
+    "chatcompat_active_streams",
+    "SSE responses currently open.",
+    multiprocess_mode="livesum",
+)
+
+
+def render() -> bytes:
+    """The exposition text of every worker's metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges (gunicorn's ``child_exit`` hook)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,46 @@
+"""Operational routes: liveness, readiness, Prometheus metrics, the OpenAPI document.
+
+None of them needs a credential; none of them reveals a secret.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from flask import Response
+
+from . import errors
+from . import metrics
+from . import protocol
+from .gateway import current_gateway
+from .openapi import openapi_document
+from .sessions.base import StoreUnavailable as StoreUnreachable
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    try:
+        current_gateway().store.ping()
+    except StoreUnreachable as exc:
+        raise errors.StoreUnavailable("The session store does not answer.") from exc
+    return _json({"status": "ready"})
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    return Response(metrics.render(), content_type=metrics.CONTENT_TYPE)
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    return _json(openapi_document())
+
+
+def _json(obj: object) -> Response:
+    return Response(protocol.dumps(obj), content_type="application/json")

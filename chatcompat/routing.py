@@ -1,0 +1,107 @@
+"""Which agent a request runs on, and which session it continues (SPEC 6 and 7)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import typing as t
+
+from .errors import InvalidSessionKey
+from .errors import ModelNotFound
+
+if t.TYPE_CHECKING:
+    from .config import AgentConfig
+    from .config import Settings
+
+AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_MODEL_PREFIXES = ("openclaw/", "openclaw:", "agent:")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]{1,256}")
+ACCEPTED_FORMS = "'openclaw', 'openclaw/default', 'openclaw/<agentId>', 'openclaw:<agentId>', 'agent:<agentId>' or '<agentId>'"
+
+
+def resolve_agent(settings: Settings, header_agent: str | None, model: str | None) -> AgentConfig:
+    """Pick the agent: header, then the model string, then the default agent.
+
+    :raise ModelNotFound: for an unknown agent, or a model string naming none
+        (ignored when the header names the agent).
+    """
+    if header_agent is not None and header_agent.strip():
+        return _known_agent(settings, header_agent.strip().lower(), param=None)
+    if model is None:
+        return _default_agent(settings)
+    agent_id = agent_id_from_model(model)
+    if agent_id is None:
+        agents = ", ".join(f"'openclaw/{a.id}'" for a in settings.agents)
+        raise ModelNotFound(
+            f"The model {model!r} does not exist. Use {ACCEPTED_FORMS}; configured: {agents}.",
+            param="model",
+        )
+    if agent_id == "default":
+        return _default_agent(settings)
+    return _known_agent(settings, agent_id, param="model")
+
+
+def agent_id_from_model(model: str) -> str | None:
+    """The agent id a model string names (``"default"`` for the default agent), or None.
+
+    A bare string is returned as a candidate id; the caller checks it is configured.
+    """
+    name = model.strip().lower()
+    if name in ("openclaw", "openclaw/default", "openclaw:default"):
+        return "default"
+    for prefix in _MODEL_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    return name if AGENT_ID.fullmatch(name) else None
+
+
+def _known_agent(settings: Settings, agent_id: str, param: str | None) -> AgentConfig:
+    agent = settings.agent(agent_id) if AGENT_ID.fullmatch(agent_id) else None
+    if agent is None:
+        shown = agent_id if len(agent_id) <= 64 else agent_id[:61] + "..."
+        raise ModelNotFound(
+            f"Unknown agent {shown!r}. Configured agents: "
+            + ", ".join(a.id for a in settings.agents)
+            + ".",
+            param=param,
+        )
+    return agent
+
+
+def _default_agent(settings: Settings) -> AgentConfig:
+    agent = settings.agent(settings.default_agent_id)
+    assert agent is not None, "the configuration always has its default agent"
+    return agent
+
+
+def session_key(agent_id: str, header_key: str | None, user: str | None) -> tuple[str, bool]:
+    """Return ``(key, sticky)`` for this request.
+
+    Header first (a bare key is scoped to the agent; a key scoped to another agent
+    is refused), then ``user``, else a fresh stateless key.
+
+    :raise InvalidSessionKey: for a malformed header or one scoped to another agent.
+    """
+    if header_key is not None and header_key.strip():
+        key = header_key.strip()
+        if not _PRINTABLE_ASCII.fullmatch(key):
+            raise InvalidSessionKey(
+                "x-openclaw-session-key must be 1 to 256 printable ASCII characters."
+            )
+        if key.lower().startswith("agent:"):
+            scoped_agent, sep, rest = key[len("agent:") :].partition(":")
+            if not sep or not rest:
+                raise InvalidSessionKey(
+                    "x-openclaw-session-key 'agent:<id>:<key>' needs an agent id and a key."
+                )
+            if scoped_agent.lower() != agent_id:
+                raise InvalidSessionKey(
+                    f"x-openclaw-session-key is scoped to agent {scoped_agent.lower()!r}, "
+                    f"but this request runs on agent {agent_id!r}."
+                )
+            return f"agent:{agent_id}:{rest}", True
+        return f"agent:{agent_id}:{key}", True
+    if user is not None and user.strip():
+        return f"agent:{agent_id}:openai-user:{user.strip().lower()}", True
+    return f"agent:{agent_id}:openai:{uuid.uuid4()}", False

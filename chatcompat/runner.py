@@ -1,0 +1,411 @@
+"""The blocking adapter between a request and an agent run.
+
+One :class:`Run` per request: it takes the session lock, builds the agent's input,
+runs the agent in its own thread (a greenlet under gevent workers, a real thread
+under gthread workers) that feeds a queue, and hands the events to the response
+side, which is either :meth:`Run.complete` (JSON) or :meth:`Run.sse` (a stream).
+Reading the queue with a timeout is what lets keepalives flow while the agent is
+silent, and what lets the gateway notice a client that went away and cancel the run.
+The turn is stored only when the run finished; then the lock is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import typing as t
+import uuid
+
+from . import errors
+from . import history
+from . import protocol
+from .agents.base import AgentError
+from .agents.base import AgentRejected
+from .agents.base import AgentRequest
+from .agents.base import AgentTimeout
+from .agents.base import Cancellation
+from .agents.base import Finish
+from .agents.base import Started
+from .agents.base import TextDelta
+from .agents.base import ToolCallDelta
+from .agents.base import Usage
+from .sessions.base import StoreUnavailable
+from .streaming import DONE_FRAME
+from .streaming import KEEPALIVE_FRAME
+from .streaming import data_frame
+from .streaming import peer_closed
+
+if t.TYPE_CHECKING:
+    import socket
+
+    from .agents.base import Agent
+    from .config import AgentConfig
+    from .config import Settings
+    from .requestlog import RequestRecord
+    from .sessions.base import SessionStore
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, t.Any]
+
+# How often a waiting response checks that its client is still there.
+DISCONNECT_POLL_SECONDS = 0.5
+LOCK_POLL_SECONDS = (0.01, 0.25)  # first and longest pause between lock attempts
+# A lock outlives the run's own timeout a little, so a crashed worker's lock frees itself.
+LOCK_GRACE_SECONDS = 30.0
+QUEUE_SIZE = 256
+
+
+class ClientGone(errors.APIError):
+    """The client closed its connection; the run was cancelled (logged as 499, like nginx)."""
+
+    status = 499
+    code = "client_closed_request"
+    message = "The client closed the connection."
+
+
+class _End:
+    """The agent generator returned."""
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Keepalive:
+    """Nothing happened for a keepalive interval."""
+
+
+KEEPALIVE = _Keepalive()
+
+
+class Run:
+    """One agent run for one request; use :func:`start_run` to make one."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: SessionStore,
+        agent: Agent,
+        agent_config: AgentConfig,
+        session_key: str,
+        sticky: bool,
+        model: str,
+        client_socket: socket.socket | None,
+        record: RequestRecord,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.agent = agent
+        self.agent_config = agent_config
+        self.session_key = session_key
+        self.sticky = sticky
+        self.model = model
+        self.record = record
+        self._socket = client_socket
+        self._owner = uuid.uuid4().hex
+        self._locked = False
+        self._closed = False
+        self._finished = False
+        self._cancel = Cancellation()
+        self._queue: queue.Queue[t.Any] = queue.Queue(QUEUE_SIZE)
+        self._deadline = 0.0
+        self._pending: t.Any = None  # an event read early by start()
+        self._turn_to_store: list[Message] = []
+        self.id = protocol.completion_id()
+        self.created = int(time.time())
+
+    # -- start ------------------------------------------------------------------
+
+    def start(self, messages: list[Message], params: dict[str, t.Any]) -> None:
+        """Lock the session, build the input, start the agent and wait until it has
+        accepted the run. Errors up to here are plain HTTP errors.
+
+        :raise errors.APIError: 400/409/5xx before anything was sent.
+        """
+        try:
+            system_text, earlier, new_turn = history.split_request(messages)
+        except history.MissingUserMessage as exc:
+            raise errors.InvalidRequest(str(exc), param="messages") from exc
+        timeout = self.agent_config.timeout_seconds
+        lock_wait = self.settings.lock_timeout_seconds
+        self._acquire_lock(timeout if lock_wait is None else lock_wait, timeout)
+        try:
+            limit = self.agent_config.history_limit
+            if limit is None:
+                limit = self.settings.history_limit
+            stored = _store_call(self.store.load_history, self.session_key, limit)
+            past = history.choose_history(stored, earlier, limit)
+            # A new session keeps what the agent saw as its first turn, so the next
+            # request (which sends only the key) continues the same conversation.
+            self._turn_to_store = (past if stored is None else []) + new_turn
+            request = AgentRequest(
+                agent_id=self.agent_config.id,
+                session_key=self.session_key,
+                messages=past + new_turn,
+                history_count=len(past),
+                system_prompt=history.join_system_prompts(
+                    self.agent_config.system_prompt, system_text
+                ),
+                params=params,
+            )
+            self._deadline = time.monotonic() + timeout
+            threading.Thread(
+                target=self._produce, args=(request,), name="agent-run", daemon=True
+            ).start()
+            first = self._next(keepalive=None)
+            if not isinstance(first, Started):
+                self._pending = first
+        except BaseException:
+            self.close()
+            raise
+
+    def _acquire_lock(self, wait_seconds: float, run_timeout: float) -> None:
+        ttl = run_timeout + LOCK_GRACE_SECONDS
+        give_up = time.monotonic() + wait_seconds
+        pause, longest = LOCK_POLL_SECONDS
+        while not _store_call(self.store.acquire_lock, self.session_key, self._owner, ttl):
+            if time.monotonic() >= give_up:
+                raise errors.SessionBusy()
+            # time.sleep is cooperative under gevent: the worker keeps serving.
+            time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+            pause = min(pause * 2, longest)
+        self._locked = True
+
+    def _produce(self, request: AgentRequest) -> None:
+        """The agent's own greenlet/thread: run it and feed the queue."""
+        events = None
+        try:
+            events = self.agent.run(request, self._cancel)
+            for event in events:
+                if not self._put(event):
+                    return
+            self._put(_End())
+        except BaseException as exc:  # everything goes to the response side
+            self._put(_Failed(exc))
+        finally:
+            if events is not None and hasattr(events, "close"):
+                try:
+                    events.close()
+                except Exception:
+                    log.exception("agent %s failed to close its run", self.agent_config.id)
+
+    def _put(self, item: t.Any) -> bool:
+        while not self._cancel.is_set:
+            try:
+                self._queue.put(item, timeout=DISCONNECT_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- reading events ----------------------------------------------------------
+
+    def _next(self, keepalive: float | None) -> t.Any:
+        """The next agent event, or KEEPALIVE after ``keepalive`` silent seconds.
+
+        :raise ClientGone: the client closed the connection (the run is cancelled).
+        :raise errors.APIError: the agent failed or ran out of time.
+        """
+        if self._pending is not None:
+            item, self._pending = self._pending, None
+            return item
+        keepalive_at = None if keepalive is None else time.monotonic() + keepalive
+        while True:
+            now = time.monotonic()
+            wait = min(DISCONNECT_POLL_SECONDS, self._deadline - now)
+            if keepalive_at is not None:
+                wait = min(wait, keepalive_at - now)
+            try:
+                item = self._queue.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                if self._socket is not None and peer_closed(self._socket):
+                    self._cancel.cancel()
+                    raise ClientGone() from None
+                now = time.monotonic()
+                if now >= self._deadline:
+                    self._cancel.cancel()
+                    raise errors.GatewayTimeout(
+                        f"The agent did not finish within {self.agent_config.timeout_seconds:g} s."
+                    ) from None
+                if keepalive_at is not None and now >= keepalive_at:
+                    return KEEPALIVE
+                continue
+            if isinstance(item, _Failed):
+                raise _api_error(item.exc)
+            if isinstance(item, _End):
+                raise errors.UpstreamFailed("The agent ended without finishing its reply.")
+            return item
+
+    def events(self, keepalive: float | None = None) -> t.Iterator[t.Any]:
+        """Agent events up to and including :class:`Finish`, with KEEPALIVE markers."""
+        while True:
+            item = self._next(keepalive)
+            if isinstance(item, Started):
+                continue
+            yield item
+            if isinstance(item, Finish):
+                return
+
+    # -- finishing ---------------------------------------------------------------
+
+    def _store_turn(self, text: str, tool_calls: list[dict[str, t.Any]]) -> None:
+        reply: Message = {"role": "assistant", "content": text if text or not tool_calls else None}
+        if tool_calls:
+            reply["tool_calls"] = tool_calls
+        ttl = (
+            self.settings.session_ttl_seconds
+            if self.sticky
+            else self.settings.stateless_ttl_seconds
+        )
+        _store_call(
+            self.store.append_turn,
+            self.session_key,
+            self.agent_config.id,
+            [*self._turn_to_store, reply],
+            sticky=self.sticky,
+            ttl_seconds=ttl,
+        )
+        self._finished = True
+
+    def complete(self) -> dict[str, t.Any]:
+        """Drain the run into a ``chat.completion`` object (stored before returning)."""
+        try:
+            reply = _Reply()
+            for event in self.events():
+                reply.add(event)
+            self._store_turn(reply.text, reply.tool_calls)
+            self.record.set_usage(reply.usage)
+            return protocol.completion(
+                id=self.id,
+                created=self.created,
+                model=self.model,
+                content=reply.text if reply.text or not reply.tool_calls else None,
+                tool_calls=reply.tool_calls or None,
+                finish_reason=reply.finish_reason,
+                usage=reply.usage_dict(),
+            )
+        finally:
+            self.close()
+
+    def sse(self, include_usage: bool) -> t.Iterator[bytes]:
+        """The SSE body: role chunk, deltas, finish chunk, usage chunk, ``[DONE]``.
+
+        An error after the first byte becomes one error frame before ``[DONE]``.
+        """
+        encoder = protocol.ChunkEncoder(self.id, self.created, self.model)
+        keepalive = self.settings.sse_keepalive_seconds
+        reply = _Reply()
+        try:
+            yield data_frame(encoder.role())
+            self.record.first_byte()
+            for event in self.events(keepalive):
+                if event is KEEPALIVE:
+                    yield KEEPALIVE_FRAME
+                    continue
+                reply.add(event)
+                if isinstance(event, TextDelta):
+                    if event.text:
+                        yield data_frame(encoder.content(event.text))
+                elif isinstance(event, ToolCallDelta):
+                    yield data_frame(
+                        encoder.tool_call(event.index, event.id, event.name, event.arguments)
+                    )
+            self._store_turn(reply.text, reply.tool_calls)
+            self.record.set_usage(reply.usage)
+            yield data_frame(encoder.finish(reply.finish_reason))
+            if include_usage:
+                yield data_frame(encoder.usage(reply.usage_dict()))
+            yield DONE_FRAME
+        except ClientGone:
+            self.record.outcome = "client_gone"
+        except errors.APIError as exc:
+            self.record.outcome = f"error:{exc.code}"
+            yield data_frame(protocol.dumps(exc.to_dict()))
+            yield DONE_FRAME
+        finally:
+            if not self._finished and self.record.outcome == "ok":
+                # The server closed the generator: the client went away mid-write.
+                self.record.outcome = "client_gone"
+            self.close()
+
+    def close(self) -> None:
+        """Cancel the agent if it is still running and release the session lock."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel.cancel()
+        if self._locked:
+            self._locked = False
+            try:
+                self.store.release_lock(self.session_key, self._owner)
+            except Exception:
+                # The lock expires by itself; a failed release must not hide the reply.
+                log.warning("could not release the lock of a session; it will expire")
+
+
+class _Reply:
+    """Accumulates the events of a run into the assistant message."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.calls: dict[int, dict[str, t.Any]] = {}
+        self.finish_reason = "stop"
+        self.usage: Usage | None = None
+
+    def add(self, event: t.Any) -> None:
+        if isinstance(event, TextDelta):
+            self.parts.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self.calls.setdefault(
+                event.index,
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            if event.id:
+                call["id"] = event.id
+            if event.name:
+                call["function"]["name"] += event.name
+            call["function"]["arguments"] += event.arguments
+        elif isinstance(event, Finish):
+            self.finish_reason = event.reason
+            self.usage = event.usage
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def tool_calls(self) -> list[dict[str, t.Any]]:
+        return [self.calls[index] for index in sorted(self.calls)]
+
+    def usage_dict(self) -> dict[str, int]:
+        usage = self.usage or Usage()
+        return protocol.usage_dict(
+            usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+        )
+
+
+def _store_call(method: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -> t.Any:
+    try:
+        return method(*args, **kwargs)
+    except StoreUnavailable as exc:
+        log.warning("session store unavailable: %s", exc)
+        raise errors.StoreUnavailable() from exc
+
+
+def _api_error(exc: BaseException) -> errors.APIError:
+    """Map what an agent raised to the error the client sees."""
+    if isinstance(exc, errors.APIError):
+        return exc
+    if isinstance(exc, AgentRejected):
+        return errors.UpstreamRejected(exc.status, exc.message, exc.type, exc.code, exc.param)
+    if isinstance(exc, AgentTimeout):
+        return errors.GatewayTimeout(exc.message)
+    if isinstance(exc, AgentError):
+        return errors.UpstreamFailed(exc.message)
+    log.error("agent run raised an unexpected error", exc_info=exc)
+    return errors.APIError()

@@ -1,0 +1,144 @@
+"""The session store contract.
+
+A session is an append-only transcript of turns. A turn holds the user (or tool)
+messages of one request and the assistant reply, and is written in one atomic step
+only when its run completed. The same store keeps the per-session run locks and the
+failed-authentication counters, so every gunicorn worker (and, with Redis, every
+host) sees the same state.
+
+Exceptions::
+
+    StoreError                 anything the store could not do
+    └── StoreUnavailable       the store cannot be reached or is too busy (HTTP 503)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+if t.TYPE_CHECKING:
+    from ..config import RateLimit
+
+Message = dict[str, t.Any]
+
+
+class StoreError(Exception):
+    """The session store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The session store cannot be reached (or stayed locked past the retry budget)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+    """One stored turn: the messages it added and when it was written (unix seconds)."""
+
+    created: float
+    messages: list[Message]
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionInfo:
+    """What ``chatcompat sessions list`` shows about one session."""
+
+    key: str
+    agent_id: str
+    sticky: bool
+    created: float
+    updated: float
+    expires: float
+    turns: int
+    messages: int
+
+
+class SessionStore:
+    """Base class of the session stores.
+
+    Implementations must be safe to share between the greenlets (gevent) or threads
+    (gthread) of one worker process, and between worker processes. Every method may
+    raise :class:`StoreUnavailable`; none may raise a foreign exception (translate
+    ``sqlite3``/``redis`` errors at the boundary). Methods that wait must do it with
+    ``time.sleep`` so gevent can switch greenlets: never block inside the database.
+    """
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        raise NotImplementedError("The 'ping' method must be implemented.")
+
+    def load_history(self, key: str, limit: int) -> list[Message] | None:
+        """Return the last ``limit`` messages of the session, oldest first.
+
+        :return: None when the session has no stored turn (new or expired).
+        """
+        raise NotImplementedError("The 'load_history' method must be implemented.")
+
+    def append_turn(
+        self,
+        key: str,
+        agent_id: str,
+        messages: list[Message],
+        *,
+        sticky: bool,
+        ttl_seconds: float,
+    ) -> None:
+        """Append one turn atomically, creating the session when needed.
+
+        Also moves the session's expiry to ``now + ttl_seconds``.
+        """
+        raise NotImplementedError("The 'append_turn' method must be implemented.")
+
+    def acquire_lock(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        """Take the run lock of a session without waiting.
+
+        :return: True when ``owner`` now holds the lock (a lock whose expiry passed
+            counts as free), False when somebody else holds it.
+        """
+        raise NotImplementedError("The 'acquire_lock' method must be implemented.")
+
+    def release_lock(self, key: str, owner: str) -> None:
+        """Release the lock if (and only if) ``owner`` still holds it."""
+        raise NotImplementedError("The 'release_lock' method must be implemented.")
+
+    def purge_expired(self) -> int:
+        """Delete expired sessions, locks and auth counters; return how many sessions went."""
+        raise NotImplementedError("The 'purge_expired' method must be implemented.")
+
+    def list_sessions(self, limit: int = 100) -> list[SessionInfo]:
+        """Return live sessions, most recently updated first."""
+        raise NotImplementedError("The 'list_sessions' method must be implemented.")
+
+    def get_session(self, key: str) -> SessionInfo | None:
+        """Return one live session, or None."""
+        raise NotImplementedError("The 'get_session' method must be implemented.")
+
+    def transcript(self, key: str) -> list[Turn]:
+        """Return every stored turn of a live session, oldest first ([] when none)."""
+        raise NotImplementedError("The 'transcript' method must be implemented.")
+
+    def delete_session(self, key: str) -> bool:
+        """Delete a session; return whether it existed."""
+        raise NotImplementedError("The 'delete_session' method must be implemented.")
+
+    def auth_lockout_remaining(self, client: str) -> float:
+        """Seconds left of the client's failed-auth lockout (0.0 when not locked out)."""
+        raise NotImplementedError("The 'auth_lockout_remaining' method must be implemented.")
+
+    def record_auth_failure(self, client: str, limit: RateLimit) -> None:
+        """Count a failed credential; lock the client out once ``limit.max_attempts``
+        failures fall within ``limit.window_seconds``."""
+        raise NotImplementedError("The 'record_auth_failure' method must be implemented.")
+
+    def clear_auth_failures(self, client: str) -> None:
+        """Forget the client's failures (after a successful authentication)."""
+        raise NotImplementedError("The 'clear_auth_failures' method must be implemented.")
+
+    def close(self) -> None:
+        """Release connections. The store may be used again afterwards (it reconnects)."""
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

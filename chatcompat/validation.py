@@ -1,0 +1,132 @@
+"""The request body schema, compiled once, and its errors turned into OpenAI's ``param``.
+
+``schemas/chat_request.json`` is the single source: the validator uses it and
+``/openapi.json`` publishes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import typing as t
+from importlib import resources
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from jsonschema.exceptions import best_match
+
+from .errors import InvalidRequest
+from .errors import MissingParameter
+
+# Request fields forwarded to the agent when the client sent them (non-null).
+FORWARDED_FIELDS = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "response_format",
+    "tools",
+    "tool_choice",
+)
+
+
+@functools.cache
+def request_schema() -> dict[str, t.Any]:
+    text = resources.files("chatcompat").joinpath("schemas/chat_request.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    schema = request_schema()
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def validate_request(body: t.Any) -> None:
+    """Check a parsed request body.
+
+    :raise InvalidRequest: naming the offending field in ``param``.
+    """
+    validator = _validator()
+    if validator.is_valid(body):
+        _check_tool_choice(body)
+        return
+    error = best_match(validator.iter_errors(body))
+    raise _to_api_error(error)
+
+
+def _to_api_error(error: ValidationError) -> InvalidRequest:
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = next(name for name in error.validator_value if name not in error.instance)
+        param = param_path([*error.absolute_path, missing])
+        return MissingParameter(f"Missing required parameter: '{param}'.", param=param)
+    param = param_path(error.absolute_path) or None
+    expected = _expected(error)
+    if param is None:
+        return InvalidRequest(f"The request body must be {expected or 'a JSON object'}.")
+    if expected:
+        got = json.dumps(error.instance)
+        if len(got) > 60:
+            got = got[:57] + "..."
+        message = f"Invalid value for '{param}': expected {expected}, got {got}."
+    else:
+        message = f"Invalid value for '{param}': {error.message}."
+    return InvalidRequest(message, param=param)
+
+
+def _expected(error: ValidationError) -> str | None:
+    """The nearest ``x-expected`` wording on the failing schema or the schemas above
+    it at the same instance path (anyOf branches give poor messages on their own)."""
+    node: ValidationError | None = error
+    while node is not None:
+        if node.absolute_path != error.absolute_path:
+            break
+        expected = node.schema.get("x-expected") if isinstance(node.schema, dict) else None
+        if expected:
+            return expected
+        node = node.parent
+    return None
+
+
+def param_path(path: t.Iterable[t.Any]) -> str:
+    """``['messages', 2, 'role']`` → ``messages[2].role``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _check_tool_choice(body: dict[str, t.Any]) -> None:
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("none", "auto"):
+        return
+    names = {tool["function"]["name"] for tool in body.get("tools") or ()}
+    if not names:
+        raise InvalidRequest(
+            f"Invalid value for 'tool_choice': {json.dumps(choice)} needs at least one tool in 'tools'.",
+            param="tool_choice",
+        )
+    if isinstance(choice, dict) and choice["function"]["name"] not in names:
+        raise InvalidRequest(
+            f"Invalid value for 'tool_choice': unknown tool {choice['function']['name']!r}.",
+            param="tool_choice.function.name",
+        )
+
+
+def forwarded_params(body: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The request fields an agent receives, normalised (SPEC 5)."""
+    params = {name: body[name] for name in FORWARDED_FIELDS if body.get(name) is not None}
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    stop = body.get("stop")
+    if stop is not None:
+        params["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    return params

@@ -1,0 +1,75 @@
+"""Fixtures: an app built through the factory on a temporary SQLite store."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+import pytest
+
+from chatcompat import create_app
+from chatcompat.config import AgentConfig
+from chatcompat.config import RateLimit
+from chatcompat.config import Settings
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SCRIPTED = "tests.scripted_agent.ScriptedAgent"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No developer's config or token leaks into a test."""
+    for name in (
+        "CHATCOMPAT_CONFIG",
+        "CHATCOMPAT_STATE_DIR",
+        "CHATCOMPAT_BIND",
+        "CHATCOMPAT_GATEWAY_TOKEN",
+        "CHATCOMPAT_GATEWAY_PASSWORD",
+        "OPENCLAW_GATEWAY_TOKEN",
+        "OPENCLAW_GATEWAY_PASSWORD",
+        "PROMETHEUS_MULTIPROC_DIR",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def settings(tmp_path: t.Any) -> Settings:
+    return Settings(
+        state_dir=str(tmp_path),
+        auth_secret=TOKEN,
+        chat_completions_enabled=True,
+        session_store=f"sqlite:///{tmp_path}/sessions.db",
+        rate_limit=RateLimit(max_attempts=3, exempt_loopback=False),
+        sse_keepalive_seconds=0.2,
+        agents=(
+            AgentConfig(id="main", backend="echo", default=True),
+            AgentConfig(id="beta", backend="echo", system_prompt="You are beta."),
+            AgentConfig(id="scripted", backend=SCRIPTED, timeout_seconds=5),
+        ),
+        default_agent_id="main",
+    )
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> t.Callable[..., t.Any]:
+    apps = []
+
+    def factory(**overrides: t.Any) -> t.Any:
+        app = create_app(dataclasses.replace(settings, **overrides))
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["chatcompat"].close()
+
+
+@pytest.fixture
+def app(make_app: t.Callable[..., t.Any]) -> t.Any:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: t.Any) -> t.Any:
+    return app.test_client()
