@@ -64,9 +64,7 @@ def chat_completions() -> Response:
     if not record.stream:
         return Response(protocol.dumps(run.complete()), content_type="application/json")
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
-    response = Response(
-        run.sse(include_usage), content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS
-    )
+    response = Response(run.sse(include_usage), content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)
     # The generator may never start (client gone before the first byte): close()
     # still runs through the response's close callbacks.
     response.call_on_close(run.close)
@@ -135,9 +133,9 @@ def read_json_body(req: Request, limit: int) -> t.Any:
     except UnicodeDecodeError as exc:
         raise errors.InvalidJSON("The request body is not valid UTF-8 JSON.") from exc
     except json.JSONDecodeError as exc:
-        raise errors.InvalidJSON(
-            f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
-        ) from exc
+        where = f"line {exc.lineno} column {exc.colno}"
+        message = f"The request body is not valid JSON: {exc.msg} at {where}."
+        raise errors.InvalidJSON(message) from exc
     except (ValueError, RecursionError) as exc:
         raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from exc
 

@@ -21,8 +21,8 @@ if t.TYPE_CHECKING:
     from .config import Settings
     from .sessions.base import SessionStore
 
-IPAddress = t.Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = t.Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Authenticator:

@@ -107,8 +107,11 @@ def flatten_prompt(messages: list[Message]) -> str:
     A lone first message is sent as is; otherwise the earlier messages are listed
     as ``Sender: text`` lines under a context marker, then the current message.
     """
-    entries = [(sender_label(m), _body(m)) for m in messages]
-    entries = [(label, body) for (label, body), m in zip(entries, messages) if body or _kept_empty(m)]
+    entries = []
+    for message in messages:
+        body = _body(message)
+        if body or _kept_empty(message):
+            entries.append((sender_label(message), body))
     if not entries:
         return ""
     current_label, current_body = entries[-1]
@@ -160,7 +163,9 @@ def drop_images(messages: list[Message], *, agent_id: str) -> list[Message]:
     for message in messages:
         content = message.get("content")
         if isinstance(content, list) and has_image(message):
-            kept = [p for p in content if not (isinstance(p, dict) and p.get("type") == "image_url")]
+            kept = [
+                p for p in content if not (isinstance(p, dict) and p.get("type") == "image_url")
+            ]
             dropped += len(content) - len(kept)
             message = {**message, "content": kept}
         result.append(message)

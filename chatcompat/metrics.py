@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import REGISTRY
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Gauge
 from prometheus_client import Histogram
 from prometheus_client import generate_latest
 from prometheus_client import multiprocess
-from prometheus_client import REGISTRY
-from prometheus_client import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -30,7 +30,9 @@ _ERROR: Schema = {
 _USAGE: Schema = {
     "type": "object",
     "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-    "properties": {k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+    "properties": {
+        name: {"type": "integer"} for name in ("prompt_tokens", "completion_tokens", "total_tokens")
+    },
 }
 _COMPLETION: Schema = {
     "type": "object",
@@ -73,6 +75,10 @@ def _plain(description: str, content_type: str = "application/json") -> dict[str
     return {"description": description, "content": {content_type: {"schema": {}}}}
 
 
+def _header(name: str) -> dict[str, t.Any]:
+    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+
+
 def _request_components() -> dict[str, Schema]:
     """The request schema with its ``$defs`` lifted into ``components.schemas``
     (a ``#/$defs/...`` pointer would resolve against the OpenAPI document root)."""
@@ -101,7 +107,7 @@ def openapi_document() -> dict[str, t.Any]:
                     "operationId": "createChatCompletion",
                     "security": secured,
                     "parameters": [
-                        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+                        _header(name)
                         for name in (
                             "x-openclaw-agent-id",
                             "x-openclaw-agent",
@@ -149,7 +155,12 @@ def openapi_document() -> dict[str, t.Any]:
                     "operationId": "retrieveModel",
                     "security": secured,
                     "parameters": [
-                        {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                        {
+                            "name": "model_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
                     ],
                     "responses": {
                         "200": _json_response("Model", "One agent as a model."),

@@ -66,8 +66,13 @@ class ChunkEncoder:
 
     def __init__(self, id: str, created: int, model: str) -> None:
         self._head = (
-            '{"id":' + dumps(id) + ',"object":"chat.completion.chunk","created":'
-            + str(int(created)) + ',"model":' + dumps(model) + ',"choices":'
+            '{"id":'
+            + dumps(id)
+            + ',"object":"chat.completion.chunk","created":'
+            + str(int(created))
+            + ',"model":'
+            + dumps(model)
+            + ',"choices":'
         )
         self._choice_head = self._head + '[{"index":0,"delta":'
 
@@ -81,9 +86,7 @@ class ChunkEncoder:
     def content(self, text: str) -> str:
         return self._choice_head + '{"content":' + dumps(text) + '},"finish_reason":null}]}'
 
-    def tool_call(
-        self, index: int, id: str | None, name: str | None, arguments: str
-    ) -> str:
+    def tool_call(self, index: int, id: str | None, name: str | None, arguments: str) -> str:
         call: dict[str, t.Any] = {"index": index}
         if id is not None:
             call["id"] = id

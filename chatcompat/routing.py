@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import uuid
 import typing as t
+import uuid
 
 from .errors import InvalidSessionKey
 from .errors import ModelNotFound
@@ -16,7 +16,10 @@ if t.TYPE_CHECKING:
 AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _MODEL_PREFIXES = ("openclaw/", "openclaw:", "agent:")
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]{1,256}")
-ACCEPTED_FORMS = "'openclaw', 'openclaw/default', 'openclaw/<agentId>', 'openclaw:<agentId>', 'agent:<agentId>' or '<agentId>'"
+ACCEPTED_FORMS = (
+    "'openclaw', 'openclaw/default', 'openclaw/<agentId>', 'openclaw:<agentId>', "
+    "'agent:<agentId>' or '<agentId>'"
+)
 
 
 def resolve_agent(settings: Settings, header_agent: str | None, model: str | None) -> AgentConfig:

@@ -384,9 +384,7 @@ class _Reply:
 
     def usage_dict(self) -> dict[str, int]:
         usage = self.usage or Usage()
-        return protocol.usage_dict(
-            usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
-        )
+        return protocol.usage_dict(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
 
 
 def _store_call(method: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -> t.Any:

@@ -108,12 +108,13 @@ def _check_tool_choice(body: dict[str, t.Any]) -> None:
     names = {tool["function"]["name"] for tool in body.get("tools") or ()}
     if not names:
         raise InvalidRequest(
-            f"Invalid value for 'tool_choice': {json.dumps(choice)} needs at least one tool in 'tools'.",
+            f"Invalid value for 'tool_choice': {json.dumps(choice)} needs a tool in 'tools'.",
             param="tool_choice",
         )
     if isinstance(choice, dict) and choice["function"]["name"] not in names:
         raise InvalidRequest(
-            f"Invalid value for 'tool_choice': unknown tool {choice['function']['name']!r}.",
+            f"Invalid value for 'tool_choice.function.name': {choice['function']['name']!r} "
+            "is not the name of a tool in 'tools'.",
             param="tool_choice.function.name",
         )
 

@@ -50,13 +50,21 @@ class ScriptedAgent(Agent):
         match = DIRECTIVE.search(text)
         verb, value = (match.group(1), match.group(2)) if match else ("", None)
         outcome = "finished"
-        _log({"event": "start", "session": request.session_key, "messages": request.messages,
-              "system": request.system_prompt, "params": request.params,
-              "history_count": request.history_count})
+        _log(
+            {
+                "event": "start",
+                "session": request.session_key,
+                "messages": request.messages,
+                "system": request.system_prompt,
+                "params": request.params,
+                "history_count": request.history_count,
+            }
+        )
         try:
             if verb == "reject":
-                raise AgentRejected(int(value or 400), "upstream says no", "invalid_request_error",
-                                    "upstream_code")
+                raise AgentRejected(
+                    int(value or 400), "upstream says no", "invalid_request_error", "upstream_code"
+                )
             if verb == "fail":
                 raise AgentError("upstream exploded")
             if verb == "timeout":
@@ -88,7 +96,9 @@ class ScriptedAgent(Agent):
                     outcome = "cancelled"
                     return
                 yield TextDelta(word if index == 0 else " " + word)
-            yield Finish("stop", Usage(len(request.messages), len(words), len(request.messages) + len(words)))
+            yield Finish(
+                "stop", Usage(len(request.messages), len(words), len(request.messages) + len(words))
+            )
         except GeneratorExit:
             outcome = "closed"
             raise
@@ -96,8 +106,14 @@ class ScriptedAgent(Agent):
             outcome = f"raised {type(exc).__name__}"
             raise
         finally:
-            _log({"event": "end", "session": request.session_key, "outcome": outcome,
-                  "at": time.time()})
+            _log(
+                {
+                    "event": "end",
+                    "session": request.session_key,
+                    "outcome": outcome,
+                    "at": time.time(),
+                }
+            )
 
 
 def _tool_calls() -> t.Iterator[Event]:

@@ -54,7 +54,9 @@ def test_missing_credential_is_401_with_www_authenticate(client):
     response = client.post(CHAT, json={"messages": [user("hi")]})
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert check_error(response.get_json(), code="invalid_api_key")["type"] == "authentication_error"
+    assert (
+        check_error(response.get_json(), code="invalid_api_key")["type"] == "authentication_error"
+    )
 
 
 @pytest.mark.parametrize(
@@ -79,7 +81,10 @@ def test_lockout_after_max_attempts_even_with_the_right_token(client):
     response = post(client)
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) == 300
-    assert check_error(response.get_json(), code="too_many_auth_failures")["type"] == "rate_limit_error"
+    assert (
+        check_error(response.get_json(), code="too_many_auth_failures")["type"]
+        == "rate_limit_error"
+    )
 
 
 def test_missing_credential_does_not_count_and_success_resets(client):
@@ -130,7 +135,9 @@ def test_auth_mode_none(make_app):
 
 def test_password_mode_uses_bearer(make_app):
     client = make_app(auth_mode="password", auth_secret="pw-123").test_client()
-    ok = client.post(CHAT, json={"messages": [user("hi")]}, headers={"Authorization": "Bearer pw-123"})
+    ok = client.post(
+        CHAT, json={"messages": [user("hi")]}, headers={"Authorization": "Bearer pw-123"}
+    )
     assert ok.status_code == 200
 
 
@@ -165,7 +172,9 @@ def test_empty_body_counts_as_empty_object(client, data):
     assert error["param"] == "messages"
 
 
-@pytest.mark.parametrize("data", ["{", "not json", '{"messages": NaN}', '{"a": Infinity}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "data", ["{", "not json", '{"messages": NaN}', '{"a": Infinity}', b"\xff\xfe"]
+)
 def test_not_json_is_400(client, data):
     response = post(client, data=data)
     assert response.status_code == 400
@@ -220,8 +229,14 @@ def test_request_id_is_echoed_or_made(client):
 
 
 def test_stream_frames_in_order(client):
-    response = post(client, {"stream": True, "model": "m-echo-ignored" if False else "openclaw",
-                             "messages": [user("one two three")]})
+    response = post(
+        client,
+        {
+            "stream": True,
+            "model": "m-echo-ignored" if False else "openclaw",
+            "messages": [user("one two three")],
+        },
+    )
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert response.headers["Cache-Control"] == "no-cache"
@@ -230,15 +245,25 @@ def test_stream_frames_in_order(client):
     chunks, frames = parse_sse(response.get_data())
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert [c["choices"][0]["delta"] for c in chunks[1:4]] == [
-        {"content": "one"}, {"content": " two"}, {"content": " three"}]
+        {"content": "one"},
+        {"content": " two"},
+        {"content": " three"},
+    ]
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
     assert len({(c["id"], c["created"], c["model"]) for c in chunks}) == 1
     assert not any("usage" in c for c in chunks)
 
 
-@pytest.mark.parametrize("options,expected", [
-    ({"include_usage": True}, True), ({"include_usage": False}, False), ({}, False), (None, False)])
+@pytest.mark.parametrize(
+    "options,expected",
+    [
+        ({"include_usage": True}, True),
+        ({"include_usage": False}, False),
+        ({}, False),
+        (None, False),
+    ],
+)
 def test_usage_chunk_only_when_exactly_true(client, options, expected):
     body = {"stream": True, "messages": [user("a b")], "stream_options": options}
     chunks, _ = parse_sse(post(client, body).get_data())
@@ -266,8 +291,11 @@ def test_keepalive_comments_while_agent_is_silent(client):
 
 
 def test_error_after_stream_started_is_an_error_frame_then_done(client):
-    body = {"stream": True, "model": "openclaw/scripted",
-            "messages": [user("[[fail-after:2]] one two three")]}
+    body = {
+        "stream": True,
+        "model": "openclaw/scripted",
+        "messages": [user("[[fail-after:2]] one two three")],
+    }
     chunks, frames = parse_sse(post(client, body).get_data())
     assert stream_text(chunks) == "one two"
     error = chunks[-1]["error"]
@@ -283,26 +311,44 @@ def test_tool_calls_in_json_and_stream(client):
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
     assert choice["message"]["tool_calls"] == [
-        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        },
         {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
     ]
     chunks, _ = parse_sse(post(client, {**body, "stream": True}).get_data())
-    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if c["choices"] and "tool_calls" in c["choices"][0]["delta"]]
-    assert calls[0] == {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
-    assert "".join(c["function"]["arguments"] for c in calls if c["index"] == 0) == '{"city":"Paris"}'
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"][0]
+        for c in chunks
+        if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
+    ]
+    assert calls[0] == {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    assert (
+        "".join(c["function"]["arguments"] for c in calls if c["index"] == 0) == '{"city":"Paris"}'
+    )
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
 # -- errors before the stream: plain HTTP --------------------------------------------------
 
 
-@pytest.mark.parametrize("directive,status,code", [
-    ("[[reject:429]]", 429, "upstream_code"),
-    ("[[reject:400]]", 400, "upstream_code"),
-    ("[[fail]]", 502, "upstream_error"),
-    ("[[timeout]]", 504, "timeout"),
-    ("[[crash]]", 500, "internal_error"),
-])
+@pytest.mark.parametrize(
+    "directive,status,code",
+    [
+        ("[[reject:429]]", 429, "upstream_code"),
+        ("[[reject:400]]", 400, "upstream_code"),
+        ("[[fail]]", 502, "upstream_error"),
+        ("[[timeout]]", 504, "timeout"),
+        ("[[crash]]", 500, "internal_error"),
+    ],
+)
 @pytest.mark.parametrize("stream", [False, True])
 def test_agent_errors_before_start_are_http_errors(client, directive, status, code, stream):
     body = {"stream": stream, "model": "openclaw/scripted", "messages": [user(directive)]}
@@ -317,7 +363,8 @@ def test_run_timeout_is_504(make_app, settings):
     import dataclasses
 
     agents = tuple(
-        dataclasses.replace(a, timeout_seconds=0.3) if a.id == "scripted" else a for a in settings.agents
+        dataclasses.replace(a, timeout_seconds=0.3) if a.id == "scripted" else a
+        for a in settings.agents
     )
     client = make_app(agents=agents).test_client()
     body = {"model": "openclaw/scripted", "messages": [user("[[hang]]")]}
@@ -329,9 +376,18 @@ def test_run_timeout_is_504(make_app, settings):
 # -- routing ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model,agent", [
-    ("openclaw", "main"), ("openclaw/default", "main"), ("OPENCLAW/BETA", "beta"),
-    ("openclaw:beta", "beta"), ("agent:beta", "beta"), ("beta", "beta"), (None, "main")])
+@pytest.mark.parametrize(
+    "model,agent",
+    [
+        ("openclaw", "main"),
+        ("openclaw/default", "main"),
+        ("OPENCLAW/BETA", "beta"),
+        ("openclaw:beta", "beta"),
+        ("agent:beta", "beta"),
+        ("beta", "beta"),
+        (None, "main"),
+    ],
+)
 def test_model_strings_pick_the_agent(client, model, agent):
     body = {"messages": [user("x")]} | ({"model": model} if model else {})
     response = post(client, body)
@@ -349,7 +405,9 @@ def test_unknown_model_is_404_model_not_found(client, model):
 
 def test_agent_header_wins_and_foreign_model_is_ignored(client):
     for header in ("x-openclaw-agent-id", "x-openclaw-agent"):
-        response = post(client, {"model": "gpt-4o", "messages": [user("x")]}, headers={header: "Beta"})
+        response = post(
+            client, {"model": "gpt-4o", "messages": [user("x")]}, headers={header: "Beta"}
+        )
         assert response.status_code == 200
         assert response.headers["x-openclaw-session-key"].startswith("agent:beta:")
         assert response.get_json()["model"] == "gpt-4o"
@@ -371,18 +429,23 @@ def test_session_key_from_user_is_lowercased_and_sticky(client):
     assert second.headers["x-openclaw-session-key"] == "agent:main:openai-user:alice"
 
 
-@pytest.mark.parametrize("header,expected", [
-    ("chat-1", "agent:main:chat-1"),
-    ("  chat-1  ", "agent:main:chat-1"),
-    ("agent:main:chat-1", "agent:main:chat-1"),
-    ("AGENT:Main:chat-1", "agent:main:chat-1"),
-])
+@pytest.mark.parametrize(
+    "header,expected",
+    [
+        ("chat-1", "agent:main:chat-1"),
+        ("  chat-1  ", "agent:main:chat-1"),
+        ("agent:main:chat-1", "agent:main:chat-1"),
+        ("AGENT:Main:chat-1", "agent:main:chat-1"),
+    ],
+)
 def test_session_header(client, header, expected):
     response = post(client, headers={"x-openclaw-session-key": header})
     assert response.headers["x-openclaw-session-key"] == expected
 
 
-@pytest.mark.parametrize("header", ["agent:beta:chat-1", "agent:main", "agent:main:", "x" * 257, "tab\there"])
+@pytest.mark.parametrize(
+    "header", ["agent:beta:chat-1", "agent:main", "agent:main:", "x" * 257, "tab\there"]
+)
 def test_bad_session_header_is_400(client, header):
     response = post(client, headers={"x-openclaw-session-key": header})
     assert response.status_code == 400
@@ -390,8 +453,11 @@ def test_bad_session_header_is_400(client, header):
 
 
 def test_bare_session_key_is_scoped_to_the_routed_agent(client):
-    response = post(client, {"model": "openclaw/beta", "messages": [user("x")]},
-                    headers={"x-openclaw-session-key": "chat-1"})
+    response = post(
+        client,
+        {"model": "openclaw/beta", "messages": [user("x")]},
+        headers={"x-openclaw-session-key": "chat-1"},
+    )
     assert response.headers["x-openclaw-session-key"] == "agent:beta:chat-1"
 
 
@@ -407,46 +473,89 @@ def test_history_is_stored_and_not_duplicated(client, tmp_path, monkeypatch):
     runs = _scripted_log(tmp_path, monkeypatch)
     headers = {"x-openclaw-session-key": "hist"}
     model = "openclaw/scripted"
-    post(client, {"model": model, "messages": [
-        {"role": "system", "content": "Be brief."}, user("first question")]}, headers=headers)
+    post(
+        client,
+        {
+            "model": model,
+            "messages": [{"role": "system", "content": "Be brief."}, user("first question")],
+        },
+        headers=headers,
+    )
     # The client resends its copy of the history, as OpenAI clients do.
-    post(client, {"model": model, "messages": [
-        {"role": "system", "content": "Be brief."}, user("first question"),
-        {"role": "assistant", "content": "first question"}, user("second question")]}, headers=headers)
+    post(
+        client,
+        {
+            "model": model,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                user("first question"),
+                {"role": "assistant", "content": "first question"},
+                user("second question"),
+            ],
+        },
+        headers=headers,
+    )
     first, second = runs()
     assert first["messages"] == [user("first question")]
     assert first["system"] == "Be brief."
     assert second["history_count"] == 2
     assert second["messages"] == [
-        user("first question"), {"role": "assistant", "content": "first question"}, user("second question")]
+        user("first question"),
+        {"role": "assistant", "content": "first question"},
+        user("second question"),
+    ]
 
 
 def test_new_session_uses_the_request_history_and_stores_it(client, tmp_path, monkeypatch):
     runs = _scripted_log(tmp_path, monkeypatch)
     headers = {"x-openclaw-session-key": "imported"}
     earlier = [user("old q"), {"role": "assistant", "content": "old a"}]
-    post(client, {"model": "openclaw/scripted", "messages": [*earlier, user("new q")]}, headers=headers)
+    post(
+        client,
+        {"model": "openclaw/scripted", "messages": [*earlier, user("new q")]},
+        headers=headers,
+    )
     post(client, {"model": "openclaw/scripted", "messages": [user("next q")]}, headers=headers)
     first, second = runs()
     assert first["history_count"] == 2
-    assert second["messages"] == [*earlier, user("new q"), {"role": "assistant", "content": "new q"}, user("next q")]
+    assert second["messages"] == [
+        *earlier,
+        user("new q"),
+        {"role": "assistant", "content": "new q"},
+        user("next q"),
+    ]
 
 
 def test_agent_system_prompt_comes_before_request_system_text(client, tmp_path, monkeypatch):
     from chatcompat.config import AgentConfig  # noqa: F401  (documentation of the shape)
 
     runs = _scripted_log(tmp_path, monkeypatch)
-    post(client, {"model": "openclaw/scripted", "messages": [
-        {"role": "developer", "content": "Dev says."}, {"role": "system", "content": [{"type": "text", "text": "Sys says."}]},
-        user("q")]})
+    post(
+        client,
+        {
+            "model": "openclaw/scripted",
+            "messages": [
+                {"role": "developer", "content": "Dev says."},
+                {"role": "system", "content": [{"type": "text", "text": "Sys says."}]},
+                user("q"),
+            ],
+        },
+    )
     assert runs()[0]["system"] == "Dev says.\n\nSys says."
 
 
 def test_failed_run_stores_nothing(client, app):
     headers = {"x-openclaw-session-key": "fails"}
     post(client, {"model": "openclaw/scripted", "messages": [user("hello")]}, headers=headers)
-    post(client, {"model": "openclaw/scripted", "stream": True,
-                  "messages": [user("[[fail-after:1]] a b c")]}, headers=headers).get_data()
+    post(
+        client,
+        {
+            "model": "openclaw/scripted",
+            "stream": True,
+            "messages": [user("[[fail-after:1]] a b c")],
+        },
+        headers=headers,
+    ).get_data()
     post(client, {"model": "openclaw/scripted", "messages": [user("[[fail]]")]}, headers=headers)
     store = app.extensions["chatcompat"].store
     history = store.load_history("agent:scripted:fails", 100)
@@ -473,7 +582,12 @@ def test_models_list_and_detail(client):
     body = listing.get_json()
     check("ListModelsResponse", body)
     assert [m["id"] for m in body["data"]] == [
-        "openclaw", "openclaw/default", "openclaw/main", "openclaw/beta", "openclaw/scripted"]
+        "openclaw",
+        "openclaw/default",
+        "openclaw/main",
+        "openclaw/beta",
+        "openclaw/scripted",
+    ]
     assert {m["owned_by"] for m in body["data"]} == {"chatcompat"}
     detail = client.get("/v1/models/openclaw%2Fbeta", headers=AUTH)
     assert detail.status_code == 200

@@ -60,7 +60,7 @@ def parse_sse(raw: bytes) -> tuple[list[dict], list[str]]:
     for frame in frames[:-1]:
         if frame.startswith(": "):
             continue
-        payload = json.loads(frame[len("data: "):])
+        payload = json.loads(frame[len("data: ") :])
         if "error" in payload:
             check("ErrorResponse", payload)
         else:

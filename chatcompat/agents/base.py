@@ -66,7 +66,7 @@ class Finish:
     usage: Usage | None = None
 
 
-Event = t.Union[Started, TextDelta, ToolCallDelta, Finish]
+Event = Started | TextDelta | ToolCallDelta | Finish
 
 
 @dataclasses.dataclass

@@ -1,0 +1,782 @@
+"""The configuration loader: discovery, JSON5, schema, defaults, env fallbacks, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from chatcompat.agents.base import Agent
+from chatcompat.config import DEFAULT_MAX_BODY_BYTES
+from chatcompat.config import AgentConfig
+from chatcompat.config import ConfigError
+from chatcompat.config import RateLimit
+from chatcompat.config import Settings
+from chatcompat.config import config_schema
+from chatcompat.config import find_config_file
+from chatcompat.config import load_document
+from chatcompat.config import load_settings
+from chatcompat.config import settings_from_document
+from chatcompat.config import state_dir
+
+TOKEN_ENV = {"CHATCOMPAT_GATEWAY_TOKEN": "test-token"}
+SECRET = "s3cret-value-42"
+KEYED = "tests.test_config.KeyedAgent"
+
+
+class KeyedAgent(Agent):
+    """A backend whose options hold secrets, as an upstream backend's do."""
+
+    options_schema = {
+        "type": "object",
+        "properties": {
+            "apiKey": {"type": "string", "minLength": 40},
+            "headers": {"type": "object", "maxProperties": 1},
+        },
+        "additionalProperties": False,
+    }
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Run every test in an empty working directory with its own home directory, so a
+    developer's ./chatcompat.json5 or ~/.chatcompat cannot leak in."""
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    return work
+
+
+def build(doc, environ=TOKEN_ENV, **kwargs):
+    return settings_from_document(doc, environ=environ, **kwargs)
+
+
+def problems(doc, environ=TOKEN_ENV, **kwargs):
+    with pytest.raises(ConfigError) as info:
+        settings_from_document(doc, environ=environ, **kwargs)
+    assert str(info.value) == "\n".join(info.value.problems)
+    return info.value.problems
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+# --- state dir and discovery -------------------------------------------------------
+
+
+def test_state_dir_defaults_to_home_and_is_not_created(tmp_path):
+    assert state_dir({}) == str(tmp_path / "home" / ".chatcompat")
+    assert not (tmp_path / "home" / ".chatcompat").exists()
+
+
+def test_state_dir_from_env_is_expanded_and_absolute(tmp_path, isolated):
+    assert state_dir({"CHATCOMPAT_STATE_DIR": "~/st"}) == str(tmp_path / "home" / "st")
+    assert state_dir({"CHATCOMPAT_STATE_DIR": "rel"}) == str(isolated / "rel")
+
+
+SOURCES = ("cli", "env", "cwd", "state")
+
+
+@pytest.mark.parametrize("present", [SOURCES[i:] for i in range(len(SOURCES))])
+def test_find_config_file_first_source_wins(tmp_path, isolated, present):
+    paths = {
+        "cli": tmp_path / "cli" / "given.json5",
+        "env": tmp_path / "env" / "fromenv.json5",
+        "cwd": isolated / "chatcompat.json5",
+        "state": tmp_path / "state" / "chatcompat.json5",
+    }
+    for name in present:
+        write(paths[name], "{}")
+    environ = {"CHATCOMPAT_STATE_DIR": str(tmp_path / "state")}
+    if "env" in present:
+        environ["CHATCOMPAT_CONFIG"] = str(paths["env"])
+    cli = str(paths["cli"]) if "cli" in present else None
+    assert find_config_file(cli, environ) == str(paths[present[0]])
+
+
+def test_find_config_file_none_when_nothing_exists(tmp_path):
+    assert find_config_file(None, {"CHATCOMPAT_STATE_DIR": str(tmp_path / "nope")}) is None
+
+
+def test_find_config_file_relative_cli_path_is_made_absolute(isolated):
+    write(isolated / "sub" / "c.json5", "{}")
+    assert find_config_file("sub/c.json5", {}) == str(isolated / "sub" / "c.json5")
+
+
+@pytest.mark.parametrize("source", ["cli", "env"])
+def test_find_config_file_explicit_path_must_exist(tmp_path, source):
+    # A config in the working directory must not be used instead of the one asked for.
+    write(tmp_path / "work" / "chatcompat.json5", "{}")
+    missing = str(tmp_path / "missing.json5")
+    cli = missing if source == "cli" else None
+    environ = {"CHATCOMPAT_CONFIG": missing} if source == "env" else {}
+    with pytest.raises(ConfigError) as info:
+        find_config_file(cli, environ)
+    assert info.value.problems[0].startswith(f"config file not found: {missing} (from ")
+
+
+# --- JSON5 documents ----------------------------------------------------------------
+
+
+def test_load_document_accepts_json5(tmp_path):
+    text = """
+    // a comment
+    {
+      gateway: {port: 8080, /* inline */ bind: '0.0.0.0',},
+      "agents": {list: [{id: "a", backend: "echo",},],},
+      hex: 0x10,
+    }
+    """
+    assert load_document(write(tmp_path / "c.json5", text)) == {
+        "gateway": {"port": 8080, "bind": "0.0.0.0"},
+        "agents": {"list": [{"id": "a", "backend": "echo"}]},
+        "hex": 16,
+    }
+
+
+def test_load_document_syntax_error_names_file_line_and_column(tmp_path):
+    path = write(tmp_path / "c.json5", "{\n  a: 1\n  b: 2\n}")
+    with pytest.raises(ConfigError) as info:
+        load_document(path)
+    assert info.value.problems == [f'{path}:3:3: invalid JSON5: Unexpected "b"']
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[1, 2]", "the top level must be an object"),
+        ("", "invalid JSON5"),
+        ("{a: 1, a: 2}", 'Duplicate key "a"'),
+        ("{a: NaN}", "NaN is not allowed"),
+        ("{a: -Infinity}", "-Infinity is not allowed"),
+    ],
+)
+def test_load_document_refuses(tmp_path, text, expected):
+    path = write(tmp_path / "c.json5", text)
+    with pytest.raises(ConfigError) as info:
+        load_document(path)
+    [message] = info.value.problems
+    assert message.startswith(path) and expected in message
+
+
+def test_load_document_refuses_non_utf8(tmp_path):
+    path = tmp_path / "c.json5"
+    path.write_bytes(b'{a: "\xff"}')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_document(str(path))
+
+
+# --- the schema ---------------------------------------------------------------------
+
+
+def _subschemas(schema, path=""):
+    for key, sub in schema.get("properties", {}).items():
+        yield f"{path}.{key}".lstrip("."), sub
+        yield from _subschemas(sub, f"{path}.{key}")
+    for key, sub in schema.get("$defs", {}).items():
+        yield from _subschemas(sub, f"$defs.{key}")
+
+
+def test_schema_is_valid_and_every_key_is_described():
+    schema = config_schema()
+    Draft202012Validator.check_schema(schema)
+    undocumented = [path for path, sub in _subschemas(schema) if not sub.get("description")]
+    assert undocumented == []
+
+
+def _schema_default(*path):
+    node = config_schema()
+    for key in path:
+        node = node["properties"][key]
+    return node["default"]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (("gateway", "bind"), Settings.bind),
+        (("gateway", "port"), Settings.port),
+        (("gateway", "auth", "mode"), Settings.auth_mode),
+        (("gateway", "auth", "allowUnauthenticated"), Settings.allow_unauthenticated),
+        (("gateway", "auth", "rateLimit", "maxAttempts"), RateLimit.max_attempts),
+        (("gateway", "auth", "rateLimit", "windowMs"), RateLimit.window_seconds * 1000),
+        (("gateway", "auth", "rateLimit", "lockoutMs"), RateLimit.lockout_seconds * 1000),
+        (("gateway", "auth", "rateLimit", "exemptLoopback"), RateLimit.exempt_loopback),
+        (("gateway", "trustedProxies"), list(Settings.trusted_proxies)),
+        (("gateway", "http", "sseKeepaliveSeconds"), Settings.sse_keepalive_seconds),
+        (("sessions", "historyLimit"), Settings.history_limit),
+        (("sessions", "ttlSeconds"), Settings.session_ttl_seconds),
+        (("sessions", "statelessTtlSeconds"), Settings.stateless_ttl_seconds),
+    ],
+)
+def test_schema_documents_the_real_defaults(path, expected):
+    assert _schema_default(*path) == expected
+
+
+def test_schema_documents_the_real_endpoint_and_agent_defaults():
+    chat = config_schema()["properties"]["gateway"]["properties"]["http"]["properties"]
+    chat = chat["endpoints"]["properties"]["chatCompletions"]["properties"]
+    assert chat["enabled"]["default"] is Settings.chat_completions_enabled
+    assert chat["maxBodyBytes"]["default"] == DEFAULT_MAX_BODY_BYTES
+    agent = config_schema()["$defs"]["agentKeys"]["properties"]
+    assert agent["timeoutSeconds"]["default"] == AgentConfig.timeout_seconds
+
+
+# --- defaults and key mapping -------------------------------------------------------
+
+
+def test_no_file_gives_the_built_in_defaults(tmp_path):
+    environ = {**TOKEN_ENV, "CHATCOMPAT_STATE_DIR": str(tmp_path / "st")}
+    assert load_settings(None, environ) == Settings(
+        state_dir=str(tmp_path / "st"),
+        auth_secret="test-token",
+        session_store=f"sqlite:///{tmp_path}/st/sessions.db",
+    )
+
+
+def test_defaults_are_those_of_spec():
+    s = build({})
+    assert (s.bind, s.port, s.auth_mode) == ("127.0.0.1", 18789, "token")
+    assert s.chat_completions_enabled is False
+    assert s.max_body_bytes == 20 * 1024 * 1024
+    assert s.rate_limit == RateLimit(10, 60.0, 300.0, True)
+    assert s.agents == (AgentConfig(id="main", backend="echo"),)
+    assert s.default_agent_id == "main"
+    assert (s.history_limit, s.session_ttl_seconds) == (100, 30 * 86400)
+    assert (s.stateless_ttl_seconds, s.lock_timeout_seconds) == (3600, None)
+
+
+def test_no_file_and_no_token_refuses():
+    assert problems({}, environ={}) == [
+        "gateway.auth.token: token mode needs a token "
+        "(set gateway.auth.token or OPENCLAW_GATEWAY_TOKEN)"
+    ]
+
+
+CHAT = {"gateway": {"http": {"endpoints": {"chatCompletions": {}}}}}
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "expected"),
+    [
+        ({"gateway": {"bind": "0.0.0.0"}}, "bind", "0.0.0.0"),
+        ({"gateway": {"bind": "[::1]"}}, "bind", "::1"),
+        ({"gateway": {"bind": "loopback"}}, "bind", "127.0.0.1"),
+        ({"gateway": {"bind": "lan"}}, "bind", "0.0.0.0"),
+        ({"gateway": {"port": 8080}}, "port", 8080),
+        ({"gateway": {"auth": {"allowUnauthenticated": True}}}, "allow_unauthenticated", True),
+        ({"gateway": {"auth": {"rateLimit": False}}}, "rate_limit", None),
+        ({"gateway": {"auth": {"rateLimit": True}}}, "rate_limit", RateLimit()),
+        ({"gateway": {"auth": {"rateLimit": {}}}}, "rate_limit", RateLimit()),
+        (
+            {"gateway": {"auth": {"rateLimit": {"maxAttempts": 2}}}},
+            "rate_limit",
+            RateLimit(max_attempts=2),
+        ),
+        (
+            {
+                "gateway": {
+                    "auth": {
+                        "rateLimit": {
+                            "maxAttempts": 1,
+                            "windowMs": 1500,
+                            "lockoutMs": 0,
+                            "exemptLoopback": False,
+                        }
+                    }
+                }
+            },
+            "rate_limit",
+            RateLimit(1, 1.5, 0.0, False),
+        ),
+        (
+            {"gateway": {"trustedProxies": ["10.0.0.0/8", "::0001", " 192.168.1.7 ", "fd00::/8"]}},
+            "trusted_proxies",
+            ("10.0.0.0/8", "::1", "192.168.1.7", "fd00::/8"),
+        ),
+        (
+            {"gateway": {"http": {"endpoints": {"chatCompletions": {"enabled": True}}}}},
+            "chat_completions_enabled",
+            True,
+        ),
+        (
+            {"gateway": {"http": {"endpoints": {"chatCompletions": {"maxBodyBytes": 1024}}}}},
+            "max_body_bytes",
+            1024,
+        ),
+        ({"gateway": {"http": {"sseKeepaliveSeconds": 0.5}}}, "sse_keepalive_seconds", 0.5),
+        ({"sessions": {"historyLimit": 0}}, "history_limit", 0),
+        ({"sessions": {"ttlSeconds": 60}}, "session_ttl_seconds", 60.0),
+        ({"sessions": {"statelessTtlSeconds": 10.5}}, "stateless_ttl_seconds", 10.5),
+        ({"sessions": {"lockTimeoutSeconds": 0}}, "lock_timeout_seconds", 0.0),
+        ({"sessions": {"lockTimeoutSeconds": 2.5}}, "lock_timeout_seconds", 2.5),
+    ],
+)
+def test_key_maps_to_setting(doc, field, expected):
+    value = getattr(build(doc), field)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_openclaw_sections_and_ignored_keys_are_accepted():
+    doc = {
+        "meta": {"lastTouchedVersion": "2026.1.1"},
+        "channels": {"telegram": {"enabled": False}},
+        "gateway": {
+            "mode": "local",
+            "controlUi": {"allowedOrigins": []},
+            "http": {
+                "endpoints": {
+                    "responses": {"enabled": True},
+                    "chatCompletions": {
+                        "enabled": True,
+                        "maxImageParts": 8,
+                        "maxTotalImageBytes": 1000,
+                        "images": {"allowUrl": False},
+                    },
+                }
+            },
+        },
+    }
+    assert build(doc).chat_completions_enabled is True
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        ("gateway", "auth"),
+        ("gateway", "auth", "rateLimit"),
+        ("gateway", "http"),
+        ("gateway", "http", "endpoints", "chatCompletions"),
+        ("sessions",),
+        ("agents",),
+    ],
+)
+def test_unknown_key_in_owned_section_is_a_problem(section):
+    doc = node = {}
+    for key in section:
+        node = node.setdefault(key, {})
+    node["bogus"] = 1
+    [problem] = problems(doc)
+    assert problem.startswith(".".join(section) + ".bogus: unknown key (expected one of: ")
+
+
+def test_typo_is_reported_with_the_expected_keys():
+    assert problems({"gateway": {"auth": {"mdoe": "none"}}}) == [
+        "gateway.auth.mdoe: unknown key (expected one of: "
+        "allowUnauthenticated, mode, password, rateLimit, token)"
+    ]
+
+
+def test_every_problem_is_reported_at_once_sorted_by_path():
+    doc = {
+        "sessions": {"historyLimit": -1},
+        "gateway": {"port": 70000, "auth": {"mode": "tokn"}},
+        "agents": {"list": [{"id": "ok", "backend": "echo", "timeoutSeconds": 0}]},
+    }
+    assert problems(doc) == [
+        "agents.list[0].timeoutSeconds: 0 is less than or equal to the minimum of 0",
+        "gateway.auth.mode: 'tokn' is not one of ['token', 'password', 'none']",
+        "gateway.port: 70000 is greater than the maximum of 65535",
+        "sessions.historyLimit: -1 is less than the minimum of 0",
+    ]
+
+
+def test_bad_mode_and_bad_port_give_two_lines():
+    assert problems({"gateway": {"port": 0, "auth": {"mode": "tokn"}}}) == [
+        "gateway.auth.mode: 'tokn' is not one of ['token', 'password', 'none']",
+        "gateway.port: 0 is less than the minimum of 1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"gateway": {"port": "80"}}, "gateway.port: '80' is not of type 'integer'"),
+        ({"gateway": {"port": 80.5}}, "gateway.port: 80.5 is not of type 'integer'"),
+        (
+            {"gateway": {"http": {"sseKeepaliveSeconds": 0}}},
+            "gateway.http.sseKeepaliveSeconds: 0 is less than or equal to the minimum of 0",
+        ),
+        (
+            {"gateway": {"auth": {"rateLimit": {"maxAttempts": 0}}}},
+            "gateway.auth.rateLimit.maxAttempts: 0 is less than the minimum of 1",
+        ),
+        (
+            {"gateway": {"auth": {"rateLimit": "yes"}}},
+            "gateway.auth.rateLimit: 'yes' is not of type 'boolean', 'object'",
+        ),
+        (
+            {"gateway": {"trustedProxies": ["10.0.0.1/8"]}},
+            "gateway.trustedProxies[0]: '10.0.0.1/8' is not an IP address or CIDR network "
+            "(did you mean 10.0.0.0/8?)",
+        ),
+        (
+            {"gateway": {"trustedProxies": ["10.0.0.1", "proxy.local"]}},
+            "gateway.trustedProxies[1]: 'proxy.local' is not an IP address or CIDR network",
+        ),
+        (
+            {"gateway": {"bind": "0.0.0.0:80"}},
+            "gateway.bind: '0.0.0.0:80' is not a host name or IP address "
+            "(the port goes in gateway.port)",
+        ),
+        (
+            {"gateway": {"bind": "tailnet"}},
+            "gateway.bind: OpenClaw bind mode 'tailnet' is not supported",
+        ),
+        ({"agents": {"list": {}}}, "agents.list: {} is not of type 'array'"),
+        ({"sessions": []}, "sessions: [] is not of type 'object'"),
+        ({"sessions": {"store": ""}}, "sessions.store: '' should be non-empty"),
+    ],
+)
+def test_bad_value_is_reported_at_its_path(doc, expected):
+    assert problems(doc) == [expected]
+
+
+def test_problem_at_the_root_is_labelled():
+    assert problems([]) == ["(root): [] is not of type 'object'"]
+
+
+# --- auth ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["token", "password"])
+@pytest.mark.parametrize(
+    ("in_file", "environ", "expected"),
+    [
+        ("file", {}, "file"),
+        ("  file  ", {}, "file"),
+        ("file", {"CHATCOMPAT_GATEWAY_X": "cc", "OPENCLAW_GATEWAY_X": "oc"}, "file"),
+        (None, {"CHATCOMPAT_GATEWAY_X": "cc", "OPENCLAW_GATEWAY_X": "oc"}, "cc"),
+        (None, {"OPENCLAW_GATEWAY_X": " oc\n"}, "oc"),
+        ("", {"OPENCLAW_GATEWAY_X": "oc"}, "oc"),
+        ("   ", {"CHATCOMPAT_GATEWAY_X": " ", "OPENCLAW_GATEWAY_X": "oc"}, "oc"),
+    ],
+)
+def test_secret_from_file_then_env(mode, in_file, environ, expected):
+    auth = {"mode": mode}
+    if in_file is not None:
+        auth[mode] = in_file
+    environ = {name.replace("X", mode.upper()): value for name, value in environ.items()}
+    result = build({"gateway": {"auth": auth}}, environ=environ)
+    assert (result.auth_mode, result.auth_secret) == (mode, expected)
+
+
+def test_password_mode_ignores_the_token():
+    doc = {"gateway": {"auth": {"mode": "password", "token": "tok", "password": "pw"}}}
+    assert build(doc).auth_secret == "pw"
+
+
+@pytest.mark.parametrize("mode", ["token", "password"])
+def test_mode_without_its_secret_refuses(mode):
+    # The other kind of secret does not count.
+    other = "password" if mode == "token" else "token"
+    environ = {f"OPENCLAW_GATEWAY_{other.upper()}": "x"}
+    doc = {"gateway": {"auth": {"mode": mode, other: "y", mode: "  "}}}
+    assert problems(doc, environ=environ) == [
+        f"gateway.auth.{mode}: {mode} mode needs a {mode} "
+        f"(set gateway.auth.{mode} or OPENCLAW_GATEWAY_{mode.upper()})"
+    ]
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "127.3.2.1", "::1", "localhost", "LocalHost"])
+def test_mode_none_on_loopback_needs_no_secret(bind):
+    result = build({"gateway": {"bind": bind, "auth": {"mode": "none"}}})
+    assert (result.auth_mode, result.auth_secret) == ("none", None)
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "10.1.2.3", "example.org", "lan"])
+def test_mode_none_on_other_binds_refuses(bind):
+    [problem] = problems({"gateway": {"bind": bind, "auth": {"mode": "none"}}})
+    assert problem.startswith("gateway.auth.mode: mode 'none' on the non-loopback address ")
+    assert "gateway.auth.allowUnauthenticated: true" in problem
+
+
+def test_mode_none_on_other_binds_with_allow_unauthenticated():
+    doc = {"gateway": {"bind": "0.0.0.0", "auth": {"mode": "none", "allowUnauthenticated": True}}}
+    result = build(doc)
+    assert (result.bind, result.allow_unauthenticated, result.auth_secret) == (
+        "0.0.0.0",
+        True,
+        None,
+    )
+
+
+def test_mode_none_check_uses_the_bind_from_the_environment():
+    doc = {"gateway": {"auth": {"mode": "none"}}}
+    assert build(doc).bind == "127.0.0.1"
+    [problem] = problems(doc, environ={"CHATCOMPAT_BIND": "0.0.0.0:80"})
+    assert problem.startswith(
+        "gateway.auth.mode: mode 'none' on the non-loopback address '0.0.0.0'"
+    )
+
+
+# --- CHATCOMPAT_BIND ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.0.0.0:9000", ("0.0.0.0", 9000)),
+        (" 10.0.0.1:1 ", ("10.0.0.1", 1)),
+        ("[::1]:9000", ("::1", 9000)),
+        ("[::]", ("::", 7000)),
+        ("::1", ("::1", 7000)),
+        ("example.org", ("example.org", 7000)),
+        ("localhost:65535", ("localhost", 65535)),
+    ],
+)
+def test_chatcompat_bind_overrides_bind_and_port(value, expected):
+    doc = {"gateway": {"bind": "192.168.0.1", "port": 7000}}
+    result = build(doc, environ={**TOKEN_ENV, "CHATCOMPAT_BIND": value})
+    assert (result.bind, result.port) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["host:port", "host:0", "host:70000", "host:", ":80", "[::1", "[host]:80", "a b:80"]
+)
+def test_malformed_chatcompat_bind_is_a_problem(value):
+    [problem] = problems({}, environ={**TOKEN_ENV, "CHATCOMPAT_BIND": value})
+    assert problem.startswith(f"CHATCOMPAT_BIND: {value!r} is not host, host:port or [IPv6]:port")
+
+
+# --- agents -------------------------------------------------------------------------
+
+
+def agents_doc(*entries, defaults=None):
+    section = {"list": list(entries)}
+    if defaults is not None:
+        section["defaults"] = defaults
+    return {"agents": section}
+
+
+def test_agent_entry_maps_to_agent_config():
+    doc = agents_doc(
+        {
+            "id": "Helper",
+            "backend": "echo",
+            "default": True,
+            "systemPrompt": "Be brief.",
+            "timeoutSeconds": 30,
+            "historyLimit": 4,
+            "delayMs": 5,
+        }
+    )
+    assert build(doc).agents == (
+        AgentConfig(
+            id="helper",
+            backend="echo",
+            options={"delayMs": 5},
+            system_prompt="Be brief.",
+            timeout_seconds=30.0,
+            history_limit=4,
+            default=True,
+        ),
+    )
+
+
+def test_unknown_backend_is_reported_at_its_entry():
+    doc = agents_doc({"id": "a", "backend": "echo"}, {"id": "b", "backend": "nope"})
+    [problem] = problems(doc)
+    assert problem.startswith("agents.list[1].backend: unknown backend 'nope' (built-in: ")
+
+
+def test_agent_backend_by_dotted_path():
+    doc = agents_doc({"id": "a", "backend": "chatcompat.agents.echo.EchoAgent", "delayMs": 1})
+    assert build(doc).agents[0].backend == "chatcompat.agents.echo.EchoAgent"
+
+
+@pytest.mark.parametrize("doc", [{}, {"agents": {}}, agents_doc()])
+def test_no_agents_gives_main_echo(doc):
+    result = build(doc)
+    assert result.agents == (AgentConfig(id="main", backend="echo"),)
+    assert result.default_agent_id == "main"
+
+
+@pytest.mark.parametrize(
+    ("marked", "expected"),
+    [(None, "a"), (0, "a"), (1, "b"), (2, "c")],
+)
+def test_default_agent_is_the_marked_one_else_the_first(marked, expected):
+    entries = [{"id": name, "backend": "echo"} for name in "abc"]
+    if marked is not None:
+        entries[marked]["default"] = True
+    result = build(agents_doc(*entries))
+    assert result.default_agent_id == expected
+    assert [agent.default for agent in result.agents] == [i == marked for i in range(3)]
+
+
+def test_agents_defaults_are_merged_and_entries_win():
+    doc = agents_doc(
+        {"id": "a"},
+        {"id": "b", "delayMs": 0, "timeoutSeconds": 1, "systemPrompt": "own"},
+        defaults={"backend": "echo", "delayMs": 5, "timeoutSeconds": 30, "systemPrompt": "shared"},
+    )
+    a, b = build(doc).agents
+    assert (a.options, a.timeout_seconds, a.system_prompt) == ({"delayMs": 5}, 30.0, "shared")
+    assert (b.options, b.timeout_seconds, b.system_prompt) == ({"delayMs": 0}, 1.0, "own")
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (
+            agents_doc({"id": "bad id", "backend": "echo"}),
+            [
+                "agents.list[0].id: 'bad id' is not a valid agent id "
+                "(lowercased: ^[a-z0-9][a-z0-9_-]{0,63}$)"
+            ],
+        ),
+        (
+            agents_doc({"id": "a" * 65, "backend": "echo"}),
+            [
+                f"agents.list[0].id: {'a' * 65!r} is not a valid agent id "
+                "(lowercased: ^[a-z0-9][a-z0-9_-]{0,63}$)"
+            ],
+        ),
+        (
+            agents_doc({"id": "Main", "backend": "echo"}, {"id": "MAIN", "backend": "echo"}),
+            ["agents.list[1].id: duplicate agent id 'main' (also agents.list[0])"],
+        ),
+        (
+            agents_doc(
+                {"id": "a", "backend": "echo", "default": True},
+                {"id": "b", "backend": "echo"},
+                {"id": "c", "backend": "echo", "default": True},
+            ),
+            ["agents.list[2].default: only one agent may be the default (agents.list[0] is)"],
+        ),
+        (
+            agents_doc({"id": "a"}),
+            ["agents.list[0]: 'backend' is a required property (here or in agents.defaults)"],
+        ),
+        (
+            agents_doc({"backend": "echo"}),
+            ["agents.list[0]: 'id' is a required property"],
+        ),
+        (
+            agents_doc({"id": "a", "backend": "echo", "delayMs": -1}),
+            ["agents.list[0].delayMs: -1 is less than the minimum of 0"],
+        ),
+        (
+            agents_doc({"id": "a", "backend": "echo", "delayMz": 1}),
+            [
+                "agents.list[0].delayMz: unknown key (expected one of: backend, default, "
+                "delayMs, historyLimit, id, systemPrompt, timeoutSeconds)"
+            ],
+        ),
+        (
+            agents_doc({"id": "a", "backend": "echo", "historyLimit": -1}),
+            ["agents.list[0].historyLimit: -1 is less than the minimum of 0"],
+        ),
+        (
+            agents_doc({"id": "a", "backend": "echo"}, defaults={"timeoutSeconds": "long"}),
+            ["agents.defaults.timeoutSeconds: 'long' is not of type 'number'"],
+        ),
+        (
+            agents_doc({"id": "a"}, {"id": "b"}, defaults={"backend": "echo", "delayMs": -1}),
+            [
+                "agents.list[0].delayMs: -1 is less than the minimum of 0",
+                "agents.list[1].delayMs: -1 is less than the minimum of 0",
+            ],
+        ),
+    ],
+)
+def test_agent_problems(doc, expected):
+    assert problems(doc) == expected
+
+
+# --- session store ------------------------------------------------------------------
+
+
+def test_store_defaults_to_the_state_dir(tmp_path):
+    environ = {**TOKEN_ENV, "CHATCOMPAT_STATE_DIR": str(tmp_path / "st")}
+    assert build({}, environ=environ).session_store == f"sqlite:///{tmp_path}/st/sessions.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///sessions.db", "sqlite:///{conf}/sessions.db"),
+        ("sqlite:///data/../db/s.db", "sqlite:///{conf}/db/s.db"),
+        ("sqlite:////var/lib/s.db", "sqlite:////var/lib/s.db"),
+        ("sqlite:///~/s.db", "sqlite:///{home}/s.db"),
+        ("sqlite:///s.db?timeout=5", "sqlite:///{conf}/s.db?timeout=5"),
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("rediss://:pw@cache.example:6380/1", "rediss://:pw@cache.example:6380/1"),
+    ],
+)
+def test_store_url_is_normalized_against_the_config_dir(tmp_path, url, expected):
+    config_path = str(tmp_path / "conf" / "chatcompat.json5")
+    result = build({"sessions": {"store": url}}, config_path=config_path)
+    assert result.session_store == expected.format(conf=tmp_path / "conf", home=tmp_path / "home")
+
+
+def test_relative_store_without_a_file_is_against_the_working_dir(isolated):
+    result = build({"sessions": {"store": "sqlite:///s.db"}})
+    assert result.session_store == f"sqlite:///{isolated}/s.db"
+
+
+def test_load_settings_resolves_the_store_next_to_the_file(tmp_path):
+    path = write(tmp_path / "etc" / "app.json5", "{sessions: {store: 'sqlite:///s.db'}}")
+    result = load_settings(path, TOKEN_ENV)
+    assert (result.config_path, result.session_store) == (path, f"sqlite:///{tmp_path}/etc/s.db")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://db/x", "unsupported scheme 'postgres'"),
+        ("sessions.db", "not a URL"),
+        ("sqlite://host/x.db", "a SQLite URL has no host"),
+        ("sqlite:///", "a SQLite URL has no host"),
+    ],
+)
+def test_bad_store_url_is_a_problem(url, expected):
+    [problem] = problems({"sessions": {"store": url}})
+    assert problem == (
+        f"sessions.store: {expected} (expected sqlite:///relative/path.db, "
+        "sqlite:////absolute/path.db, redis:// or rediss://)"
+    )
+
+
+# --- secrets never appear in messages -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"gateway": {"auth": {"token": [SECRET]}}},
+        {"gateway": {"auth": {"password": {"value": SECRET}}}},
+        {"gateway": {"auth": SECRET}},
+        {"gateway": {"auth": {"mode": "tokn", "token": SECRET}, "port": 0}},
+        {"sessions": {"store": f"postgres://admin:{SECRET}@db/x"}},
+        {"sessions": {"store": f"sqlite://admin:{SECRET}@db/x"}},
+        {"agents": {"list": {"apiKey": SECRET}}},
+        agents_doc({"id": "a", "backend": KEYED, "apiKey": SECRET}),
+        agents_doc({"id": "a", "backend": KEYED, "headers": {"Authorization": SECRET, "X": "1"}}),
+        {"agents": {"defaults": [{"headers": {"Authorization": SECRET}}]}},
+    ],
+)
+def test_no_secret_in_messages(doc):
+    message = "\n".join(problems(doc, environ={"OPENCLAW_GATEWAY_TOKEN": SECRET}))
+    assert SECRET not in message
+    assert message  # the test is meaningless if nothing was reported
+
+
+def test_load_settings_reports_problems_without_the_secret(tmp_path):
+    path = write(tmp_path / "c.json5", json.dumps({"gateway": {"port": 0}}))
+    environ = {"OPENCLAW_GATEWAY_TOKEN": SECRET, "CHATCOMPAT_STATE_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ)
+    assert info.value.problems == [
+        "gateway.port: 0 is less than the minimum of 1",
+    ]
+    assert SECRET not in str(info.value)

@@ -1,0 +1,147 @@
+"""The blocking adapter: locks, cancellation on a vanished client, keepalives, storage."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+
+import pytest
+
+from chatcompat import errors
+from chatcompat.agents import backend_class
+from chatcompat.config import AgentConfig
+from chatcompat.requestlog import RequestRecord
+from chatcompat.runner import KEEPALIVE
+from chatcompat.runner import ClientGone
+from chatcompat.runner import Run
+from chatcompat.sessions import open_store
+from chatcompat.sessions.base import StoreUnavailable
+from tests.conftest import SCRIPTED
+from tests.scripted_agent import read_log
+
+
+@pytest.fixture
+def store(settings):
+    store = open_store(settings.session_store)
+    yield store
+    store.close()
+
+
+def make_run(settings, store, agent_config, key="agent:scripted:k", client_socket=None):
+    return Run(
+        settings=settings,
+        store=store,
+        agent=backend_class(agent_config.backend)(agent_config),
+        agent_config=agent_config,
+        session_key=key,
+        sticky=True,
+        model="m",
+        client_socket=client_socket,
+        record=RequestRecord("r", "POST", "/"),
+    )
+
+
+SCRIPTED_AGENT = AgentConfig(id="scripted", backend=SCRIPTED, timeout_seconds=5)
+
+
+def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path, monkeypatch):
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
+    ours, theirs = socket.socketpair()
+    run = make_run(settings, store, SCRIPTED_AGENT, client_socket=ours)
+    run.start([{"role": "user", "content": "[[hang]]"}], {})
+    closed_at = time.monotonic()
+    theirs.close()
+    with pytest.raises(ClientGone):
+        for _ in run.events(keepalive=None):
+            pass
+    run.close()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not any(
+        line["event"] == "end" for line in read_log(str(log))
+    ):
+        time.sleep(0.02)
+    end = [line for line in read_log(str(log)) if line["event"] == "end"][0]
+    assert end["outcome"] == "cancelled"
+    assert end["at"] - (time.time() - (time.monotonic() - closed_at)) < 1.0
+    assert store.load_history("agent:scripted:k", 10) is None
+    assert store.acquire_lock("agent:scripted:k", "other", 5)  # released
+    ours.close()
+
+
+def test_stream_generator_closed_by_the_server_cancels_and_stores_nothing(settings, store):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start([{"role": "user", "content": "[[slow:100]] a b c d e f"}], {})
+    body = run.sse(include_usage=False)
+    assert next(body).startswith(b"data: ")
+    body.close()  # what gunicorn does when a write to the client fails
+    assert run._cancel.is_set
+    assert store.load_history("agent:scripted:k", 10) is None
+    assert store.acquire_lock("agent:scripted:k", "other", 5)
+
+
+def test_keepalive_markers_while_silent(settings, store):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start([{"role": "user", "content": "[[silent:0.5]] hi"}], {})
+    items = list(run.events(keepalive=0.1))
+    run.close()
+    assert items.count(KEEPALIVE) >= 3
+    assert items[-1].__class__.__name__ == "Finish"
+
+
+def test_second_run_on_a_session_waits_then_409(settings, store):
+    quick = dataclasses.replace(settings, lock_timeout_seconds=0.3)
+    first = make_run(quick, store, SCRIPTED_AGENT)
+    first.start([{"role": "user", "content": "[[hang]]"}], {})
+    second = make_run(quick, store, SCRIPTED_AGENT)
+    started = time.monotonic()
+    with pytest.raises(errors.SessionBusy):
+        second.start([{"role": "user", "content": "hi"}], {})
+    assert 0.25 <= time.monotonic() - started < 1.5
+    first.close()
+    third = make_run(quick, store, SCRIPTED_AGENT)
+    third.start([{"role": "user", "content": "hi"}], {})
+    assert third.complete()["choices"][0]["message"]["content"] == "hi"
+
+
+def test_waiting_run_proceeds_when_the_lock_frees(settings, store):
+    first = make_run(settings, store, SCRIPTED_AGENT)
+    first.start([{"role": "user", "content": "one"}], {})
+    second = make_run(settings, store, SCRIPTED_AGENT)
+    threading.Timer(0.3, first.complete).start()
+    second.start([{"role": "user", "content": "two"}], {})
+    second.complete()
+    history = store.load_history("agent:scripted:k", 10)
+    assert [m["content"] for m in history] == ["one", "one", "two", "two"]
+
+
+class DownStore:
+    """A store whose backend cannot be reached."""
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise StoreUnavailable("down")
+
+        return fail
+
+
+def test_store_unavailable_is_503_before_running(settings):
+    run = make_run(settings, DownStore(), SCRIPTED_AGENT)
+    with pytest.raises(errors.StoreUnavailable):
+        run.start([{"role": "user", "content": "hi"}], {})
+
+
+def test_store_failing_at_the_end_is_an_error_frame_not_a_finish(settings, store, monkeypatch):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start([{"role": "user", "content": "a b"}], {})
+
+    def broken(*args, **kwargs):
+        raise StoreUnavailable("gone")
+
+    monkeypatch.setattr(store, "append_turn", broken)
+    frames = list(run.sse(include_usage=True))
+    assert b"store_unavailable" in frames[-2]
+    assert frames[-1] == b"data: [DONE]\n\n"
+    assert not any(b'"finish_reason":"stop"' in f for f in frames)
