@@ -77,12 +77,14 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
 
 def _configure_logging() -> None:
     logger = logging.getLogger("chatcompat")
+    from .requestlog import JsonFormatter
+
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     # Under gunicorn nothing handles the root logger: give ours a stderr handler.
     # When the host application (or pytest) already logs, just propagate to it.
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
         logger.propagate = False

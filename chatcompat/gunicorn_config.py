@@ -55,6 +55,9 @@ threads = int(_env("THREADS", "32"))  # gthread only: concurrent requests per wo
 worker_connections = int(_env("WORKER_CONNECTIONS", "4096"))
 preload_app = False  # gevent patches after fork; nothing may open sockets in the master
 proc_name = "chatcompat"
+# gunicorn's control socket has one fixed default path per user: two gateways on
+# one host would fight over it, and nothing here uses it.
+control_socket_disable = True
 
 # Timeouts
 timeout = int(_env("TIMEOUT", "30"))  # worker heartbeat, not a request limit under gevent

@@ -20,6 +20,27 @@ if t.TYPE_CHECKING:
 log = logging.getLogger("chatcompat.request")
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, then the fields of a
+    dict message (request records) or ``message`` (everything else)."""
+
+    converter = time.gmtime  # the "Z" in ts
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, t.Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        if isinstance(record.msg, dict):
+            line.update(record.msg)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, separators=(",", ":"), default=str)
+
+
 def session_hash(session_key: str) -> str:
     """A short digest: lets logs correlate a session without exposing its key."""
     return hashlib.sha256(session_key.encode("utf-8")).hexdigest()[:16]
@@ -83,4 +104,4 @@ class RequestRecord:
                 metrics.TOKENS.labels(self.agent, "completion").inc(self.usage.completion_tokens)
         metrics.REQUESTS.labels(self.route, str(status)).inc()
         metrics.REQUEST_SECONDS.labels(self.route).observe(duration)
-        log.info(json.dumps(line, separators=(",", ":")))
+        log.info(line)

@@ -143,10 +143,13 @@ class Run:
             # A new session keeps what the agent saw as its first turn, so the next
             # request (which sends only the key) continues the same conversation.
             self._turn_to_store = (past if stored is None else []) + new_turn
+            sent = past + new_turn
+            if not self.agent.accepts_images:
+                sent = history.drop_images(sent, agent_id=self.agent_config.id)
             request = AgentRequest(
                 agent_id=self.agent_config.id,
                 session_key=self.session_key,
-                messages=past + new_turn,
+                messages=sent,
                 history_count=len(past),
                 system_prompt=history.join_system_prompts(
                     self.agent_config.system_prompt, system_text

@@ -169,10 +169,13 @@ class Agent:
 
     ``options_schema`` is the JSON Schema of the backend's own options in
     ``agents.list[]``; the configuration loader validates them with it.
+    ``accepts_images`` says whether ``image_url`` content parts reach the agent.
     """
 
     name: t.ClassVar[str] = ""
     options_schema: t.ClassVar[dict[str, t.Any]] = {"type": "object"}
+    # Backends that cannot take images get their image_url parts removed (and logged).
+    accepts_images: t.ClassVar[bool] = False
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config

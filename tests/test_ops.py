@@ -1,0 +1,82 @@
+"""Operational routes: health, readiness, metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+
+from jsonschema import Draft202012Validator
+
+from chatcompat.validation import request_schema
+from tests.conftest import AUTH
+
+
+def test_healthz_needs_no_credential(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+
+
+def test_readyz_follows_the_store(make_app, tmp_path):
+    assert make_app().test_client().get("/readyz").status_code == 200
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    broken = make_app(session_store=f"sqlite:///{blocker}/sessions.db").test_client()
+    response = broken.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "store_unavailable"
+    assert broken.get("/healthz").status_code == 200
+    chat = broken.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, headers=AUTH
+    )
+    assert chat.status_code == 503
+    assert chat.get_json()["error"]["code"] == "store_unavailable"
+
+
+def test_metrics_count_requests_by_route_and_status(client):
+    def count(text: str) -> float:
+        for line in text.splitlines():
+            if (
+                line.startswith("chatcompat_requests_total{")
+                and 'route="/v1/chat/completions"' in line
+                and 'status="200"' in line
+            ):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count(client.get("/metrics").get_data(as_text=True))
+    for _ in range(3):
+        client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "x"}]},
+            headers=AUTH,
+        ).close()
+    response = client.get("/metrics")
+    assert response.content_type.startswith("text/plain")
+    text = response.get_data(as_text=True)
+    assert count(text) == before + 3
+    assert "chatcompat_time_to_first_byte_seconds_bucket" in text
+    assert "test-token" not in text
+
+
+def test_openapi_document_publishes_the_validator_schema(client):
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"] == "3.1.0"
+    assert set(document["paths"]) >= {
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/models/{model_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+    schemas = document["components"]["schemas"]
+    source = request_schema()
+    assert schemas["ChatCompletionRequest"]["properties"] == json.loads(
+        json.dumps(source["properties"]).replace('"#/$defs/', '"#/components/schemas/')
+    )
+    assert set(source["$defs"]) <= set(schemas)
+    # Every reference resolves inside the document.
+    text = json.dumps(document)
+    for ref in {part.split('"')[0] for part in text.split('"$ref": "#/components/schemas/')[1:]}:
+        assert ref in schemas, ref
+    for name, schema in schemas.items():
+        Draft202012Validator.check_schema(schema)
