@@ -608,10 +608,15 @@ def test_unknown_paths_are_json_404(client, path):
     check_error(response.get_json(), code="not_found")
 
 
-def test_images_are_dropped_with_a_warning_for_text_only_agents(client, tmp_path, monkeypatch, caplog):
+def test_images_are_dropped_with_a_warning_for_text_only_agents(
+    client, tmp_path, monkeypatch, caplog
+):
     runs = _scripted_log(tmp_path, monkeypatch)
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
-    body = {"model": "openclaw/scripted", "messages": [user([{"type": "text", "text": "see"}, image])]}
+    body = {
+        "model": "openclaw/scripted",
+        "messages": [user([{"type": "text", "text": "see"}, image])],
+    }
     assert post(client, body).status_code == 200
     assert runs()[0]["messages"] == [user([{"type": "text", "text": "see"}])]
     assert "dropped 1 image part" in caplog.text

@@ -70,6 +70,8 @@ class SessionStore:
     def load_history(self, key: str, limit: int) -> list[Message] | None:
         """Return the last ``limit`` messages of the session, oldest first.
 
+        ``limit <= 0`` gives ``[]`` for a live session.
+
         :return: None when the session has no stored turn (new or expired).
         """
         raise NotImplementedError("The 'load_history' method must be implemented.")
@@ -85,7 +87,12 @@ class SessionStore:
     ) -> None:
         """Append one turn atomically, creating the session when needed.
 
-        Also moves the session's expiry to ``now + ttl_seconds``.
+        Also moves the session's expiry to ``now + ttl_seconds``; ``agent_id`` and
+        ``sticky`` take the values of the latest turn. A session whose expiry has
+        passed starts afresh, without its old turns.
+
+        :raises StoreError: ``messages`` is empty or not JSON-serialisable (nothing
+            of the turn is stored).
         """
         raise NotImplementedError("The 'append_turn' method must be implemented.")
 
@@ -118,7 +125,7 @@ class SessionStore:
         raise NotImplementedError("The 'transcript' method must be implemented.")
 
     def delete_session(self, key: str) -> bool:
-        """Delete a session; return whether it existed."""
+        """Delete a session (not its run lock); return whether it existed and was live."""
         raise NotImplementedError("The 'delete_session' method must be implemented.")
 
     def auth_lockout_remaining(self, client: str) -> float:
@@ -127,11 +134,16 @@ class SessionStore:
 
     def record_auth_failure(self, client: str, limit: RateLimit) -> None:
         """Count a failed credential; lock the client out once ``limit.max_attempts``
-        failures fall within ``limit.window_seconds``."""
+        failures fall within ``limit.window_seconds``.
+
+        Reaching the limit starts a lockout of ``limit.lockout_seconds`` and resets the
+        count. A failure recorded during a lockout is ignored: it neither extends the
+        lockout nor counts afterwards. ``limit.exempt_loopback`` is the caller's job.
+        """
         raise NotImplementedError("The 'record_auth_failure' method must be implemented.")
 
     def clear_auth_failures(self, client: str) -> None:
-        """Forget the client's failures (after a successful authentication)."""
+        """Forget the client's failures and lockout (after a successful authentication)."""
         raise NotImplementedError("The 'clear_auth_failures' method must be implemented.")
 
     def close(self) -> None:
