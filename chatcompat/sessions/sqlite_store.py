@@ -1,0 +1,267 @@
+"""The SQLite session store: one database file shared by every worker of one host.
+
+Tables: ``sessions`` (one row per session, with its expiry and counters),
+``messages`` (the transcript, one compact JSON message per row, ordered by turn and
+position), ``locks`` (run locks) and ``auth_failures`` (per client address). The
+connection handling, retries and DDL live in :mod:`.sqlite_db`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+import typing as t
+
+from .base import Message
+from .base import SessionInfo
+from .base import SessionStore
+from .base import StoreError
+from .base import Turn
+from .sqlite_db import RETRY_BUDGET_SECONDS
+from .sqlite_db import Database
+from .sqlite_db import decode
+from .sqlite_db import encode
+
+if t.TYPE_CHECKING:
+    from ..config import RateLimit
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_SECONDS = 60.0
+# Sessions deleted per purge transaction: bounds how long one purge blocks the worker.
+PURGE_BATCH = 100
+
+_COLUMNS = "key, agent_id, sticky, created, updated, expires, turns, messages"
+
+
+class SQLiteStore(SessionStore):
+    """Session store in the SQLite file ``path`` (created with its directory if missing).
+
+    :param clock: the wall clock for timestamps and expiries (tests inject one).
+    :param retry_budget: how long to keep retrying a locked database, in seconds.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: t.Callable[[], float] = time.time,
+        retry_budget: float = RETRY_BUDGET_SECONDS,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self._db = Database(self.path, retry_budget=retry_budget)
+        self._clock = clock
+        self._last_purge = float("-inf")
+
+    def ping(self) -> None:
+        self._db.read("SELECT count(*) FROM locks", ())
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load_history(self, key: str, limit: int) -> list[Message] | None:
+        """Return the last ``limit`` messages, oldest first (``[]`` when ``limit <= 0``).
+
+        :return: None when the session has no live turn.
+        """
+
+        def op(conn: sqlite3.Connection) -> list[str] | None:
+            with self._db.transaction(conn, "DEFERRED"):  # one snapshot for both queries
+                if not _is_live(conn, key, self._clock()):
+                    return None
+                rows = conn.execute(
+                    "SELECT body FROM messages WHERE key = ? ORDER BY turn DESC, seq DESC LIMIT ?",
+                    (key, max(0, limit)),
+                ).fetchall()
+            return [body for (body,) in reversed(rows)]
+
+        bodies = self._db.run(op)
+        return None if bodies is None else [decode(body) for body in bodies]
+
+    def append_turn(
+        self,
+        key: str,
+        agent_id: str,
+        messages: list[Message],
+        *,
+        sticky: bool,
+        ttl_seconds: float,
+    ) -> None:
+        """Append one turn atomically; ``sticky`` and ``agent_id`` take the latest value.
+
+        A session whose expiry passed starts afresh (its old turns are deleted).
+        Expired sessions are purged from here at most every 60 s.
+
+        :raises StoreError: when ``messages`` is empty or not JSON-serialisable.
+        """
+        if not messages:
+            raise StoreError("a turn needs at least one message")
+        bodies = [encode(message) for message in messages]  # before taking any lock
+
+        def op(conn: sqlite3.Connection) -> float:
+            now = self._clock()
+            with self._db.transaction(conn):
+                row = conn.execute(
+                    "SELECT expires, turns FROM sessions WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None and row[0] <= now:
+                    _delete_rows(conn, [key])
+                    row = None
+                turn = 1 if row is None else row[1] + 1
+                conn.execute(
+                    f"INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET agent_id = excluded.agent_id,"
+                    " sticky = excluded.sticky, updated = excluded.updated,"
+                    " expires = excluded.expires, turns = turns + 1,"
+                    " messages = messages + excluded.messages",
+                    (key, agent_id, int(sticky), now, now, now + ttl_seconds, len(bodies)),
+                )
+                conn.executemany(
+                    "INSERT INTO messages (key, turn, seq, created, body) VALUES (?, ?, ?, ?, ?)",
+                    [(key, turn, seq, now, body) for seq, body in enumerate(bodies)],
+                )
+            return now
+
+        now = self._db.run(op)
+        if now - self._last_purge >= PURGE_INTERVAL_SECONDS:
+            # So the file stays bounded even when nobody calls purge_expired.
+            self._last_purge = now
+            try:
+                self.purge_expired()
+            except StoreError:
+                # The turn is stored: failing the request for housekeeping would lie.
+                log.warning("purging expired sessions failed", exc_info=True)
+
+    def acquire_lock(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            now = self._clock()
+            with self._db.transaction(conn):
+                # Takes a free or expired lock, refreshes our own, leaves another's.
+                cursor = conn.execute(
+                    "INSERT INTO locks (key, owner, expires) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET owner = excluded.owner,"
+                    " expires = excluded.expires"
+                    " WHERE locks.expires <= ? OR locks.owner = excluded.owner",
+                    (key, owner, now + ttl_seconds, now),
+                )
+                return cursor.rowcount == 1
+
+        return self._db.run(op)
+
+    def release_lock(self, key: str, owner: str) -> None:
+        self._db.write("DELETE FROM locks WHERE key = ? AND owner = ?", (key, owner))
+
+    def purge_expired(self) -> int:
+        """Delete expired rows, :data:`PURGE_BATCH` sessions per transaction."""
+
+        def op(conn: sqlite3.Connection, first: bool) -> int:
+            now = self._clock()
+            with self._db.transaction(conn):
+                if first:
+                    conn.execute("DELETE FROM locks WHERE expires <= ?", (now,))
+                    conn.execute("DELETE FROM auth_failures WHERE expires <= ?", (now,))
+                sql = "SELECT key FROM sessions WHERE expires <= ? LIMIT ?"
+                keys = [key for (key,) in conn.execute(sql, (now, PURGE_BATCH))]
+                _delete_rows(conn, keys)
+            return len(keys)
+
+        total = batch = self._db.run(lambda conn: op(conn, True))
+        while batch >= PURGE_BATCH:
+            time.sleep(0)  # let other greenlets run between batches
+            batch = self._db.run(lambda conn: op(conn, False))
+            total += batch
+        return total
+
+    def list_sessions(self, limit: int = 100) -> list[SessionInfo]:
+        rows = self._db.read(
+            f"SELECT {_COLUMNS} FROM sessions WHERE expires > ? ORDER BY updated DESC, key LIMIT ?",
+            (self._clock(), max(0, limit)),
+        )
+        return [_session_info(row) for row in rows]
+
+    def get_session(self, key: str) -> SessionInfo | None:
+        rows = self._db.read(
+            f"SELECT {_COLUMNS} FROM sessions WHERE key = ? AND expires > ?",
+            (key, self._clock()),
+        )
+        return _session_info(rows[0]) if rows else None
+
+    def transcript(self, key: str) -> list[Turn]:
+        def op(conn: sqlite3.Connection) -> list[tuple[t.Any, ...]]:
+            with self._db.transaction(conn, "DEFERRED"):
+                if not _is_live(conn, key, self._clock()):
+                    return []
+                return conn.execute(
+                    "SELECT turn, created, body FROM messages WHERE key = ? ORDER BY turn, seq",
+                    (key,),
+                ).fetchall()
+
+        turns: list[Turn] = []
+        last = None
+        for turn, created, body in self._db.run(op):
+            if turn != last:
+                turns.append(Turn(created=created, messages=[]))
+                last = turn
+            turns[-1].messages.append(decode(body))
+        return turns
+
+    def delete_session(self, key: str) -> bool:
+        """Delete a session (not its run lock); False when absent or expired."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            with self._db.transaction(conn):
+                live = _is_live(conn, key, self._clock())
+                _delete_rows(conn, [key])  # the rows of an expired session go too
+            return live
+
+        return self._db.run(op)
+
+    def auth_lockout_remaining(self, client: str) -> float:
+        rows = self._db.read("SELECT locked_until FROM auth_failures WHERE client = ?", (client,))
+        return max(0.0, rows[0][0] - self._clock()) if rows else 0.0
+
+    def record_auth_failure(self, client: str, limit: RateLimit) -> None:
+        """Count a failure. One that arrives during a lockout is ignored (no extension)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            with self._db.transaction(conn):
+                row = conn.execute(
+                    "SELECT failures, locked_until FROM auth_failures WHERE client = ?", (client,)
+                ).fetchone()
+                failures, locked_until = ("[]", 0.0) if row is None else row
+                if locked_until > now:
+                    return
+                times = [f for f in decode(failures) if f > now - limit.window_seconds]
+                times.append(now)
+                if len(times) >= limit.max_attempts:
+                    times, locked_until = [], now + limit.lockout_seconds
+                expires = max(locked_until, now + limit.window_seconds)
+                conn.execute(
+                    "INSERT OR REPLACE INTO auth_failures (client, failures, locked_until, expires)"
+                    " VALUES (?, ?, ?, ?)",
+                    (client, encode(times), locked_until, expires),
+                )
+
+        self._db.run(op)
+
+    def clear_auth_failures(self, client: str) -> None:
+        self._db.write("DELETE FROM auth_failures WHERE client = ?", (client,))
+
+
+def _is_live(conn: sqlite3.Connection, key: str, now: float) -> bool:
+    sql = "SELECT 1 FROM sessions WHERE key = ? AND expires > ?"
+    return conn.execute(sql, (key, now)).fetchone() is not None
+
+
+def _delete_rows(conn: sqlite3.Connection, keys: list[str]) -> None:
+    params = [(key,) for key in keys]
+    conn.executemany("DELETE FROM messages WHERE key = ?", params)
+    conn.executemany("DELETE FROM sessions WHERE key = ?", params)
+
+
+def _session_info(row: tuple[t.Any, ...]) -> SessionInfo:
+    key, agent_id, sticky, created, updated, expires, turns, messages = row
+    return SessionInfo(key, agent_id, bool(sticky), created, updated, expires, turns, messages)

@@ -1,0 +1,257 @@
+"""SQLite-specific behaviour: files, errors, atomicity, expiry and purge, open_store."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import sqlite3
+import stat
+import typing as t
+
+import pytest
+
+from chatcompat.config import RateLimit
+from chatcompat.sessions import SQLiteStore
+from chatcompat.sessions import StoreError
+from chatcompat.sessions import StoreUnavailable
+from chatcompat.sessions import open_store
+from chatcompat.sessions import sqlite_store
+
+KEY = "agent:main:openai-user:alice"
+
+
+def user(text: str) -> dict[str, t.Any]:
+    return {"role": "user", "content": text}
+
+
+def raw_rows(path: pathlib.Path | str, sql: str) -> list[tuple[t.Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path / "sessions.db"
+
+
+@pytest.fixture
+def store(db_path: pathlib.Path) -> t.Iterator[SQLiteStore]:
+    with SQLiteStore(str(db_path)) as store:
+        yield store  # type: ignore[misc]
+
+
+@pytest.fixture
+def clocked(db_path: pathlib.Path, clock: t.Any) -> t.Iterator[SQLiteStore]:
+    with SQLiteStore(str(db_path), clock=clock) as store:
+        yield store  # type: ignore[misc]
+
+
+# -- files -------------------------------------------------------------------------
+
+
+def test_creates_private_directory_and_file(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "state" / "sub" / "sessions.db"
+    with SQLiteStore(str(path)) as store:
+        store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=60)
+        assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+        for name in ("sessions.db", "sessions.db-wal", "sessions.db-shm"):
+            assert stat.S_IMODE((path.parent / name).stat().st_mode) & 0o077 == 0, name
+        assert raw_rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_messages_are_compact_json_in_order(store: SQLiteStore, db_path: pathlib.Path) -> None:
+    store.append_turn(KEY, "main", [user("hé"), user("b")], sticky=True, ttl_seconds=60)
+    rows = raw_rows(db_path, "SELECT turn, seq, body FROM messages ORDER BY turn, seq")
+    assert rows == [
+        (1, 0, '{"role":"user","content":"hé"}'),
+        (1, 1, '{"role":"user","content":"b"}'),
+    ]
+
+
+def test_unwritable_location_is_unavailable(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "regular").write_text("a file, not a directory")
+    with SQLiteStore(str(tmp_path / "regular" / "state" / "sessions.db")) as store:
+        with pytest.raises(StoreUnavailable) as info:
+            store.ping()
+        assert isinstance(info.value.__cause__, OSError)
+        with pytest.raises(StoreUnavailable):
+            store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=60)
+        with pytest.raises(StoreUnavailable):
+            store.acquire_lock(KEY, "run", 10)
+
+
+def test_not_a_database_is_unavailable(db_path: pathlib.Path) -> None:
+    db_path.write_bytes(b"this is not an SQLite file\n" * 200)
+    with SQLiteStore(str(db_path)) as store:
+        with pytest.raises(StoreUnavailable) as info:
+            store.ping()
+        assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_newer_schema_is_refused(db_path: pathlib.Path) -> None:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with SQLiteStore(str(db_path)) as store, pytest.raises(StoreError, match="newer"):
+        store.ping()
+
+
+# -- atomicity ---------------------------------------------------------------------
+
+
+def test_failure_inside_the_transaction_rolls_back(
+    store: SQLiteStore, db_path: pathlib.Path
+) -> None:
+    store.append_turn(KEY, "main", [user("q1"), user("a1")], sticky=True, ttl_seconds=60)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        # Fails the second insert, after the session row and the first message.
+        conn.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.body LIKE '%boom%'"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+    for key in (KEY, "fresh"):
+        with pytest.raises(StoreError) as info:
+            store.append_turn(
+                key, "main", [user("fine"), user("boom")], sticky=False, ttl_seconds=9
+            )
+        assert not isinstance(info.value, StoreUnavailable)
+    assert store.load_history(KEY, 100) == [user("q1"), user("a1")]
+    info_ = store.get_session(KEY)
+    assert info_ is not None and (info_.turns, info_.messages, info_.sticky) == (1, 2, True)
+    assert store.get_session("fresh") is None
+    assert raw_rows(db_path, "SELECT count(*) FROM messages") == [(2,)]
+    store.append_turn(KEY, "main", [user("q2")], sticky=True, ttl_seconds=60)  # still usable
+    assert store.get_session(KEY).turns == 2  # type: ignore[union-attr]
+
+
+# -- expiry and purge (injected clock) ---------------------------------------------
+
+
+def test_expired_rows_are_replaced_on_append(
+    clocked: SQLiteStore, clock: t.Any, db_path: pathlib.Path
+) -> None:
+    clocked.append_turn(KEY, "main", [user("old"), user("old")], sticky=True, ttl_seconds=10)
+    clock.advance(10)  # expires == now counts as expired
+    assert clocked.load_history(KEY, 100) is None
+    clocked.append_turn(KEY, "main", [user("new")], sticky=True, ttl_seconds=10)
+    assert raw_rows(db_path, "SELECT turn, body FROM messages") == [
+        (1, '{"role":"user","content":"new"}')
+    ]
+
+
+def test_opportunistic_purge_at_most_every_minute(
+    clocked: SQLiteStore, clock: t.Any, db_path: pathlib.Path
+) -> None:
+    clocked.append_turn("a", "main", [user("q")], sticky=False, ttl_seconds=10)
+    clock.advance(30)
+    clocked.append_turn("b", "main", [user("q")], sticky=False, ttl_seconds=1000)
+    assert raw_rows(db_path, "SELECT key FROM sessions ORDER BY key") == [("a",), ("b",)]
+    clock.advance(30)
+    clocked.append_turn("c", "main", [user("q")], sticky=False, ttl_seconds=1000)
+    assert raw_rows(db_path, "SELECT key FROM sessions ORDER BY key") == [("b",), ("c",)]
+    assert raw_rows(db_path, "SELECT DISTINCT key FROM messages ORDER BY key") == [("b",), ("c",)]
+
+
+def test_purge_removes_every_expired_row(
+    clocked: SQLiteStore, clock: t.Any, db_path: pathlib.Path
+) -> None:
+    count = sqlite_store.PURGE_BATCH * 2 + 5  # several batches
+    for n in range(count):
+        clocked.append_turn(f"s{n}", "main", [user("q"), user("a")], sticky=False, ttl_seconds=1)
+    clocked.append_turn("live", "main", [user("q")], sticky=True, ttl_seconds=100)
+    assert clocked.acquire_lock("s0", "run", 1)
+    assert clocked.acquire_lock("live", "run", 100)
+    clocked.record_auth_failure("stale", RateLimit(max_attempts=5, window_seconds=1))
+    clocked.record_auth_failure("locked", RateLimit(max_attempts=1, lockout_seconds=100))
+    clock.advance(5)
+    assert clocked.purge_expired() == count
+    assert raw_rows(db_path, "SELECT key FROM sessions") == [("live",)]
+    assert raw_rows(db_path, "SELECT DISTINCT key FROM messages") == [("live",)]
+    assert raw_rows(db_path, "SELECT key FROM locks") == [("live",)]
+    assert raw_rows(db_path, "SELECT client FROM auth_failures") == [("locked",)]
+
+
+def test_lock_expiry_boundary(clocked: SQLiteStore, clock: t.Any) -> None:
+    assert clocked.acquire_lock(KEY, "run-1", 10)
+    clock.advance(9.5)
+    assert clocked.acquire_lock(KEY, "run-2", 10) is False
+    clock.advance(0.5)
+    assert clocked.acquire_lock(KEY, "run-2", 10) is True
+
+
+def test_auth_window_and_lockout(clocked: SQLiteStore, clock: t.Any) -> None:
+    limit = RateLimit(max_attempts=3, window_seconds=60, lockout_seconds=300)
+    clocked.record_auth_failure("c", limit)
+    clock.advance(30)
+    clocked.record_auth_failure("c", limit)
+    clock.advance(31)  # the first failure is now outside the window
+    clocked.record_auth_failure("c", limit)
+    assert clocked.auth_lockout_remaining("c") == 0.0
+    clock.advance(1)
+    clocked.record_auth_failure("c", limit)
+    assert clocked.auth_lockout_remaining("c") == 300.0
+    clock.advance(100)
+    clocked.record_auth_failure("c", limit)  # during the lockout: neither extended
+    assert clocked.auth_lockout_remaining("c") == 200.0
+    clock.advance(195)
+    clocked.record_auth_failure("c", limit)  # ... nor counted for later
+    assert clocked.auth_lockout_remaining("c") == 5.0
+    clock.advance(5)
+    assert clocked.auth_lockout_remaining("c") == 0.0
+    clocked.record_auth_failure("c", limit)
+    clocked.record_auth_failure("c", limit)
+    assert clocked.auth_lockout_remaining("c") == 0.0  # counting started from zero
+
+
+# -- open_store --------------------------------------------------------------------
+
+
+def test_open_store_absolute_path(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "abs" / "sessions.db"
+    with open_store(f"sqlite:///{path}") as store:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == str(path)
+        assert not path.exists()  # nothing happens before first use
+        store.ping()
+    assert path.exists()
+
+
+def test_open_store_relative_path(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_store("sqlite:///rel/sessions.db") as store:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == str(tmp_path / "rel" / "sessions.db")
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2@localhost:6379/0", "rediss://cache:6380/1"])
+def test_open_store_redis_is_not_available_yet(url: str) -> None:
+    with pytest.raises(StoreError, match="redis") as info:
+        open_store(url)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://root:hunter2@db/x",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///?x=1",
+        "sqlite://host/x.db",
+        "/x.db",
+        "",
+    ],
+)
+def test_open_store_rejects_other_urls(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        open_store(url)
+    assert "hunter2" not in str(info.value)
+
+
+def test_open_store_ignores_url_options(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_store(f"sqlite:///{tmp_path}/s.db?timeout=5&secret=hunter2") as store:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == str(tmp_path / "s.db")
+    assert "timeout" in caplog.text and "secret" in caplog.text
+    assert "hunter2" not in caplog.text

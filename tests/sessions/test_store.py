@@ -1,0 +1,319 @@
+"""The SessionStore contract, run against every backend of the ``store`` fixture.
+
+Expiry is tested with real time and short TTLs so that backends whose expiry runs
+on a server clock (Redis) can run the same tests.
+"""
+
+from __future__ import annotations
+
+import time
+import typing as t
+
+import pytest
+
+from chatcompat.config import RateLimit
+from chatcompat.sessions import SessionStore
+from chatcompat.sessions import StoreError
+
+KEY = "agent:main:openai-user:alice"
+TTL = 600.0
+
+
+def user(text: str) -> dict[str, t.Any]:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict[str, t.Any]:
+    return {"role": "assistant", "content": text}
+
+
+def append(store: SessionStore, key: str, *messages: dict[str, t.Any], **kw: t.Any) -> None:
+    kw.setdefault("sticky", True)
+    kw.setdefault("ttl_seconds", TTL)
+    store.append_turn(key, kw.pop("agent_id", "main"), list(messages), **kw)
+
+
+# -- sessions and history ----------------------------------------------------------
+
+
+def test_ping(store: SessionStore) -> None:
+    store.ping()
+
+
+def test_new_session_is_absent_everywhere(store: SessionStore) -> None:
+    assert store.load_history(KEY, 100) is None
+    assert store.get_session(KEY) is None
+    assert store.transcript(KEY) == []
+    assert store.list_sessions() == []
+    assert store.delete_session(KEY) is False
+
+
+def test_history_keeps_order_and_limit(store: SessionStore) -> None:
+    for n in range(3):
+        append(store, KEY, user(f"q{n}"), assistant(f"a{n}"))
+    everything = [m for n in range(3) for m in (user(f"q{n}"), assistant(f"a{n}"))]
+    assert store.load_history(KEY, 100) == everything
+    assert store.load_history(KEY, 6) == everything
+    assert store.load_history(KEY, 3) == everything[-3:]
+    assert store.load_history(KEY, 1) == [assistant("a2")]
+    assert store.load_history(KEY, 0) == []
+
+
+def test_messages_round_trip_exactly(store: SessionStore) -> None:
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "héllo ✓ 日本"}]},
+        {"role": "user", "content": "lone surrogate \ud800 and nul \x00 survive"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"x": [1, 2.5, true]}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "", "n": 10**18, "f": -0.5},
+    ]
+    append(store, KEY, *messages)
+    assert store.load_history(KEY, 100) == messages
+    assert store.transcript(KEY)[0].messages == messages
+
+
+def test_sessions_are_independent(store: SessionStore) -> None:
+    append(store, KEY, user("mine"))
+    append(store, KEY + "x", user("other"))
+    assert store.load_history(KEY, 100) == [user("mine")]
+    assert store.load_history(KEY + "x", 100) == [user("other")]
+
+
+def test_session_info(store: SessionStore) -> None:
+    before = time.time()
+    append(store, KEY, user("q"), assistant("a"), agent_id="main", sticky=True, ttl_seconds=100)
+    append(store, "agent:main:openai:1", user("q"), sticky=False, ttl_seconds=100)
+    append(store, KEY, user("q2"), user("q3"), assistant("a2"), sticky=True, ttl_seconds=100)
+    after = time.time()
+    info = store.get_session(KEY)
+    assert info is not None
+    assert (info.key, info.agent_id, info.sticky, info.turns, info.messages) == (
+        KEY,
+        "main",
+        True,
+        2,
+        5,
+    )
+    assert before <= info.created <= info.updated <= after
+    assert info.expires == pytest.approx(info.updated + 100, abs=0.01)
+    stateless = store.get_session("agent:main:openai:1")
+    assert stateless is not None and stateless.sticky is False
+
+
+def test_transcript_groups_turns(store: SessionStore) -> None:
+    append(store, KEY, user("q1"), assistant("a1"))
+    time.sleep(0.01)
+    append(store, KEY, user("q2"), user("q2b"), assistant("a2"))
+    turns = store.transcript(KEY)
+    assert [turn.messages for turn in turns] == [
+        [user("q1"), assistant("a1")],
+        [user("q2"), user("q2b"), assistant("a2")],
+    ]
+    assert turns[0].created < turns[1].created
+
+
+def test_list_sessions_most_recent_first(store: SessionStore) -> None:
+    for key in ("k1", "k2", "k3"):
+        append(store, key, user(key))
+        time.sleep(0.01)
+    append(store, "k1", user("again"))
+    assert [info.key for info in store.list_sessions()] == ["k1", "k3", "k2"]
+    assert [info.key for info in store.list_sessions(limit=2)] == ["k1", "k3"]
+
+
+def test_delete_session(store: SessionStore) -> None:
+    append(store, KEY, user("q"))
+    append(store, "other", user("q"))
+    assert store.delete_session(KEY) is True
+    assert store.load_history(KEY, 100) is None
+    assert store.get_session(KEY) is None
+    assert store.delete_session(KEY) is False
+    assert store.load_history("other", 100) == [user("q")]
+    append(store, KEY, user("new"))
+    assert store.load_history(KEY, 100) == [user("new")]
+    assert store.get_session(KEY).turns == 1  # type: ignore[union-attr]
+
+
+# -- atomicity ---------------------------------------------------------------------
+
+
+def test_unencodable_turn_stores_nothing(store: SessionStore) -> None:
+    with pytest.raises(StoreError):
+        append(store, KEY, user("fine"), {"role": "user", "content": object()})
+    assert store.load_history(KEY, 100) is None
+    assert store.get_session(KEY) is None
+
+    append(store, KEY, user("q1"), assistant("a1"))
+    with pytest.raises(StoreError):
+        append(store, KEY, user("fine"), {"role": "user", "content": float("nan")})
+    with pytest.raises(StoreError):
+        append(store, KEY)  # an empty turn
+    assert store.load_history(KEY, 100) == [user("q1"), assistant("a1")]
+    info = store.get_session(KEY)
+    assert info is not None and (info.turns, info.messages) == (1, 2)
+
+
+# -- expiry ------------------------------------------------------------------------
+
+
+def test_expired_session_is_absent_everywhere(store: SessionStore) -> None:
+    append(store, KEY, user("q"), ttl_seconds=0.05)
+    append(store, "live", user("q"))
+    time.sleep(0.1)
+    assert store.load_history(KEY, 100) is None
+    assert store.get_session(KEY) is None
+    assert store.transcript(KEY) == []
+    assert [info.key for info in store.list_sessions()] == ["live"]
+    assert store.delete_session(KEY) is False
+
+
+def test_expired_session_starts_afresh(store: SessionStore) -> None:
+    append(store, KEY, user("old"), assistant("old"), ttl_seconds=0.05)
+    first = store.get_session(KEY)
+    time.sleep(0.1)
+    append(store, KEY, user("new"))
+    assert store.load_history(KEY, 100) == [user("new")]
+    info = store.get_session(KEY)
+    assert info is not None and first is not None
+    assert (info.turns, info.messages) == (1, 1)
+    assert info.created > first.created
+    assert len(store.transcript(KEY)) == 1
+
+
+def test_append_refreshes_ttl(store: SessionStore) -> None:
+    append(store, KEY, user("q1"), ttl_seconds=0.5)
+    time.sleep(0.3)
+    append(store, KEY, user("q2"), ttl_seconds=0.5)
+    time.sleep(0.3)  # 0.6 s after the first turn, 0.3 s after the second
+    assert store.load_history(KEY, 100) == [user("q1"), user("q2")]
+    time.sleep(0.3)
+    assert store.load_history(KEY, 100) is None
+
+
+def test_purge_expired(store: SessionStore) -> None:
+    append(store, "gone1", user("q"), ttl_seconds=0.05)
+    append(store, "gone2", user("q"), user("q"), ttl_seconds=0.05)
+    append(store, "live", user("q"))
+    time.sleep(0.1)
+    assert store.purge_expired() == 2
+    assert store.purge_expired() == 0
+    assert [info.key for info in store.list_sessions()] == ["live"]
+    assert store.load_history("live", 100) == [user("q")]
+
+
+# -- locks -------------------------------------------------------------------------
+
+
+def test_lock_excludes_other_owners(make_store: t.Callable[[], SessionStore]) -> None:
+    worker1, worker2 = make_store(), make_store()
+    assert worker1.acquire_lock(KEY, "run-1", 10) is True
+    assert worker2.acquire_lock(KEY, "run-2", 10) is False
+    assert worker1.acquire_lock(KEY, "run-2", 10) is False
+    assert worker2.acquire_lock("other", "run-2", 10) is True
+
+
+def test_lock_is_reentrant_and_refreshes(store: SessionStore) -> None:
+    assert store.acquire_lock(KEY, "run-1", 0.3)
+    time.sleep(0.2)
+    assert store.acquire_lock(KEY, "run-1", 0.3)  # now runs until ~0.5 s
+    time.sleep(0.2)
+    assert store.acquire_lock(KEY, "run-2", 10) is False
+    time.sleep(0.2)
+    assert store.acquire_lock(KEY, "run-2", 10) is True
+
+
+def test_expired_lock_is_free(store: SessionStore) -> None:
+    assert store.acquire_lock(KEY, "run-1", 0.05)
+    time.sleep(0.1)
+    assert store.acquire_lock(KEY, "run-2", 10) is True
+    assert store.acquire_lock(KEY, "run-1", 10) is False
+
+
+def test_only_the_owner_releases(store: SessionStore) -> None:
+    assert store.acquire_lock(KEY, "run-1", 10)
+    store.release_lock(KEY, "run-2")
+    assert store.acquire_lock(KEY, "run-2", 10) is False
+    store.release_lock(KEY, "run-1")
+    assert store.acquire_lock(KEY, "run-2", 10) is True
+    store.release_lock(KEY, "run-1")  # no longer the owner: no effect
+    assert store.acquire_lock(KEY, "run-3", 10) is False
+    store.release_lock("never-locked", "run-1")
+
+
+# -- failed authentication ---------------------------------------------------------
+
+
+def test_one_attempt_locks_out(make_store: t.Callable[[], SessionStore]) -> None:
+    worker1, worker2 = make_store(), make_store()
+    limit = RateLimit(max_attempts=1, window_seconds=60, lockout_seconds=300)
+    assert worker1.auth_lockout_remaining("203.0.113.7") == 0.0
+    worker1.record_auth_failure("203.0.113.7", limit)
+    remaining = worker2.auth_lockout_remaining("203.0.113.7")
+    assert 299 < remaining <= 300
+    assert worker2.auth_lockout_remaining("203.0.113.8") == 0.0
+
+
+def test_failures_count_within_the_window(store: SessionStore) -> None:
+    limit = RateLimit(max_attempts=3, window_seconds=0.3, lockout_seconds=60)
+    store.record_auth_failure("c", limit)
+    store.record_auth_failure("c", limit)
+    assert store.auth_lockout_remaining("c") == 0.0
+    time.sleep(0.4)  # both slide out of the window
+    store.record_auth_failure("c", limit)
+    store.record_auth_failure("c", limit)
+    assert store.auth_lockout_remaining("c") == 0.0
+    store.record_auth_failure("c", limit)
+    assert store.auth_lockout_remaining("c") > 59
+
+
+def test_lockout_ends(store: SessionStore) -> None:
+    limit = RateLimit(max_attempts=2, window_seconds=60, lockout_seconds=0.1)
+    store.record_auth_failure("c", limit)
+    store.record_auth_failure("c", limit)
+    assert 0 < store.auth_lockout_remaining("c") <= 0.1
+    time.sleep(0.15)
+    assert store.auth_lockout_remaining("c") == 0.0
+    store.record_auth_failure("c", limit)  # the count started again from zero
+    assert store.auth_lockout_remaining("c") == 0.0
+
+
+def test_clear_auth_failures(store: SessionStore) -> None:
+    limit = RateLimit(max_attempts=2, window_seconds=60, lockout_seconds=60)
+    store.record_auth_failure("c", limit)
+    store.clear_auth_failures("c")
+    store.record_auth_failure("c", limit)
+    assert store.auth_lockout_remaining("c") == 0.0  # the first failure was forgotten
+    store.record_auth_failure("c", limit)
+    assert store.auth_lockout_remaining("c") > 0
+    store.clear_auth_failures("c")
+    assert store.auth_lockout_remaining("c") == 0.0
+    store.clear_auth_failures("never-seen")
+
+
+# -- lifecycle ---------------------------------------------------------------------
+
+
+def test_shared_between_instances(make_store: t.Callable[[], SessionStore]) -> None:
+    worker1, worker2 = make_store(), make_store()
+    append(worker1, KEY, user("q"))
+    append(worker2, KEY, assistant("a"))
+    assert worker1.load_history(KEY, 100) == [user("q"), assistant("a")]
+
+
+def test_usable_after_close(store: SessionStore) -> None:
+    append(store, KEY, user("q"))
+    store.close()
+    store.close()
+    assert store.load_history(KEY, 100) == [user("q")]
+    with store as same:
+        append(same, KEY, assistant("a"))
+    assert store.load_history(KEY, 100) == [user("q"), assistant("a")]
