@@ -53,8 +53,10 @@ Message = dict[str, t.Any]
 # How often a waiting response checks that its client is still there.
 DISCONNECT_POLL_SECONDS = 0.5
 LOCK_POLL_SECONDS = (0.01, 0.25)  # first and longest pause between lock attempts
-# A lock outlives the run's own timeout a little, so a crashed worker's lock frees itself.
-LOCK_GRACE_SECONDS = 30.0
+# A held lock is short-lived and renewed while its run is alive, so the lock of a
+# worker that died (SIGKILL, host lost) frees itself within LOCK_TTL_SECONDS.
+LOCK_TTL_SECONDS = 30.0
+LOCK_RENEW_SECONDS = 10.0
 QUEUE_SIZE = 256
 
 
@@ -109,6 +111,7 @@ class Run:
         self._socket = client_socket
         self._owner = uuid.uuid4().hex
         self._locked = False
+        self._lock_renewed = 0.0
         self._closed = False
         self._finished = False
         self._cancel = Cancellation()
@@ -133,7 +136,7 @@ class Run:
             raise errors.InvalidRequest(str(exc), param="messages") from exc
         timeout = self.agent_config.timeout_seconds
         lock_wait = self.settings.lock_timeout_seconds
-        self._acquire_lock(timeout if lock_wait is None else lock_wait, timeout)
+        self._acquire_lock(timeout if lock_wait is None else lock_wait)
         try:
             limit = self.agent_config.history_limit
             if limit is None:
@@ -167,17 +170,29 @@ class Run:
             self.close()
             raise
 
-    def _acquire_lock(self, wait_seconds: float, run_timeout: float) -> None:
-        ttl = run_timeout + LOCK_GRACE_SECONDS
+    def _acquire_lock(self, wait_seconds: float) -> None:
         give_up = time.monotonic() + wait_seconds
         pause, longest = LOCK_POLL_SECONDS
-        while not _store_call(self.store.acquire_lock, self.session_key, self._owner, ttl):
+        while not _store_call(
+            self.store.acquire_lock, self.session_key, self._owner, LOCK_TTL_SECONDS
+        ):
             if time.monotonic() >= give_up:
                 raise errors.SessionBusy()
             # time.sleep is cooperative under gevent: the worker keeps serving.
             time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
             pause = min(pause * 2, longest)
         self._locked = True
+        self._lock_renewed = time.monotonic()
+
+    def _renew_lock(self) -> None:
+        """Keep the lock while the run is alive (acquire_lock refreshes our own lock)."""
+        self._lock_renewed = time.monotonic()
+        try:
+            held = self.store.acquire_lock(self.session_key, self._owner, LOCK_TTL_SECONDS)
+        except StoreUnavailable:
+            return  # the turn cannot be stored either; the end of the run will say so
+        if not held:
+            log.warning("the lock of a running session expired and was taken by another run")
 
     def _produce(self, request: AgentRequest) -> None:
         """The agent's own greenlet/thread: run it and feed the queue."""
@@ -220,6 +235,8 @@ class Run:
         keepalive_at = None if keepalive is None else time.monotonic() + keepalive
         while True:
             now = time.monotonic()
+            if self._locked and now - self._lock_renewed >= LOCK_RENEW_SECONDS:
+                self._renew_lock()
             wait = min(DISCONNECT_POLL_SECONDS, self._deadline - now)
             if keepalive_at is not None:
                 wait = min(wait, keepalive_at - now)

@@ -145,3 +145,22 @@ def test_store_failing_at_the_end_is_an_error_frame_not_a_finish(settings, store
     assert b"store_unavailable" in frames[-2]
     assert frames[-1] == b"data: [DONE]\n\n"
     assert not any(b'"finish_reason":"stop"' in f for f in frames)
+
+
+def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store, monkeypatch):
+    from chatcompat import runner
+
+    monkeypatch.setattr(runner, "LOCK_TTL_SECONDS", 0.4)
+    monkeypatch.setattr(runner, "LOCK_RENEW_SECONDS", 0.1)
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start([{"role": "user", "content": "[[silent:1.2]] hi"}], {})
+    events = run.events(keepalive=0.05)
+    deadline = time.monotonic() + 0.9
+    while time.monotonic() < deadline:  # well past the TTL: renewals keep it ours
+        next(events)
+        assert not store.acquire_lock("agent:scripted:k", "intruder", 1)
+    run.close()
+    # An abandoned lock (its worker died: nobody renews it) frees itself after the TTL.
+    assert store.acquire_lock("agent:scripted:dead", "dead-worker", 0.4)
+    time.sleep(0.5)
+    assert store.acquire_lock("agent:scripted:dead", "survivor", 1)
