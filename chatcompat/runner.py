@@ -135,13 +135,20 @@ class Run:
         except history.MissingUserMessage as exc:
             raise errors.InvalidRequest(str(exc), param="messages") from exc
         timeout = self.agent_config.timeout_seconds
-        lock_wait = self.settings.lock_timeout_seconds
-        self._acquire_lock(timeout if lock_wait is None else lock_wait)
+        limit = self.agent_config.history_limit
+        if limit is None:
+            limit = self.settings.history_limit
+        # A key generated for this request is known to nobody else yet: no lock to
+        # take and no history to read (half the store work of a stateless request).
+        if self.sticky:
+            lock_wait = self.settings.lock_timeout_seconds
+            self._acquire_lock(timeout if lock_wait is None else lock_wait)
         try:
-            limit = self.agent_config.history_limit
-            if limit is None:
-                limit = self.settings.history_limit
-            stored = _store_call(self.store.load_history, self.session_key, limit)
+            stored = (
+                _store_call(self.store.load_history, self.session_key, limit)
+                if self.sticky
+                else None
+            )
             past = history.choose_history(stored, earlier, limit)
             # A new session keeps what the agent saw as its first turn, so the next
             # request (which sends only the key) continues the same conversation.

@@ -620,3 +620,20 @@ def test_images_are_dropped_with_a_warning_for_text_only_agents(
     assert post(client, body).status_code == 200
     assert runs()[0]["messages"] == [user([{"type": "text", "text": "see"}])]
     assert "dropped 1 image part" in caplog.text
+
+
+def test_a_stateless_conversation_continues_with_the_returned_key(client, tmp_path, monkeypatch):
+    runs = _scripted_log(tmp_path, monkeypatch)
+    first = post(client, {"model": "openclaw/scripted", "messages": [user("remember me")]})
+    key = first.headers["x-openclaw-session-key"]
+    assert key.startswith("agent:scripted:openai:")
+    post(
+        client,
+        {"model": "openclaw/scripted", "messages": [user("again")]},
+        headers={"x-openclaw-session-key": key},
+    )
+    assert runs()[1]["messages"] == [
+        user("remember me"),
+        {"role": "assistant", "content": "remember me"},
+        user("again"),
+    ]
