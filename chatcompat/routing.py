@@ -33,14 +33,17 @@ def resolve_agent(settings: Settings, header_agent: str | None, model: str | Non
     if model is None:
         return _default_agent(settings)
     agent_id = agent_id_from_model(model)
-    if agent_id is None:
-        agents = ", ".join(f"'openclaw/{a.id}'" for a in settings.agents)
-        raise ModelNotFound(
-            f"The model {model!r} does not exist. Use {ACCEPTED_FORMS}; configured: {agents}.",
-            param="model",
-        )
     if agent_id == "default":
         return _default_agent(settings)
+    bare = not model.strip().lower().startswith(_MODEL_PREFIXES)
+    if agent_id is None or (bare and settings.agent(agent_id) is None):
+        # Most likely an upstream model name (gpt-4o...): say what this gateway takes.
+        agents = ", ".join(f"'openclaw/{a.id}'" for a in settings.agents)
+        shown = model if len(model) <= 64 else model[:61] + "..."
+        raise ModelNotFound(
+            f"The model {shown!r} does not exist. Use {ACCEPTED_FORMS}; configured: {agents}.",
+            param="model",
+        )
     return _known_agent(settings, agent_id, param="model")
 
 

@@ -117,6 +117,7 @@ class Run:
         self._cancel = Cancellation()
         self._queue: queue.Queue[t.Any] = queue.Queue(QUEUE_SIZE)
         self._deadline = 0.0
+        self._peer_check_at = 0.0
         self._pending: t.Any = None  # an event read early by start()
         self._turn_to_store: list[Message] = []
         self.id = protocol.completion_id()
@@ -143,6 +144,9 @@ class Run:
         if self.sticky:
             lock_wait = self.settings.lock_timeout_seconds
             self._acquire_lock(timeout if lock_wait is None else lock_wait)
+        else:
+            # The turn must be storable before an agent spends anything on it.
+            _store_call(self.store.ping)
         try:
             stored = (
                 _store_call(self.store.load_history, self.session_key, limit)
@@ -183,8 +187,11 @@ class Run:
         while not _store_call(
             self.store.acquire_lock, self.session_key, self._owner, LOCK_TTL_SECONDS
         ):
-            if time.monotonic() >= give_up:
+            now = time.monotonic()
+            if now >= give_up:
                 raise errors.SessionBusy()
+            if now >= self._peer_check_at:
+                self._check_client(now)
             # time.sleep is cooperative under gevent: the worker keeps serving.
             time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
             pause = min(pause * 2, longest)
@@ -219,6 +226,19 @@ class Run:
                 except Exception:
                     log.exception("agent %s failed to close its run", self.agent_config.id)
 
+    def _check_client(self, now: float) -> None:
+        """Cancel the run when the client has closed its connection.
+
+        Checked on a timer, whether or not the agent is producing: a chatty agent
+        must not keep an abandoned run going until its end.
+
+        :raise ClientGone: the client is gone (the run is cancelled).
+        """
+        self._peer_check_at = now + DISCONNECT_POLL_SECONDS
+        if self._socket is not None and peer_closed(self._socket):
+            self._cancel.cancel()
+            raise ClientGone()
+
     def _put(self, item: t.Any) -> bool:
         while not self._cancel.is_set:
             try:
@@ -242,6 +262,8 @@ class Run:
         keepalive_at = None if keepalive is None else time.monotonic() + keepalive
         while True:
             now = time.monotonic()
+            if now >= self._peer_check_at:
+                self._check_client(now)
             if self._locked and now - self._lock_renewed >= LOCK_RENEW_SECONDS:
                 self._renew_lock()
             wait = min(DISCONNECT_POLL_SECONDS, self._deadline - now)
@@ -250,9 +272,6 @@ class Run:
             try:
                 item = self._queue.get(timeout=max(wait, 0.0))
             except queue.Empty:
-                if self._socket is not None and peer_closed(self._socket):
-                    self._cancel.cancel()
-                    raise ClientGone() from None
                 now = time.monotonic()
                 if now >= self._deadline:
                     self._cancel.cancel()
@@ -281,6 +300,8 @@ class Run:
     # -- finishing ---------------------------------------------------------------
 
     def _store_turn(self, text: str, tool_calls: list[dict[str, t.Any]]) -> None:
+        # A client that left before the end gets nothing stored (SPEC 8: no half turns).
+        self._check_client(time.monotonic())
         reply: Message = {"role": "assistant", "content": text if text or not tool_calls else None}
         if tool_calls:
             reply["tool_calls"] = tool_calls

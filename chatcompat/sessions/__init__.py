@@ -32,10 +32,11 @@ def open_store(url: str) -> SessionStore:
 
     ``sqlite:////abs/path.db`` (or ``sqlite:///rel/path.db``, relative to the current
     directory; the path is taken verbatim, not percent-decoded; ``?options`` are
-    ignored with a warning) opens a :class:`SQLiteStore`. Nothing is opened yet: the
+    ignored with a warning) opens a :class:`SQLiteStore`. ``redis://[:password@]host:port/db``
+    (or ``rediss://`` for TLS) opens a
+    :class:`~chatcompat.sessions.redis_store.RedisStore`. Nothing is opened yet: the
     connection is made on first use.
 
-    :raises StoreError: for ``redis://`` and ``rediss://`` (not implemented yet).
     :raises ValueError: for any other URL. The message never repeats the URL, which
         may carry a password.
     """
@@ -55,5 +56,7 @@ def open_store(url: str) -> SessionStore:
             log.warning("the sqlite session store ignores the URL options %s", ", ".join(names))
         return SQLiteStore(os.path.abspath(path[1:]))
     if scheme in ("redis", "rediss"):
-        raise StoreError("the redis session store is not available yet")
+        from .redis_store import RedisStore  # imports redis-py only when used
+
+        return RedisStore(url)
     raise ValueError(f"unsupported session store scheme {scheme!r} (use sqlite or redis)")

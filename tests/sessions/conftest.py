@@ -1,7 +1,8 @@
 """Fixtures of the session store tests.
 
-``make_store`` is parametrized over the backends; a Redis backend joins ``BACKENDS``
-when it exists, and the contract suite in ``test_store.py`` then runs against it too.
+``make_store`` is parametrized over the backends, so the contract suite in
+``test_store.py`` runs against SQLite and against a real ``redis-server`` (started on
+a free loopback port by ``redis_server``; under CI a missing binary fails the run).
 """
 
 from __future__ import annotations
@@ -12,8 +13,19 @@ import pytest
 
 from chatcompat.sessions import SessionStore
 from chatcompat.sessions import SQLiteStore
+from chatcompat.sessions.redis_store import RedisStore
+from tests.redis_server import RedisServer
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "redis"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisServer]:
+    """One real redis-server for the store tests (flushed by ``make_store``)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -22,10 +34,18 @@ def make_store(
 ) -> t.Iterator[t.Callable[[], SessionStore]]:
     """A factory of stores sharing one backend, like the workers of one gateway."""
     stores: list[SessionStore] = []
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        if server.proc is None or server.proc.poll() is not None:
+            server.start()  # a test stopped it
+        server.resume()
+        server.flush()
 
     def make() -> SessionStore:
         if request.param == "sqlite":
             store: SessionStore = SQLiteStore(str(tmp_path / "state" / "sessions.db"))
+        elif request.param == "redis":
+            store = RedisStore(server.url)
         else:  # pragma: no cover - a new backend must be wired here
             raise AssertionError(f"unknown backend {request.param}")
         stores.append(store)

@@ -1,0 +1,359 @@
+"""The Redis session store: one Redis shared by every worker of every gateway host.
+
+Data model (``P`` is the key prefix, ``chatcompat:`` by default; ``{k}`` is the
+session key in braces, a Redis Cluster hash tag keeping one session in one slot)::
+
+    P{k}:meta      hash: agent_id, sticky (1/0), created, updated, expires (µs),
+                   turns, messages, turn_id (the last turn written: retry guard)
+    P{k}:msgs      list: the transcript, one compact JSON message per item
+    P{k}:turns     list: one "<created µs>:<message count after the turn>" per turn
+    P{k}:lock      string: the run lock's owner token, with PX expiry
+    Pauth:{c}:fails    sorted set: failed-auth times of client c (µs), expiry = window
+    Pauth:{c}:lockout  string with PX = the lockout: exists while c is locked out
+    Psessions:by-updated   sorted set of session keys by last update (for listing)
+    Psessions:by-expiry    sorted set of session keys by expiry (for purging)
+
+A turn is one Lua script (see :mod:`.redis_lua`): the messages, the turn boundary,
+the counters, the same ``PEXPIRE`` on the three session keys and both index entries
+go in together or not at all. Expiry is Redis's own: an expired session's keys are
+gone and it reads as absent everywhere; ``purge_expired`` (also run from
+``append_turn`` at most once a minute per process) only drops index entries of
+sessions that Redis has expired. Timestamps come from the Redis server's clock, so
+hosts with skewed clocks still agree. The two index keys are the only ones shared by
+all sessions: a future Redis Cluster mode would have to update them separately.
+
+The client is built lazily with :meth:`redis.Redis.from_url`, once per process (it is
+rebuilt after a fork), so nothing connects at import or in the gunicorn master and
+sockets are made after gevent has patched them. Socket timeouts are short so an
+unreachable Redis fails fast with :class:`StoreUnavailable`; a command whose
+connection broke is resent once on a fresh connection (what makes a restarted Redis
+usable at once), which the writes are made idempotent for. URL query options such
+as ``?socket_timeout=5`` override the defaults here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import typing as t
+import urllib.parse
+import uuid
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import redis_lua
+from .base import Message
+from .base import SessionInfo
+from .base import SessionStore
+from .base import StoreError
+from .base import StoreUnavailable
+from .base import Turn
+from .sqlite_db import decode
+from .sqlite_db import encode
+
+if t.TYPE_CHECKING:
+    from ..config import RateLimit
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 1.0
+SOCKET_TIMEOUT_SECONDS = 2.0
+PURGE_INTERVAL_SECONDS = 60.0
+PURGE_BATCH = 100
+LIST_BATCH = 100
+
+# Errors meaning "cannot be used right now" (HTTP 503) rather than a bug (500).
+_UNAVAILABLE = (
+    redis.ConnectionError,  # also AuthenticationError, BusyLoadingError
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a replica after failover
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
+
+
+class _Scripts:
+    """The Lua scripts registered on one client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.append = client.register_script(redis_lua.APPEND)
+        self.delete = client.register_script(redis_lua.DELETE)
+        self.prune = client.register_script(redis_lua.PRUNE)
+        self.acquire = client.register_script(redis_lua.ACQUIRE_LOCK)
+        self.release = client.register_script(redis_lua.RELEASE_LOCK)
+        self.auth_failure = client.register_script(redis_lua.AUTH_FAILURE)
+
+
+class RedisStore(SessionStore):
+    """Session store in the Redis named by ``url`` (``redis://[:password@]host:port/db``
+    or ``rediss://`` for TLS). Nothing connects until the first call.
+
+    :param prefix: prepended to every key (tests use one per store family).
+    :raises ValueError: the URL is malformed (the message does not repeat it).
+    """
+
+    def __init__(self, url: str, *, prefix: str = "chatcompat:") -> None:
+        self._url = url
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port or 6379
+            if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+                raise ValueError("the database must be a number")  # redis-py would use 0
+            redis.connection.parse_url(url)  # what from_url would reject, now, not later
+        except ValueError:
+            raise ValueError(
+                "a redis session store URL must look like redis://[:password@]host[:port][/db]"
+            ) from None
+        self._secrets = [
+            s for s in {parts.password, urllib.parse.unquote(parts.password or "")} if s
+        ]
+        host = parts.hostname or "localhost"
+        where = f"[{host}]" if ":" in host else host
+        # What messages name: never the password (nor the user name).
+        self.location = f"{parts.scheme}://{where}:{port}/{parts.path.strip('/') or 0}"
+        self.prefix = prefix
+        self._by_updated = f"{prefix}sessions:by-updated"
+        self._by_expiry = f"{prefix}sessions:by-expiry"
+        # Never held across I/O: building a client does not connect.
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        self._scripts: _Scripts | None = None
+        self._pid = 0
+        self._last_purge = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.location}>"
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _redis(self) -> tuple[redis.Redis, _Scripts]:
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                # A client inherited over fork is dropped, not closed: redis-py leaves
+                # the parent's sockets alone in a child, and this process gets its own.
+                self._client = redis.Redis.from_url(
+                    self._url,
+                    socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                    # One resend on a fresh connection when the pooled one broke (a
+                    # restarted Redis); none on timeouts: a slow Redis fails fast.
+                    retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                    decode_responses=True,
+                )
+                self._scripts = _Scripts(self._client)
+                self._pid = os.getpid()
+            assert self._scripts is not None
+            return self._client, self._scripts
+
+    @contextlib.contextmanager
+    def _boundary(self, action: str) -> t.Iterator[None]:
+        """Turn every redis-py error into :class:`StoreError` or :class:`StoreUnavailable`."""
+        try:
+            yield
+        except redis.RedisError as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            for secret in self._secrets:
+                detail = detail.replace(secret, "***")
+            if isinstance(exc, _UNAVAILABLE):
+                message = f"the session store {self.location} is unavailable ({detail})"
+                raise StoreUnavailable(message) from exc
+            message = f"the session store {self.location} failed to {action} ({detail})"
+            raise StoreError(message) from exc
+
+    def _session_keys(self, key: str) -> list[str]:
+        base = f"{self.prefix}{{{key}}}"
+        return [f"{base}:meta", f"{base}:msgs", f"{base}:turns", self._by_updated, self._by_expiry]
+
+    def _auth_keys(self, client: str) -> list[str]:
+        base = f"{self.prefix}auth:{{{client}}}"
+        return [f"{base}:fails", f"{base}:lockout"]
+
+    def _lock_key(self, key: str) -> str:
+        return f"{self.prefix}{{{key}}}:lock"
+
+    def ping(self) -> None:
+        with self._boundary("answer a ping"):
+            self._redis()[0].ping()
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client, self._scripts = self._client, None, None
+        if client is not None and self._pid == os.getpid():
+            with contextlib.suppress(redis.RedisError):
+                client.close()
+
+    # -- sessions -----------------------------------------------------------------
+
+    def load_history(self, key: str, limit: int) -> list[Message] | None:
+        meta, msgs = self._session_keys(key)[:2]
+        with self._boundary("load a history"):
+            pipe = self._redis()[0].pipeline(transaction=True)  # one snapshot
+            pipe.exists(meta)
+            if limit > 0:
+                pipe.lrange(msgs, -limit, -1)
+            replies = pipe.execute()
+        if not replies[0]:
+            return None
+        return [decode(body) for body in replies[1]] if limit > 0 else []
+
+    def append_turn(
+        self,
+        key: str,
+        agent_id: str,
+        messages: list[Message],
+        *,
+        sticky: bool,
+        ttl_seconds: float,
+    ) -> None:
+        """Append one turn atomically (one Lua script) and move the expiry of the whole
+        session to ``now + ttl_seconds``.
+
+        :raises StoreError: when ``messages`` is empty or not JSON-serialisable.
+        """
+        if not messages:
+            raise StoreError("a turn needs at least one message")
+        bodies = [encode(message) for message in messages]
+        args = [key, agent_id, int(sticky), _ms(ttl_seconds), uuid.uuid4().hex, *bodies]
+        with self._boundary("store a turn"):
+            self._redis()[1].append(keys=self._session_keys(key), args=args)
+        now = time.monotonic()
+        if now - self._last_purge >= PURGE_INTERVAL_SECONDS:
+            self._last_purge = now  # keeps the indexes bounded without a purge job
+            try:
+                self.purge_expired()
+            except StoreError:
+                log.warning("purging expired sessions failed", exc_info=True)
+
+    def purge_expired(self) -> int:
+        """Drop the index entries (and any leftover keys) of sessions Redis expired.
+
+        Locks and auth counters expire in Redis by themselves.
+        """
+        total = 0
+        with self._boundary("purge expired sessions"):
+            client, scripts = self._redis()
+            while True:
+                seconds, micros = client.time()
+                due = client.zrangebyscore(
+                    self._by_expiry, "-inf", seconds * 1_000_000 + micros, start=0, num=PURGE_BATCH
+                )
+                pruned = self._prune(client, scripts, due)
+                total += pruned
+                if len(due) < PURGE_BATCH or not pruned:
+                    return total
+                time.sleep(0)  # let other greenlets run between batches
+
+    def _prune(self, client: redis.Redis, scripts: _Scripts, keys: list[str]) -> int:
+        if not keys:
+            return 0
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            scripts.prune(keys=self._session_keys(key), args=[key], client=pipe)
+        return sum(pipe.execute())
+
+    def list_sessions(self, limit: int = 100) -> list[SessionInfo]:
+        found: list[SessionInfo] = []
+        start = 0
+        with self._boundary("list sessions"):
+            client, scripts = self._redis()
+            while len(found) < limit:
+                keys = client.zrevrange(self._by_updated, start, start + LIST_BATCH - 1)
+                if not keys:
+                    break
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hgetall(self._session_keys(key)[0])
+                gone = []
+                for key, fields in zip(keys, pipe.execute(), strict=True):
+                    if fields:
+                        found.append(_session_info(key, fields))
+                    else:
+                        gone.append(key)
+                # Expired sessions leave the index here too, so reading stays cheap.
+                start += len(keys) - self._prune(client, scripts, gone)
+        found.sort(key=lambda info: (-info.updated, info.key))
+        return found[: max(0, limit)]
+
+    def get_session(self, key: str) -> SessionInfo | None:
+        with self._boundary("read a session"):
+            fields = self._redis()[0].hgetall(self._session_keys(key)[0])
+        return _session_info(key, fields) if fields else None
+
+    def transcript(self, key: str) -> list[Turn]:
+        meta, msgs, turns = self._session_keys(key)[:3]
+        with self._boundary("read a transcript"):
+            pipe = self._redis()[0].pipeline(transaction=True)
+            pipe.exists(meta)
+            pipe.lrange(msgs, 0, -1)
+            pipe.lrange(turns, 0, -1)
+            live, bodies, bounds = pipe.execute()
+        if not live:
+            return []
+        result, first = [], 0
+        for bound in bounds:
+            created, _, end = bound.partition(":")
+            result.append(Turn(int(created) / 1e6, [decode(b) for b in bodies[first : int(end)]]))
+            first = int(end)
+        return result
+
+    def delete_session(self, key: str) -> bool:
+        """Delete a session (not its run lock); False when absent or expired."""
+        with self._boundary("delete a session"):
+            return bool(self._redis()[1].delete(keys=self._session_keys(key), args=[key]))
+
+    # -- locks ------------------------------------------------------------------------
+
+    def acquire_lock(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        with self._boundary("take a session lock"):
+            scripts = self._redis()[1]
+            return bool(scripts.acquire(keys=[self._lock_key(key)], args=[owner, _ms(ttl_seconds)]))
+
+    def release_lock(self, key: str, owner: str) -> None:
+        with self._boundary("release a session lock"):
+            self._redis()[1].release(keys=[self._lock_key(key)], args=[owner])
+
+    # -- failed authentication ------------------------------------------------------
+
+    def auth_lockout_remaining(self, client: str) -> float:
+        with self._boundary("read an auth lockout"):
+            remaining_ms = self._redis()[0].pttl(self._auth_keys(client)[1])
+        return remaining_ms / 1000 if remaining_ms > 0 else 0.0
+
+    def record_auth_failure(self, client: str, limit: RateLimit) -> None:
+        """Count a failure. One that arrives during a lockout is ignored (no extension)."""
+        args = [
+            _ms(limit.window_seconds),
+            limit.max_attempts,
+            _ms(limit.lockout_seconds),
+            uuid.uuid4().hex,
+        ]
+        with self._boundary("count an auth failure"):
+            self._redis()[1].auth_failure(keys=self._auth_keys(client), args=args)
+
+    def clear_auth_failures(self, client: str) -> None:
+        with self._boundary("clear auth failures"):
+            self._redis()[0].delete(*self._auth_keys(client))
+
+
+def _ms(seconds: float) -> int:
+    """A positive whole number of milliseconds (Redis expiries are integers)."""
+    return max(1, int(seconds * 1000 + 0.999))
+
+
+def _session_info(key: str, fields: dict[str, str]) -> SessionInfo:
+    return SessionInfo(
+        key=key,
+        agent_id=fields["agent_id"],
+        sticky=fields["sticky"] == "1",
+        created=int(fields["created"]) / 1e6,
+        updated=int(fields["updated"]) / 1e6,
+        expires=int(fields["expires"]) / 1e6,
+        turns=int(fields["turns"]),
+        messages=int(fields["messages"]),
+    )
