@@ -11,6 +11,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import typing as t
 
@@ -20,6 +21,8 @@ from .errors import TooManyAuthFailures
 if t.TYPE_CHECKING:
     from .config import Settings
     from .sessions.base import SessionStore
+
+log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,6 +40,7 @@ class Authenticator:
         # Both sides go through HMAC with a per-process key so the comparison takes
         # the same time whatever the lengths and contents.
         self._key = os.urandom(32)
+        self._warned_untrusted_proxy = False
         secret = settings.auth_secret or ""
         self._expected = self._digest(secret)
 
@@ -76,6 +80,15 @@ class Authenticator:
         ``X-Forwarded-For`` hop when the peer is a trusted proxy."""
         peer = peer or ""
         if not (forwarded_for and self._proxies and self._trusted(peer)):
+            if forwarded_for and not self._warned_untrusted_proxy and is_loopback(peer):
+                # A proxy on this host that is not trusted makes every client look
+                # like loopback, which the lockout exempts by default.
+                self._warned_untrusted_proxy = True
+                log.warning(
+                    "X-Forwarded-For from the untrusted loopback peer %s is ignored; "
+                    "list the proxy in gateway.trustedProxies",
+                    peer,
+                )
             return peer
         hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
         for hop in reversed(hops):

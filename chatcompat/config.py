@@ -513,6 +513,15 @@ def _store_url(
     scheme, separator, rest = url.partition("://")
     scheme = scheme.lower() if separator else ""
     if scheme in ("redis", "rediss"):
+        # Check the URL now (this connects to nothing): a malformed one would
+        # otherwise only fail in the workers, on every request.
+        from .sessions.redis_store import RedisStore
+
+        try:
+            RedisStore(url)
+        except ValueError as exc:
+            problems.append((("sessions", "store"), str(exc)))
+            return ""
         return url
     path, question, query = rest.partition("?")
     if scheme == "sqlite" and path.startswith("/") and path != "/":

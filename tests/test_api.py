@@ -637,3 +637,9 @@ def test_a_stateless_conversation_continues_with_the_returned_key(client, tmp_pa
         {"role": "assistant", "content": "remember me"},
         user("again"),
     ]
+
+
+def test_untrusted_loopback_proxy_is_warned_about_once(client, caplog):
+    for _ in range(2):
+        post(client, headers={"X-Forwarded-For": "203.0.113.7"})
+    assert caplog.text.count("gateway.trustedProxies") == 1

@@ -780,3 +780,15 @@ def test_load_settings_reports_problems_without_the_secret(tmp_path):
         "gateway.port: 0 is less than the minimum of 1",
     ]
     assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/notanumber", "redis://user:hunter2@[::1/0"]
+)
+def test_malformed_redis_url_is_a_startup_problem_without_the_password(url):
+    with pytest.raises(ConfigError) as caught:
+        settings_from_document(
+            {"sessions": {"store": url}}, environ={"CHATCOMPAT_GATEWAY_TOKEN": "t"}
+        )
+    assert caught.value.problems[0].startswith("sessions.store: ")
+    assert "hunter2" not in str(caught.value)
