@@ -10,9 +10,12 @@ import secrets
 import sys
 import typing as t
 
+import json5
+
 from .config import ConfigError
 from .config import Settings
 from .config import load_settings
+from .config import settings_from_document
 from .config import state_dir
 
 CONFIG_TEMPLATE = """\
@@ -41,10 +44,22 @@ CONFIG_TEMPLATE = """\
 """
 
 ECHO_AGENT = '      {{ id: "main", default: true, backend: "echo" }},'
+UPSTREAM_AGENT = """\
+      {{
+        id: "main",
+        default: true,
+        backend: "openai", // any OpenAI-compatible server (README: "The openai backend")
+        baseUrl: {url},
+        model: {model}, // the upstream's model name
+{key}      }},"""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``chatcompat`` console script."""
+    # Like `python -m gunicorn`: backends given by dotted path may live in the
+    # current directory (gunicorn itself imports the app from there too).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -64,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--path", help="where to write [$CHATCOMPAT_STATE_DIR/chatcompat.json5]")
     init.add_argument("--port", type=int, default=18789)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="back agent main with this OpenAI-compatible API root instead of echo"
+        " (e.g. http://127.0.0.1:11434/v1)",
+    )
+    init.add_argument("--model", help="the upstream's model name (with --upstream)")
+    init.add_argument(
+        "--api-key-env", metavar="VAR", help="the variable holding the upstream's API key"
+    )
     init.set_defaults(handler=cmd_init)
 
     serve = commands.add_parser("serve", help="run the gateway under gunicorn (gevent)")
@@ -111,15 +136,52 @@ def cmd_init(args: argparse.Namespace) -> int:
         _print_usage(settings, path)
         return 0
     token = secrets.token_urlsafe(32)
-    text = CONFIG_TEMPLATE.format(port=args.port, token=token, agents=ECHO_AGENT.format())
+    agents = _init_agent(args)
+    if agents is None:
+        return 2
+    text = CONFIG_TEMPLATE.format(port=args.port, token=token, agents=agents)
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     # The file holds the token: readable by its owner only, from the first byte.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     print(f"Wrote {path}")
-    _print_usage(_settings(path), path)
+    settings = _settings(path)
+    if args.upstream:
+        print(f"Agent main answers with {args.model!r} at {args.upstream.rstrip('/')}.")
+        if args.api_key_env and not os.environ.get(args.api_key_env):
+            print(f"Set {args.api_key_env} (the upstream's API key) before chatcompat serve.")
+    _print_usage(settings, path)
     return 0
+
+
+def _init_agent(args: argparse.Namespace) -> str | None:
+    """The agents.list entry ``init`` writes; None (after saying why) when the options
+    do not make a valid agent."""
+    if not args.upstream:
+        if args.model or args.api_key_env:
+            print("chatcompat: --model and --api-key-env go with --upstream", file=sys.stderr)
+            return None
+        return ECHO_AGENT.format()
+    if not args.model:
+        print("chatcompat: --upstream needs --model (the upstream's model name)", file=sys.stderr)
+        return None
+    key = f"        apiKeyEnv: {json.dumps(args.api_key_env)},\n" if args.api_key_env else ""
+    entry = UPSTREAM_AGENT.format(
+        url=json.dumps(args.upstream.rstrip("/")), model=json.dumps(args.model), key=key
+    )
+    # Checked as the file will be, before anything is written.
+    document = {"agents": {"list": [json5.loads(entry.strip().rstrip(","))]}}
+    try:
+        settings_from_document(document, environ={"CHATCOMPAT_GATEWAY_TOKEN": "x"})
+    except ConfigError as exc:
+        flags = {"baseUrl": "--upstream", "model": "--model", "apiKeyEnv": "--api-key-env"}
+        for problem in exc.problems:
+            for option, flag in flags.items():
+                problem = problem.replace(f"agents.list[0].{option}:", f"{flag}:")
+            print(f"chatcompat: {problem}", file=sys.stderr)
+        return None
+    return entry
 
 
 def _print_usage(settings: Settings, path: str) -> None:

@@ -1,0 +1,468 @@
+"""The ``openai`` backend: any OpenAI-compatible upstream (OpenAI, vLLM, llama.cpp's
+server, Ollama, LM Studio, LiteLLM...), always streamed.
+
+Each run POSTs ``<baseUrl>/chat/completions`` with ``stream: true`` and
+``stream_options.include_usage``, yields :class:`Started` once the upstream answered 200,
+then relays the SSE chunks as they arrive. HTTP is stdlib ``http.client`` with a small
+keep-alive pool per agent and worker (``bench/http_clients.py`` measured it against
+urllib3, httpx and geventhttpclient under gevent: the least CPU of the clients that
+also work under gthread). Owning the socket is what lets a cancelled run cut the
+upstream connection at once, even while the upstream is still thinking about its
+headers.
+
+What goes wrong upstream, and what the client sees::
+
+    upstream                                   raised here            client
+    HTTP 4xx (OpenAI error body or not)        AgentRejected          same status, type, code,
+                                                                      message (401/403 say so)
+    HTTP 5xx or any other non-200              AgentError             502 upstream_error
+    refused, DNS failure, TLS failure          AgentError             502 upstream_error
+    no TCP/TLS connection in connectTimeout    AgentTimeout           504 timeout
+    no byte for timeoutSeconds                 AgentTimeout           504 timeout
+    dropped mid-stream, not SSE/JSON,
+      error event, stream without an end       AgentError             502, or the error frame
+    client went away (``cancel``)              nothing: the run ends  (the runner stopped)
+
+Before :class:`Started` these become plain HTTP errors; after it, one error frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import re
+import threading
+import typing as t
+import urllib.parse
+
+from .base import Agent
+from .base import AgentError
+from .base import AgentRejected
+from .base import AgentRequest
+from .base import Cancellation
+from .base import Event
+from .base import Finish
+from .base import Message
+from .base import Started
+from .base import TextDelta
+from .base import ToolCallDelta
+from .base import Usage
+from .upstream_http import ConnectionPool
+from .upstream_http import Hold
+from .upstream_http import SSEDecoder
+from .upstream_http import mapped_errors
+
+if t.TYPE_CHECKING:
+    from ..config import AgentConfig
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+MAX_ERROR_BODY = 65536
+MAX_JSON_BODY = 32 * 1024 * 1024
+DRAIN_SECONDS = 2.0  # after [DONE], how long the end of the body may take
+FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.I)
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+# scheme://host[:port][/path][?query]; no user:password@ (it would end up in messages).
+_BASE_URL = (
+    r"^https?://([A-Za-z0-9._~%-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[^\s?#]*)?(\?[^\s#]*)?$"
+)
+
+
+class OpenAIAgent(Agent):
+    """An agent answered by an OpenAI-compatible ``/chat/completions`` upstream.
+
+    Built lazily in each worker; its connection pool opens on the first run and is
+    closed by :meth:`close`. Safe to run from many greenlets or threads at once.
+    """
+
+    name = "openai"
+    accepts_images = True
+    options_schema: t.ClassVar[dict[str, t.Any]] = {
+        "type": "object",
+        "properties": {
+            "baseUrl": {
+                "type": "string",
+                "pattern": _BASE_URL,
+                "description": "The upstream's API root, e.g. http://127.0.0.1:8000/v1;"
+                " requests go to <baseUrl>/chat/completions. No user:password@.",
+            },
+            "apiKey": {"type": "string", "minLength": 1, "description": "Sent as a Bearer token."},
+            "apiKeyEnv": {
+                "type": "string",
+                "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                "description": "The environment variable that holds the key, read when the"
+                " agent runs. apiKey wins when both are set (agents.defaults may set one).",
+            },
+            "model": {"type": "string", "minLength": 1, "description": "The upstream's model."},
+            "headers": {
+                "type": "object",
+                "propertyNames": {"pattern": _HEADER_NAME},
+                "additionalProperties": {"type": "string", "pattern": "^[^\\r\\n]*$"},
+                "description": "Extra request headers (they win over the defaults).",
+            },
+            "params": {
+                "type": "object",
+                "description": "Default request fields (temperature...); the request's win.",
+            },
+            "connectTimeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "maxTokensField": {
+                "enum": ["max_tokens", "max_completion_tokens"],
+                "default": "max_tokens",
+                "description": "The name the request's token limit is sent under.",
+            },
+        },
+        "required": ["baseUrl", "model"],
+        "additionalProperties": False,
+    }
+
+    def __init__(self, config: AgentConfig) -> None:
+        super().__init__(config)
+        options = config.options
+        url = urllib.parse.urlsplit(options["baseUrl"])
+        self._scheme = url.scheme.lower()
+        self._host = url.hostname or ""
+        try:
+            self._port = url.port or (443 if self._scheme == "https" else 80)
+        except ValueError:  # "host:99999" passes the schema; the run says so
+            self._port = 0
+        self._where = url.netloc  # names the upstream in messages (never holds credentials)
+        query = f"?{url.query}" if url.query else ""  # Azure's api-version, for one
+        self._path = url.path.rstrip("/") + "/chat/completions" + query
+        self._model = options["model"]
+        self._extra_headers = dict(options.get("headers") or {})
+        self._max_tokens_field = options.get("maxTokensField", "max_tokens")
+        defaults = dict(options.get("params") or {})
+        limit = defaults.pop("max_completion_tokens", None)
+        limit = defaults.pop("max_tokens", None) if limit is None else limit
+        if limit is not None:
+            defaults["max_tokens"] = limit  # renamed like the request's, see _payload
+        self._defaults = defaults
+        self._connect_timeout = float(options.get("connectTimeoutSeconds", 10))
+        # timeoutSeconds is the agent's generic key: the whole run (the runner's deadline)
+        # and, here, the longest silence between two bytes from the upstream.
+        self._read_timeout = float(config.timeout_seconds)
+        self._pool: ConnectionPool | None = None  # opened on the first run, in the worker
+        self._pool_lock = threading.Lock()
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
+        """Stream one completion from the upstream (see the module docstring for errors).
+
+        :param request: the messages, system prompt and params to send.
+        :param cancel: cancelling it shuts the upstream socket down at once.
+        :raise AgentError: with :class:`AgentTimeout` and :class:`AgentRejected`.
+        """
+        body = json.dumps(self._payload(request), separators=(",", ":")).encode()
+        headers = self._headers()
+        hold = Hold()
+        cancel.on_cancel(hold.cut)
+        pool = self._get_pool()
+        conn = None
+        reusable = False
+        finish: Finish | None = None
+        try:
+            with mapped_errors(self._where, self._read_timeout, cancel):
+                conn, response = self._send(pool, body, headers, hold)
+                content_type = response.getheader("Content-Type", "").lower()
+                if response.status != 200:
+                    raise self._refusal(response, headers)
+                if content_type.startswith("text/html"):
+                    raise AgentError(
+                        f"The upstream {self._where} answered a web page, not an event stream:"
+                        " is baseUrl the API root (often ending in /v1)?"
+                    )
+                if content_type.startswith("application/json"):
+                    # It ignored stream: true. Read it all first, so a bad body is still
+                    # a plain HTTP error for the client.
+                    document = _json(response.read(MAX_JSON_BODY), self._where)
+                    try:
+                        events = list(_completion_events(document, self._where))
+                    except (TypeError, ValueError, AttributeError) as exc:
+                        raise AgentError(
+                            f"The upstream {self._where} sent a malformed completion."
+                        ) from exc
+                    finish = events.pop()
+                    yield Started()
+                    yield from events
+                else:
+                    yield Started()
+                    finish = yield from self._relay(response, conn, cancel)
+                reusable = response.isclosed() and not response.will_close and not cancel.is_set
+        finally:
+            hold.release()
+            if conn is not None and not (reusable and pool.put(conn)):
+                conn.close()
+        # Last, with the connection already back in the pool: the runner ends the run
+        # (and cancels, which must not reach a released socket) once it has Finish.
+        if finish is not None:
+            yield finish
+
+    def _relay(
+        self,
+        response: http.client.HTTPResponse,
+        conn: http.client.HTTPConnection,
+        cancel: Cancellation,
+    ) -> t.Generator[Event, None, Finish | None]:
+        """Yield the stream's deltas; return its Finish (None when cancelled)."""
+        decoder = SSEDecoder()
+        reason: str | None = None
+        usage: Usage | None = None
+        done = False
+        while not done:
+            data = response.read1(READ_SIZE)
+            if cancel.is_set:
+                return None
+            events = decoder.feed(data) if data else decoder.flush()
+            for payload in events:
+                if payload.strip() == "[DONE]":
+                    done = True
+                    break
+                chunk = _json(payload.encode(), self._where)
+                try:
+                    usage = _usage(chunk.get("usage")) or usage
+                    events_of_chunk = list(_chunk_events(chunk))
+                except (TypeError, ValueError, AttributeError) as exc:
+                    raise AgentError(f"The upstream {self._where} sent a malformed chunk.") from exc
+                for event in events_of_chunk:
+                    if isinstance(event, str):
+                        reason = event
+                    else:
+                        yield event
+            if not data:
+                break
+        if not done and reason is None:
+            raise AgentError(f"The upstream {self._where} ended the stream before finishing.")
+        if done and not response.isclosed() and conn.sock is not None:
+            # Read the end of the body now, so the connection can go back to the pool.
+            conn.sock.settimeout(DRAIN_SECONDS)
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                while response.read1(READ_SIZE):
+                    pass
+            if conn.sock is not None:
+                conn.sock.settimeout(self._read_timeout)
+        return Finish(_finish_reason(reason), usage)
+
+    # -- building the request ------------------------------------------------------------
+
+    def _payload(self, request: AgentRequest) -> dict[str, t.Any]:
+        payload = {**self._defaults, **request.params}
+        limit = payload.pop("max_tokens", None)
+        if limit is not None:
+            payload[self._max_tokens_field] = limit
+        messages: list[Message] = []
+        if request.system_prompt:
+            messages.append({"role": "system", "content": request.system_prompt})
+        messages.extend(_upstream_message(message) for message in request.messages)
+        payload.update(
+            model=self._model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        return payload
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "User-Agent": "chatcompat",
+        }
+        key = self.config.options.get("apiKey")
+        variable = self.config.options.get("apiKeyEnv")
+        if variable and not key:
+            key = os.environ.get(variable, "").strip()
+            if not key:
+                raise AgentError(
+                    f"The API key of agent {self.config.id!r} is missing: the environment"
+                    f" variable {variable} (apiKeyEnv) is not set in the gateway's environment."
+                )
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        headers.update(self._extra_headers)
+        return headers
+
+    # -- the connection --------------------------------------------------------------------
+
+    def _get_pool(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                if not self._port:
+                    raise AgentError(f"The baseUrl of agent {self.config.id!r} has a bad port.")
+                self._pool = ConnectionPool(
+                    self._scheme, self._host, self._port, self._connect_timeout, self._read_timeout
+                )
+            return self._pool
+
+    def _send(
+        self, pool: ConnectionPool, body: bytes, headers: dict[str, str], hold: Hold
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send the request; return the connection and the response (headers read)."""
+        while True:
+            conn, reused = pool.get(self._where)
+            hold.attach(conn)
+            try:
+                conn.request("POST", self._path, body=body, headers=headers)
+                return conn, conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionError):
+                hold.release()
+                conn.close()
+                if not reused or hold.is_cut:
+                    raise
+                # A pooled connection the upstream had just closed: once more on a new one.
+            except BaseException:
+                hold.release()
+                conn.close()
+                raise
+
+    def _refusal(self, response: http.client.HTTPResponse, headers: dict[str, str]) -> AgentError:
+        """The error for a non-200 answer (its body is read, up to a limit)."""
+        raw = response.read(MAX_ERROR_BODY)
+        status = response.status
+        message, kind, code, param = _error_details(raw)
+        if not message:
+            message = f"{response.reason or 'no message'} (POST {self._path})"
+        for name, value in headers.items():
+            # Some upstreams quote the key they refused; it must not reach the client.
+            if _SECRET_HEADER.search(name) and len(value) >= 8:
+                message = message.replace(value.removeprefix("Bearer "), "<redacted>")
+        log.warning("upstream %s answered %d", self._where, status)
+        if 400 <= status < 500:
+            if status in (401, 403):
+                message = (
+                    f"The upstream {self._where} refused the gateway's credentials for agent"
+                    f" {self.config.id!r} ({status}): {message}"
+                )
+            return AgentRejected(status, message, kind or _default_type(status), code, param)
+        return AgentError(f"The upstream {self._where} answered {status}: {message}")
+
+    def close(self) -> None:
+        """Close the idle connections; running streams close theirs when they end."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+
+# -- what the upstream said --------------------------------------------------------------
+
+
+def _json(raw: bytes, where: str) -> dict[str, t.Any]:
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise AgentError(f"The upstream {where} sent something that is not JSON.") from exc
+    if not isinstance(document, dict):
+        raise AgentError(f"The upstream {where} sent JSON that is not an object.")
+    error = document.get("error")
+    if error is not None:  # an error event in a 200 stream (vLLM, OpenAI do this)
+        message = error.get("message") if isinstance(error, dict) else error
+        raise AgentError(f"The upstream {where} reported an error: {message}")
+    return document
+
+
+def _chunk_events(chunk: dict[str, t.Any]) -> t.Iterator[Event | str]:
+    """The events of one ``chat.completion.chunk``; a ``str`` is its finish_reason."""
+    for choice in chunk.get("choices") or ():
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            continue  # we ask for one choice; a default n in params must not mix them
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            yield TextDelta(content)
+        for position, call in enumerate(delta.get("tool_calls") or ()):
+            function = call.get("function") or {}
+            arguments = function.get("arguments")
+            yield ToolCallDelta(
+                index=int(call.get("index", position)),
+                id=call.get("id") or None,
+                name=function.get("name") or None,
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        if choice.get("finish_reason"):
+            yield str(choice["finish_reason"])
+
+
+def _completion_events(document: dict[str, t.Any], where: str) -> t.Iterator[Event]:
+    """An upstream that ignored ``stream: true`` sent one ``chat.completion``."""
+    choices = [c for c in document.get("choices") or () if isinstance(c, dict)]
+    if not choices:
+        raise AgentError(f"The upstream {where} sent a completion without choices.")
+    message = choices[0].get("message") or {}
+    if isinstance(message.get("content"), str) and message["content"]:
+        yield TextDelta(message["content"])
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        function = call.get("function") or {}
+        arguments = function.get("arguments", "")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        yield ToolCallDelta(index, call.get("id"), function.get("name"), arguments)
+    yield Finish(_finish_reason(choices[0].get("finish_reason")), _usage(document.get("usage")))
+
+
+def _usage(value: t.Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    prompt = value.get("prompt_tokens") or 0
+    completion = value.get("completion_tokens") or 0
+    total = value.get("total_tokens") or prompt + completion
+    return Usage(int(prompt), int(completion), int(total))
+
+
+def _finish_reason(reason: str | None) -> str:
+    # content_filter is kept: it is OpenAI's own value and tells the client why the text
+    # stopped. Legacy function_call becomes tool_calls; anything else (llama.cpp's
+    # "eos", missing) means the model stopped on its own.
+    if reason == "function_call":
+        return "tool_calls"
+    return reason if reason in FINISH_REASONS else "stop"
+
+
+def _error_details(raw: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    """message, type, code and param of an upstream error body, as far as it has them."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None, None, None, None
+    if not isinstance(document, dict):
+        return None, None, None, None
+    error = document.get("error")
+    if isinstance(error, str):  # Ollama, llama.cpp: {"error": "model not found"}
+        return error, None, None, None
+    if not isinstance(error, dict):
+        # Older vLLM: the fields at the top level; FastAPI apps: {"detail": "..."}.
+        error = {**document, "message": document.get("message") or document.get("detail")}
+    strings = [error.get(key) for key in ("message", "type", "code", "param")]
+    # vLLM puts the HTTP status (an int) in code; OpenAI's code is a string or null.
+    message, kind, code, param = (value if isinstance(value, str) else None for value in strings)
+    return message, kind, code, param
+
+
+def _default_type(status: int) -> str:
+    return {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error"
+    )
+
+
+def _upstream_message(message: Message) -> Message:
+    """The message as the upstream takes it: ``input_text`` parts (Responses API style,
+    accepted by the gateway) become chat ``text`` parts; everything else as is."""
+    content = message.get("content")
+    if not isinstance(content, list) or not any(
+        isinstance(part, dict) and part.get("type") == "input_text" for part in content
+    ):
+        return message
+    parts = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "input_text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                text = part.get("input_text", "")
+            part = {"type": "text", "text": text}
+        parts.append(part)
+    return {**message, "content": parts}

@@ -1,0 +1,400 @@
+"""A fake OpenAI-compatible upstream: real HTTP/1.1 on loopback, in a background thread.
+
+Serves ``POST /v1/chat/completions`` (SSE when ``stream`` is true, else JSON) with a
+deterministic reply: ``You said: <last user text>``, or ``Tool result: <content>``
+when the last message is a tool result, one chunk per word. Usage counts words:
+``prompt_tokens`` over every message sent, ``completion_tokens`` over the reply.
+
+Knobs, for the whole server (``FakeUpstream(delay=0.05)`` or ``fake.knobs[...] = ...``)
+or for one request (a directive in its last user text, e.g. ``[[status:401]]``)::
+
+    delay:<s>        pause before each word (watching for the client going away)
+    status:<code>    answer that status with an OpenAI error body
+    plain:<code>     answer that status with a text/plain body
+    stall:<s>        wait before sending the status line (header timeouts)
+    cut:<n>          send n words, then drop the connection (no end of body)
+    malformed:<n>    send n words, then a data line that is not JSON
+    error-frame:<n>  send n words, then an OpenAI error event and [DONE]
+    tools            answer with two tool calls (finish_reason tool_calls)
+    finish:<reason>  finish_reason to send [stop]
+    json             answer one chat.completion even when asked to stream
+    html             answer 200 with a web page
+    no-usage         never send usage
+    no-done          end the body after the finish chunk, without [DONE]
+    close            close the connection after the answer (despite keep-alive)
+
+Every request is logged in :attr:`FakeUpstream.requests` (headers, parsed body, the
+client's port, and how it ended: ``completed``, ``client_closed`` with the time the
+client went away, ``cut``...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import json
+import re
+import select
+import socket
+import ssl
+import threading
+import time
+import typing as t
+
+DIRECTIVE = re.compile(r"\[\[([a-z-]+)(?::([^\]]*))?\]\]")
+# The error bodies OpenAI sends: status -> (message, type, code, param).
+ERRORS = {
+    400: (
+        "Invalid value for 'temperature'.",
+        "invalid_request_error",
+        "invalid_value",
+        "temperature",
+    ),
+    401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key", None),
+    403: ("You are not allowed to use this model.", "permission_error", None, None),
+    404: ("The model `nope` does not exist.", "invalid_request_error", "model_not_found", None),
+    429: ("Rate limit reached.", "rate_limit_error", "rate_limit_exceeded", None),
+}
+
+
+@dataclasses.dataclass
+class Received:
+    """One request as the fake saw it."""
+
+    path: str
+    headers: dict[str, str]
+    body: t.Any
+    client_port: int
+    started: float
+    outcome: str = "running"
+    ended: float | None = None
+
+    @property
+    def client_closed(self) -> bool:
+        return self.outcome == "client_closed"
+
+
+class ClientClosed(Exception):
+    """The client went away while the fake was answering."""
+
+
+class FakeUpstream:
+    """Start with :meth:`start` (or ``with``); :attr:`base_url` ends in ``/v1``."""
+
+    def __init__(self, tls: tuple[str, str] | None = None, **knobs: t.Any) -> None:
+        """:param tls: (certificate file, key file) to serve HTTPS instead of HTTP."""
+        self.tls = tls
+        self.knobs: dict[str, t.Any] = dict(knobs)
+        self.requests: list[Received] = []
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FakeUpstream:
+        fake = self
+
+        class Handler(_Handler):
+            upstream = fake
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def log(self, received: Received) -> None:
+        with self._lock:
+            self.requests.append(received)
+
+    def chat_requests(self) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if "/chat/completions" in r.path]
+
+    def wait_for(
+        self, predicate: t.Callable[[list[Received]], t.Any], timeout: float = 5.0
+    ) -> t.Any:
+        """Poll ``predicate(requests)`` until truthy; AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate(self.chat_requests())
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fake upstream: condition not met; log: {self.requests}")
+            time.sleep(0.01)
+
+    def wait_ended(self, count: int = 1, timeout: float = 5.0) -> list[Received]:
+        """The first ``count`` chat requests, once they have all ended."""
+        return self.wait_for(
+            lambda rs: (
+                rs[:count] if len(rs) >= count and all(r.ended for r in rs[:count]) else None
+            ),
+            timeout,
+        )
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    upstream: FakeUpstream
+    timeout = 30  # an idle keep-alive connection is dropped after this
+
+    def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002 - quiet
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        received = Received(
+            path=self.path,
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=body,
+            client_port=self.client_address[1],
+            started=time.monotonic(),
+        )
+        self.upstream.log(received)
+        knobs = dict(self.upstream.knobs)
+        if isinstance(body, dict):
+            knobs.update(_directives(body.get("messages") or []))
+        try:
+            received.outcome = self._answer(body if isinstance(body, dict) else {}, knobs)
+        except ClientClosed:
+            received.outcome = "client_closed"
+            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            received.outcome = "client_closed"
+            self.close_connection = True
+        received.ended = time.monotonic()
+        if knobs.get("close"):
+            self.close_connection = True
+
+    # -- answers -----------------------------------------------------------------------
+
+    def _answer(self, body: dict[str, t.Any], knobs: dict[str, t.Any]) -> str:
+        if not self.path.split("?")[0].endswith("/chat/completions"):
+            self._send_json(404, _error("Unknown path.", "invalid_request_error", None, None))
+            return "not_found"
+        if knobs.get("stall"):
+            self._wait(float(knobs["stall"]))
+        if knobs.get("status"):
+            status = int(knobs["status"])
+            details = ERRORS.get(status, (f"fake error {status}", "server_error", "fake", None))
+            self._send_json(status, _error(*details))
+            return f"status:{status}"
+        if knobs.get("plain"):
+            self._send(int(knobs["plain"]), "text/plain", b"something went wrong")
+            return f"plain:{knobs['plain']}"
+        if knobs.get("html"):
+            self._send(200, "text/html", b"<!doctype html><title>Web UI</title>")
+            return "html"
+        reply = _Reply(body, knobs)
+        if not body.get("stream") or knobs.get("json"):
+            self._send_json(200, reply.completion())
+            return "completed"
+        return self._stream(reply, knobs, body)
+
+    def _stream(self, reply: _Reply, knobs: dict[str, t.Any], body: dict[str, t.Any]) -> str:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._frame(reply.chunk({"role": "assistant", "content": ""}))
+        delay = float(knobs.get("delay") or 0)
+        cut = _int(knobs.get("cut"))
+        malformed = _int(knobs.get("malformed"))
+        error_at = _int(knobs.get("error-frame"))
+        for index, word in enumerate(reply.words):
+            if index == cut:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return "cut"
+            if index == malformed:
+                self._chunk(b"data: {this is not json\n\n")
+                self._end()
+                return "malformed"
+            if index == error_at:
+                self._frame({"error": {"message": "The model crashed.", "type": "server_error"}})
+                self._frame("[DONE]")
+                self._end()
+                return "error_frame"
+            if delay:
+                self._wait(delay)
+            self._frame(reply.chunk({"content": word}))
+        if reply.tools:
+            for piece in reply.tool_pieces():
+                self._frame(reply.chunk({"tool_calls": [piece]}))
+        self._frame(reply.chunk({}, finish=reply.finish_reason))
+        wants_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        if wants_usage and not knobs.get("no-usage"):
+            self._frame({**reply.head(), "choices": [], "usage": reply.usage()})
+        if not knobs.get("no-done"):
+            self._frame("[DONE]")
+        self._end()
+        return "completed"
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _send(self, status: int, content_type: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_json(self, status: int, document: t.Any) -> None:
+        self._send(status, "application/json", json.dumps(document).encode())
+
+    def _frame(self, payload: t.Any) -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        self._chunk(f"data: {text}\n\n".encode())
+
+    def _chunk(self, data: bytes) -> None:
+        if self._peer_closed(0):
+            raise ClientClosed()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def _end(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but notice at once when the client goes away."""
+        if self._peer_closed(seconds):
+            raise ClientClosed()
+
+    def _peer_closed(self, timeout: float) -> bool:
+        # The client sends nothing while it waits for the answer: readable means gone.
+        readable, _, _ = select.select([self.connection], [], [], timeout)
+        if not readable:
+            return False
+        try:
+            if isinstance(self.connection, ssl.SSLSocket):  # TLS cannot peek
+                return self.connection.recv(1) == b""
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except ssl.SSLWantReadError:
+            return False
+        except OSError:
+            return True
+
+
+class _Reply:
+    """The deterministic answer to one request."""
+
+    def __init__(self, body: dict[str, t.Any], knobs: dict[str, t.Any]) -> None:
+        self.body = body
+        self.tools = bool(knobs.get("tools"))
+        messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+        last = messages[-1] if messages else {}
+        if self.tools:
+            text = ""
+        elif last.get("role") == "tool":
+            text = f"Tool result: {_text(last)}"
+        else:
+            text = f"You said: {DIRECTIVE.sub('', _text(last)).strip()}"
+        self.words = re.findall(r"\s*\S+", text)
+        self.finish_reason = knobs.get("finish") or ("tool_calls" if self.tools else "stop")
+        self.prompt_tokens = sum(len(_text(m).split()) for m in messages)
+        self.created = int(time.time())
+
+    def head(self) -> dict[str, t.Any]:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.body.get("model") or "fake",
+        }
+
+    def chunk(self, delta: dict[str, t.Any], finish: str | None = None) -> dict[str, t.Any]:
+        return {**self.head(), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def usage(self) -> dict[str, int]:
+        completion = len(self.words) + (5 if self.tools else 0)
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        }
+
+    def tool_pieces(self) -> list[dict[str, t.Any]]:
+        return [
+            {"index": 0, "id": "call_w1", "type": "function",
+             "function": {"name": "get_weather", "arguments": ""}},
+            {"index": 0, "function": {"arguments": '{"city":'}},
+            {"index": 0, "function": {"arguments": ' "Paris"}'}},
+            {"index": 1, "id": "call_t2", "type": "function",
+             "function": {"name": "get_time", "arguments": "{}"}},
+        ]  # fmt: skip
+
+    def completion(self) -> dict[str, t.Any]:
+        message: dict[str, t.Any] = {"role": "assistant", "content": "".join(self.words) or None}
+        if self.tools:
+            message["tool_calls"] = [
+                {"id": "call_w1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+                {"id": "call_t2", "type": "function",
+                 "function": {"name": "get_time", "arguments": "{}"}},
+            ]  # fmt: skip
+        return {
+            **self.head(),
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "usage": self.usage(),
+        }
+
+
+def _text(message: dict[str, t.Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def _directives(messages: list[t.Any]) -> dict[str, t.Any]:
+    # Only a user message that is the last one: a tool result that follows a [[tools]]
+    # request must get an answer, not more tool calls.
+    last = messages[-1] if messages else None
+    if isinstance(last, dict) and last.get("role") == "user":
+        return {name: value or True for name, value in DIRECTIVE.findall(_text(last))}
+    return {}
+
+
+def _int(value: t.Any) -> int | None:
+    return None if value in (None, False) else int(value)
+
+
+def _error(message: str, kind: str, code: str | None, param: str | None) -> dict[str, t.Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
