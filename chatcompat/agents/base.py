@@ -18,7 +18,9 @@ Exceptions an agent may raise (anything else becomes a 500 ``internal_error``)::
     AgentError                 the agent failed (502 upstream_error)
     ├── AgentTimeout           the agent or its upstream timed out (504 timeout)
     └── AgentRejected          the upstream refused the request with a 4xx; its
-                               status, type, code and message go to the client
+        │                      status, type, code and message go to the client
+        └── AgentUnavailable   no capacity right now (every process busy): 503
+                               api_error / agent_unavailable, retry later
 """
 
 from __future__ import annotations
@@ -120,6 +122,17 @@ class AgentRejected(AgentError):
         self.type = type
         self.code = code
         self.param = param
+
+
+class AgentUnavailable(AgentRejected):
+    """The agent has no capacity for this run now (all its processes are busy).
+
+    A refusal like :class:`AgentRejected`, so the client gets it as is: 503
+    ``api_error`` / ``agent_unavailable`` with the message; nothing was run.
+    """
+
+    def __init__(self, message: str, code: str = "agent_unavailable") -> None:
+        super().__init__(503, message, type="api_error", code=code)
 
 
 class Cancellation:
