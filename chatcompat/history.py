@@ -109,7 +109,7 @@ def flatten_prompt(messages: list[Message]) -> str:
     """
     entries = []
     for message in messages:
-        body = _body(message)
+        body = message_body(message)
         if body or _kept_empty(message):
             entries.append((sender_label(message), body))
     if not entries:
@@ -133,7 +133,10 @@ def sender_label(message: Message) -> str:
     return f"Tool:{tool_id}" if tool_id else "Tool"
 
 
-def _body(message: Message) -> str:
+def message_body(message: Message) -> str:
+    """A message as one line of a flattened prompt (without its sender label): the
+    trimmed text, and for an assistant one ``tool_call id=... name=... arguments=...``
+    line per tool call."""
     body = message_text(message).strip()
     if message["role"] == "assistant":
         calls = []

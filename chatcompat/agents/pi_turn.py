@@ -17,7 +17,7 @@ import time
 import typing as t
 import uuid
 
-from ..history import message_text
+from ..history import message_body
 from ..history import sender_label
 from .base import AgentError
 from .base import Cancellation
@@ -283,11 +283,8 @@ def _entries(history: list[Message]) -> list[tuple[str, str]]:
     entries: list[tuple[str, str]] = []
     for message in history:
         role = message["role"]
-        text = message_text(message).strip()
-        if role == "assistant":
-            calls = [_call_text(call) for call in message.get("tool_calls") or ()]
-            text = "\n".join(filter(None, [text, *calls]))
-        elif role != "user":
+        text = message_body(message)
+        if role not in ("user", "assistant"):
             text = f"{sender_label(message)}: {text}"
             role = "user"
         if not text:
@@ -297,11 +294,3 @@ def _entries(history: list[Message]) -> list[tuple[str, str]]:
         else:
             entries.append((role, text))
     return entries
-
-
-def _call_text(call: Message) -> str:
-    function = call.get("function") or {}
-    arguments = function.get("arguments", "")
-    if not isinstance(arguments, str):
-        arguments = json.dumps(arguments)
-    return f"tool_call id={call.get('id')} name={function.get('name')} arguments={arguments}"
