@@ -72,15 +72,22 @@ loglevel = _env("LOGLEVEL", "info")
 
 
 def _raise_fd_limit() -> None:
-    # Each stream needs a socket; allow at least worker_connections plus headroom.
+    # Each stream holds the client's socket and, with an upstream backend (openai),
+    # an upstream socket too: allow two per connection plus headroom.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = worker_connections + 256
+    wanted = 2 * worker_connections + 256
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
 
 
 _raise_fd_limit()
+
+# A response's head goes out in the same send() as its first body bytes (one syscall
+# per JSON reply instead of two); see chatcompat/gunicorn_response.py.
+from chatcompat import gunicorn_response  # noqa: E402
+
+gunicorn_response.install()
 
 
 def on_starting(server: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import select
 import socket
+import sys
 import typing as t
 
 SSE_HEADERS = {
@@ -26,6 +27,35 @@ def data_frame(payload: str) -> bytes:
     return b"data: " + payload.encode("utf-8") + b"\n\n"
 
 
+def _os_poll() -> t.Callable[[], t.Any] | None:
+    """``select.poll`` as the OS gives it, also under gevent's monkey-patching.
+
+    A zero-timeout poll never blocks, so gevent's cooperative version (which builds
+    watchers and a result object on every call: 9 µs against 0.6 µs) only costs more.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("select"):
+        try:
+            return monkey.get_original("select", "poll")
+        except (AttributeError, ImportError):
+            return None
+    return getattr(select, "poll", None)
+
+
+def readable_now(sock: t.Any) -> bool:
+    """True when ``sock`` has something to read (data, or the peer's close), without
+    waiting.
+
+    :raise ValueError, TypeError, OSError: ``sock`` is closed or not a socket.
+    """
+    poll = _os_poll()
+    if poll is None:  # no poll() on this platform
+        return bool(select.select([sock], [], [], 0)[0])
+    poller = poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def peer_closed(sock: t.Any) -> bool:
     """True when the client has closed its side of the connection.
 
@@ -34,8 +64,7 @@ def peer_closed(sock: t.Any) -> bool:
     peek (TLS) are assumed alive: the next failed write will tell.
     """
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        if not readable_now(sock):
             return False
         return sock.recv(1, socket.MSG_PEEK) == b""
     except (BlockingIOError, InterruptedError):

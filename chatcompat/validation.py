@@ -1,7 +1,14 @@
 """The request body schema, compiled once, and its errors turned into OpenAI's ``param``.
 
-``schemas/chat_request.json`` is the single source: the validator uses it and
+``schemas/chat_request.json`` is the single source: the validators use it and
 ``/openapi.json`` publishes it.
+
+Two validators, one schema: the accept path asks ``jsonschema-rs`` (Rust, about 0.2 µs
+for a small body where ``jsonschema`` takes 50 µs, 1.6 µs vs 525 µs for a body with
+every role and part); a body it rejects goes to ``jsonschema``, whose ``best_match``
+builds the precise error and whose verdict is final (the two agree on the whole
+``tests/requests`` corpus; where regex dialects differ, ``jsonschema`` decides). Without
+``jsonschema-rs`` installed, ``jsonschema`` does both.
 """
 
 from __future__ import annotations
@@ -11,6 +18,10 @@ import json
 import typing as t
 from importlib import resources
 
+try:
+    import jsonschema_rs
+except ImportError:  # pragma: no cover - a platform without its wheel
+    jsonschema_rs = None
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from jsonschema.exceptions import best_match
@@ -44,17 +55,25 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
+@functools.cache
+def fast_is_valid() -> t.Callable[[t.Any], bool]:
+    """The accept-path check: ``jsonschema-rs`` compiled from the same schema."""
+    if jsonschema_rs is None:
+        return _validator().is_valid
+    return jsonschema_rs.validator_for(request_schema()).is_valid
+
+
 def validate_request(body: t.Any) -> None:
     """Check a parsed request body.
 
     :raise InvalidRequest: naming the offending field in ``param``.
     """
-    validator = _validator()
-    if validator.is_valid(body):
-        _check_tool_choice(body)
-        return
-    error = best_match(validator.iter_errors(body))
-    raise _to_api_error(error)
+    if not fast_is_valid()(body):
+        error = best_match(_validator().iter_errors(body))
+        if error is not None:
+            raise _to_api_error(error)
+        # Only the fast validator refused it: jsonschema's verdict stands.
+    _check_tool_choice(body)
 
 
 def _to_api_error(error: ValidationError) -> InvalidRequest:

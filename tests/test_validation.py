@@ -76,3 +76,56 @@ def test_forwarded_params_normalise():
     }
     assert forwarded_params({"max_tokens": 3}) == {"max_tokens": 3}
     assert forwarded_params({}) == {}
+
+
+# -- the fast accept-path validator (jsonschema-rs) and jsonschema agree --------------------
+
+EDGE_BODIES = [
+    {"messages": [{"role": "user", "content": "a"}], "seed": 1.0},
+    {"messages": [{"role": "user", "content": "a"}], "seed": 1.5},
+    {"messages": [{"role": "user", "content": "a"}], "temperature": True},
+    {"messages": [{"role": "user", "content": "a"}], "max_tokens": 9007199254740992},
+    {"messages": [{"role": "user", "content": "a"}], "max_tokens": 10**30},
+    {"messages": [{"role": "user", "content": "a"}], "user": "\U0001f600" * 256},
+    {"messages": [{"role": "user", "content": "a"}], "user": "\U0001f600" * 257},
+    {"messages": [{"role": "user", "content": "a"}], "stop": ["a", ""]},
+    {"messages": [{"role": "user", "content": "a"}], "unknown": {"deep": [[[[]]]]}},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
+    {"messages": [{"role": "user", "content": "a"}], "n": 2},
+    {"messages": []},
+    [],
+    "messages",
+    None,
+]
+
+
+@pytest.mark.parametrize(
+    "body", [c["body"] for c in VALID + INVALID] + EDGE_BODIES, ids=lambda b: str(b)[:40]
+)
+def test_fast_validator_agrees_with_jsonschema(body):
+    from chatcompat.validation import _validator
+    from chatcompat.validation import fast_is_valid
+
+    assert fast_is_valid()(body) == _validator().is_valid(body)
+
+
+def test_fast_validator_is_jsonschema_rs():
+    pytest.importorskip("jsonschema_rs")
+    from chatcompat.validation import fast_is_valid
+
+    assert "jsonschema_rs" in type(fast_is_valid().__self__).__module__
+
+
+@pytest.mark.parametrize("case", VALID + INVALID, ids=[c["name"] for c in VALID + INVALID])
+def test_jsonschema_decides_what_the_fast_validator_refuses(case, monkeypatch):
+    """A body the fast validator refuses is judged again by jsonschema: the same error
+    for an invalid body, and no error when only the fast one refused it."""
+    from chatcompat import validation
+
+    monkeypatch.setattr(validation, "fast_is_valid", lambda: lambda body: False)
+    if case in VALID:
+        validate_request(case["body"])
+    else:
+        with pytest.raises(InvalidRequest) as caught:
+            validate_request(case["body"])
+        assert caught.value.to_dict()["error"]["param"] == case["param"]

@@ -38,6 +38,7 @@ import threading
 import typing as t
 import urllib.parse
 
+from .. import fastjson
 from .base import Agent
 from .base import AgentError
 from .base import AgentRejected
@@ -223,7 +224,7 @@ class OpenAIAgent(Agent):
                 if payload.strip() == "[DONE]":
                     done = True
                     break
-                chunk = _json(payload.encode(), self._where)
+                chunk = _json(payload, self._where)
                 try:
                     usage = _usage(chunk.get("usage")) or usage
                     events_of_chunk = list(_chunk_events(chunk))
@@ -352,9 +353,9 @@ class OpenAIAgent(Agent):
 # -- what the upstream said --------------------------------------------------------------
 
 
-def _json(raw: bytes, where: str) -> dict[str, t.Any]:
+def _json(raw: bytes | str, where: str) -> dict[str, t.Any]:
     try:
-        document = json.loads(raw)
+        document = fastjson.loads(raw)
     except ValueError as exc:
         raise AgentError(f"The upstream {where} sent something that is not JSON.") from exc
     if not isinstance(document, dict):

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import select
 import socket
 import ssl
 import threading
 import time
 import typing as t
 
+from ..streaming import readable_now
 from .base import AgentError
 from .base import AgentTimeout
 
@@ -81,6 +81,34 @@ class Hold:
                     self._sock.shutdown(socket.SHUT_RDWR)
 
 
+class _OneWrite:
+    """Send the request head and a bytes body in one ``send()``.
+
+    ``http.client`` sends them apart: two syscalls per request, and a second small
+    segment that Nagle's algorithm may hold back until the first is acknowledged.
+    """
+
+    _buffer: list[bytes]
+    send: t.Callable[[bytes], None]
+
+    def _send_output(self, message_body: t.Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            self._buffer.extend((b"", b""))
+            head = b"\r\n".join(self._buffer)
+            del self._buffer[:]
+            self.send(head + message_body)
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class HTTPConnection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 class ConnectionPool:
     """Idle keep-alive connections to one upstream, most recently used first."""
 
@@ -126,11 +154,11 @@ class ConnectionPool:
 
     def _connect(self, where: str) -> http.client.HTTPConnection:
         if self._ssl is not None:
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            conn: http.client.HTTPConnection = HTTPSConnection(
                 self._host, self._port, timeout=self._connect_timeout, context=self._ssl
             )
         else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
+            conn = HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
         try:
             conn.connect()
         except TimeoutError as exc:
@@ -168,12 +196,8 @@ def dropped(sock: socket.socket | None) -> bool:
     if sock is None:
         return True
     try:
-        if hasattr(select, "poll"):  # no fd limit; gevent's patch removes it
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
+        return readable_now(sock)
+    except (OSError, ValueError, TypeError):
         return True
 
 
