@@ -21,6 +21,7 @@ Tree::
     ├── UpstreamRejected              upstream's 4xx status, type and code
     ├── UpstreamFailed                502 api_error / upstream_error
     ├── StoreUnavailable              503 api_error / store_unavailable
+    ├── AgentUnavailable              503 api_error / agent_unavailable (+ Retry-After)
     └── GatewayTimeout                504 api_error / timeout
 """
 
@@ -188,6 +189,19 @@ class StoreUnavailable(APIError):
     status = 503
     code = "store_unavailable"
     message = "The session store is unavailable; nothing was run or stored. Retry later."
+
+
+class AgentUnavailable(APIError):
+    status = 503
+    code = "agent_unavailable"
+    message = "The agent has no free capacity right now. Retry later."
+
+    def __init__(self, message: str | None = None, retry_after_seconds: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after_seconds))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class GatewayTimeout(APIError):

@@ -26,6 +26,7 @@ from .agents.base import AgentError
 from .agents.base import AgentRejected
 from .agents.base import AgentRequest
 from .agents.base import AgentTimeout
+from .agents.base import AgentUnavailable
 from .agents.base import Cancellation
 from .agents.base import Finish
 from .agents.base import Started
@@ -493,6 +494,8 @@ def _api_error(exc: BaseException) -> errors.APIError:
         return exc
     if isinstance(exc, AgentRejected):
         return errors.UpstreamRejected(exc.status, exc.message, exc.type, exc.code, exc.param)
+    if isinstance(exc, AgentUnavailable):
+        return errors.AgentUnavailable(exc.message, exc.retry_after_seconds)
     if isinstance(exc, AgentTimeout):
         return errors.GatewayTimeout(exc.message)
     if isinstance(exc, AgentError):

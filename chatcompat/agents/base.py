@@ -17,10 +17,10 @@ Exceptions an agent may raise (anything else becomes a 500 ``internal_error``)::
 
     AgentError                 the agent failed (502 upstream_error)
     ├── AgentTimeout           the agent or its upstream timed out (504 timeout)
+    ├── AgentUnavailable       no capacity right now (every process busy): 503
+    │                          api_error / agent_unavailable with Retry-After
     └── AgentRejected          the upstream refused the request with a 4xx; its
-        │                      status, type, code and message go to the client
-        └── AgentUnavailable   no capacity right now (every process busy): 503
-                               api_error / agent_unavailable, retry later
+                               status, type, code and message go to the client
 """
 
 from __future__ import annotations
@@ -124,15 +124,15 @@ class AgentRejected(AgentError):
         self.param = param
 
 
-class AgentUnavailable(AgentRejected):
+class AgentUnavailable(AgentError):
     """The agent has no capacity for this run now (all its processes are busy).
 
-    A refusal like :class:`AgentRejected`, so the client gets it as is: 503
-    ``api_error`` / ``agent_unavailable`` with the message; nothing was run.
+    Nothing was run: the client gets 503 ``agent_unavailable`` and a ``Retry-After``.
     """
 
-    def __init__(self, message: str, code: str = "agent_unavailable") -> None:
-        super().__init__(503, message, type="api_error", code=code)
+    def __init__(self, message: str, retry_after_seconds: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Cancellation:

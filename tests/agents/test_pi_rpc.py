@@ -392,7 +392,11 @@ def test_busy_pool_waits_then_gives_up(agent):
     with pytest.raises(AgentUnavailable) as caught:
         list(agent.run(request(user("no room")), Cancellation()))
     assert 0.9 < time.monotonic() - began < 2.0
-    assert caught.value.status == 503 and caught.value.code == "agent_unavailable"
+    from chatcompat.runner import _api_error
+
+    shown = _api_error(caught.value)
+    assert shown.status == 503 and shown.code == "agent_unavailable"
+    assert shown.headers() == {"Retry-After": "1"}
     assert "busy" in caught.value.message and "poolSize" in caught.value.message
     # A run that waits gets the process as soon as it is free again.
     results: list = []

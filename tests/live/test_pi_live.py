@@ -248,6 +248,7 @@ def test_busy_pool_makes_requests_wait_then_503(server):
     began = time.monotonic()
     refused = chat(server.port, {"model": f"openclaw/{ONE}", "messages": [user("room?")]})
     assert refused.status == 503 and 0.9 < time.monotonic() - began < 3.0
+    assert refused.header("Retry-After") == "1"
     error = check_error(refused.json(), code="agent_unavailable")
     assert error["type"] == "api_error"
     assert "busy" in error["message"] and "poolSize" in error["message"]
