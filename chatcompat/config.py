@@ -124,6 +124,8 @@ _SCALARS: tuple[tuple[_Path, str, t.Callable[[t.Any], t.Any]], ...] = (
 # an OpenClaw config keeps working, the others need OpenClaw's own network discovery.
 _BIND_MODES = {"loopback": "127.0.0.1", "lan": "0.0.0.0", "tailnet": "", "auto": "", "custom": ""}
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
+# user:password@ in any URL a message quotes (a baseUrl, a header value...).
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # A value under a key named like this is a secret: error messages must not quote it.
 _SECRET_KEY = re.compile(r"(auth|token|password|secret|api_?key|authorization|credentials?)$", re.I)
@@ -239,7 +241,9 @@ def settings_from_document(
     fields["session_store"] = _store_url(doc, environ, config_path, problems)
     if problems:
         problems.sort(key=lambda problem: [(isinstance(key, str), key) for key in problem[0]])
-        raise ConfigError([f"{_format_path(path)}: {message}" for path, message in problems])
+        raise ConfigError(
+            [f"{_format_path(path)}: {_without_credentials(message)}" for path, message in problems]
+        )
     # The document is valid from here on, so the conversions cannot fail.
     for path, name, convert in _SCALARS:
         value = _lookup(doc, path)
@@ -269,6 +273,10 @@ def _lookup(doc: t.Any, path: _Path) -> t.Any:
     for key in path:
         doc = doc.get(key) if isinstance(doc, dict) else None
     return doc
+
+
+def _without_credentials(message: str) -> str:
+    return _URL_CREDENTIALS.sub(r"\1<redacted>@", message)
 
 
 def _format_path(path: _Path) -> str:

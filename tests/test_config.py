@@ -792,3 +792,23 @@ def test_malformed_redis_url_is_a_startup_problem_without_the_password(url):
         )
     assert caught.value.problems[0].startswith("sessions.store: ")
     assert "hunter2" not in str(caught.value)
+
+
+def test_url_credentials_never_appear_in_problems():
+    doc = {
+        "agents": {
+            "list": [
+                {
+                    "id": "main",
+                    "backend": "openai",
+                    "baseUrl": "https://alice:s3cret-pw@llm.example.com/v1",
+                    "model": "m",
+                }
+            ]
+        }
+    }
+    with pytest.raises(ConfigError) as caught:
+        settings_from_document(doc, environ={"CHATCOMPAT_GATEWAY_TOKEN": "t"})
+    text = str(caught.value)
+    assert "agents.list[0].baseUrl" in text
+    assert "s3cret-pw" not in text and "alice" not in text
