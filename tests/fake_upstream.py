@@ -137,6 +137,10 @@ class FakeUpstream:
         with self._lock:
             return [r for r in self.requests if "/chat/completions" in r.path]
 
+    def chat_requests_mentioning(self, mark: str) -> list[Received]:
+        """The chat requests whose body mentions ``mark`` (a test's unique marker)."""
+        return [r for r in self.chat_requests() if mark in json.dumps(r.body)]
+
     def wait_for(
         self, predicate: t.Callable[[list[Received]], t.Any], timeout: float = 5.0
     ) -> t.Any:

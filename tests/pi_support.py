@@ -90,18 +90,6 @@ def zombie_children(parent: int) -> list[int]:
     return zombies
 
 
-def wait_for(predicate, timeout: float, what: str, pause: float = 0.02):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(pause)
-
-
 def check_no_leftovers(marker: str, allowed: set[int], parent: int, timeout: float = 5.0) -> None:
     """No zombie child of ``parent``, and no process with ``marker`` outside ``allowed``
     (both may take a moment: pi is reaped by its reader when its output ends)."""

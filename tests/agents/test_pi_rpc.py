@@ -47,7 +47,7 @@ from tests.fake_upstream import FakeUpstream
 from tests.pi_support import check_no_leftovers
 from tests.pi_support import pi_command
 from tests.pi_support import processes
-from tests.pi_support import wait_for
+from tests.polling import wait_until
 from tests.wire import check_completion
 from tests.wire import check_error
 from tests.wire import parse_sse
@@ -346,7 +346,7 @@ def test_crash_mid_run_is_an_error_and_the_process_is_replaced(agent):
         list(run)
     assert "exited during the run (killed by SIGKILL)" in caught.value.message
     # Replaced in the background (the dead one had served runs): warm again.
-    stats = wait_for(
+    stats = wait_until(
         lambda: (s := agent.pool_stats())["idle"] and s["idle"] != [pid] and s,
         20,
         "a replacement process",
@@ -366,7 +366,7 @@ def test_a_process_that_does_not_answer_abort_is_killed_and_replaced(agent, monk
     began = time.monotonic()
     run.close()
     assert 0.4 < time.monotonic() - began < 2.0
-    wait_for(
+    wait_until(
         lambda: (s := agent.pool_stats())["idle"] and pid not in s["pids"],
         20,
         "a replacement process",
@@ -377,7 +377,7 @@ def test_a_process_that_does_not_answer_abort_is_killed_and_replaced(agent, monk
 def test_an_idle_process_that_dies_is_replaced(agent):
     (pid,) = agent.pool_stats()["idle"]
     os.kill(pid, signal.SIGKILL)
-    wait_for(
+    wait_until(
         lambda: (s := agent.pool_stats())["idle"] and pid not in s["pids"],
         20,
         "a replacement process",

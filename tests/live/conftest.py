@@ -25,6 +25,7 @@ import typing as t
 import pytest
 
 from chatcompat.sessions import SQLiteStore
+from tests.polling import wait_until  # noqa: F401  (the live modules import it from here)
 from tests.scripted_agent import read_log
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -42,18 +43,6 @@ CONNECTION_TRIES = 60  # fresh connections before concluding the kernel avoids a
 
 def user(text: str) -> dict:
     return {"role": "user", "content": text}
-
-
-def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str, pause=0.02) -> t.Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(pause)
 
 
 def base_config(directory: pathlib.Path) -> dict:

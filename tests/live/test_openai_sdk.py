@@ -103,11 +103,6 @@ def marker() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def sent_with(fake: FakeUpstream, mark: str) -> list[Received]:
-    """The upstream requests whose messages mention ``mark``."""
-    return [r for r in fake.chat_requests() if mark in json.dumps(r.body)]
-
-
 # -- the SDK, happy paths ------------------------------------------------------------------
 
 
@@ -120,7 +115,7 @@ def test_create(client, fake):
     # Real usage: the fake counts words (system prompt 3 + user 2; reply 4).
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (5, 4)
     assert reply.usage.total_tokens == 9
-    (sent,) = sent_with(fake, mark)
+    (sent,) = fake.chat_requests_mentioning(mark)
     assert sent.headers["authorization"] == f"Bearer {KEY}"  # the agent's key, not our token
     assert sent.body["temperature"] == 0.5 and sent.body["model"] == "fake-model"
     assert sent.body["stream"] is True
@@ -143,7 +138,7 @@ def test_stream_with_include_usage(client, fake):
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
-    (sent,) = sent_with(fake, mark)
+    (sent,) = fake.chat_requests_mentioning(mark)
     assert sent.body["temperature"] == 0.1 and sent.body["max_tokens"] == 30
     assert sent.body["stop"] == ["zzz"]
 
@@ -180,7 +175,7 @@ def test_tool_call_round_trip(client, fake, stream):
     else:
         text = follow_up.choices[0].message.content
     assert text == "Tool result: noon"
-    _, second = sent_with(fake, mark)
+    _, second = fake.chat_requests_mentioning(mark)
     assert second.body["tools"] == TOOLS
     assert second.body["messages"] == [
         {"role": "system", "content": "You are up."},
@@ -214,7 +209,7 @@ def test_history_is_sent_once_in_order(client, fake):
             model="openclaw", messages=conversation, extra_headers=session
         )
         conversation.append({"role": "assistant", "content": reply.choices[0].message.content})
-    third = sent_with(fake, mark)[2].body["messages"]
+    third = fake.chat_requests_mentioning(mark)[2].body["messages"]
     assert third == [
         {"role": "system", "content": "You are up.\n\nAnswer briefly."},
         *conversation[1:-1],
@@ -228,7 +223,7 @@ def test_image_parts_reach_the_upstream(client, fake):
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
     ]
     client.chat.completions.create(model="openclaw", messages=[{"role": "user", "content": parts}])
-    (sent,) = sent_with(fake, mark)
+    (sent,) = fake.chat_requests_mentioning(mark)
     assert sent.body["messages"][-1] == {"role": "user", "content": parts}
 
 
@@ -246,11 +241,11 @@ def test_concurrent_streams_and_pooled_upstream_connections(client, fake):
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         texts = list(pool.map(one, range(12)))
     assert texts == [f"You said: n{i} {mark}" for i in range(12)]
-    first_wave = {r.client_port for r in sent_with(fake, mark)}
+    first_wave = {r.client_port for r in fake.chat_requests_mentioning(mark)}
     assert len(first_wave) >= 6  # they overlapped, each on its own upstream connection
     for index in range(6):  # then one at a time: each worker reuses an idle connection
         assert one(100 + index) == f"You said: n{100 + index} {mark}"
-    second_wave = {r.client_port for r in sent_with(fake, mark)[12:]}
+    second_wave = {r.client_port for r in fake.chat_requests_mentioning(mark)[12:]}
     assert len(second_wave) <= 2 and len(second_wave - first_wave) <= 2  # 2 workers
 
 
@@ -344,7 +339,7 @@ def test_error_after_the_stream_began_raises_api_error(client, fake, directive):
     client.chat.completions.create(
         model="openclaw", messages=[user(f"again {mark}")], extra_headers=session
     )
-    last = sent_with(fake, mark)[-1].body["messages"]
+    last = fake.chat_requests_mentioning(mark)[-1].body["messages"]
     assert [m["content"] for m in last[1:]] == [f"first {mark}", f"You said: first {mark}",
                                                  f"again {mark}"]  # fmt: skip
 
@@ -354,7 +349,7 @@ def test_error_after_the_stream_began_raises_api_error(client, fake, directive):
 
 def wait_closed(fake: FakeUpstream, mark: str) -> Received:
     def ended():
-        found = sent_with(fake, mark)
+        found = fake.chat_requests_mentioning(mark)
         return found[0] if found and found[0].ended else None
 
     return fake.wait_for(lambda _: ended(), timeout=5)
@@ -393,7 +388,7 @@ def test_disconnect_while_the_upstream_thinks_closes_it_within_a_second(server, 
     )
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(head.encode() + data)
-        fake.wait_for(lambda _: sent_with(fake, mark))
+        fake.wait_for(lambda _: fake.chat_requests_mentioning(mark))
         time.sleep(0.2)
     gone = time.monotonic()
     received = wait_closed(fake, mark)
@@ -406,7 +401,7 @@ def test_disconnect_during_a_json_request_with_a_busy_upstream(server, fake):
     mark = marker()
     body = {"messages": [user(f"[[delay:0.1]] {'word ' * 30}{mark}")]}
     exchange = chat(server.port, body, {"x-openclaw-session-key": f"json-{mark}"}, read=False)
-    fake.wait_for(lambda _: sent_with(fake, mark))
+    fake.wait_for(lambda _: fake.chat_requests_mentioning(mark))
     time.sleep(0.3)
     exchange.close()
     gone = time.monotonic()

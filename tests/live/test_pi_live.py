@@ -29,8 +29,8 @@ from tests.live.conftest import user
 from tests.pi_support import check_no_leftovers
 from tests.pi_support import pi_command
 from tests.pi_support import processes
-from tests.pi_support import wait_for
 from tests.pi_support import zombie_children
+from tests.polling import wait_until
 from tests.wire import check_error
 
 pytestmark = pytest.mark.live
@@ -87,7 +87,7 @@ def every_pi_is_a_live_child_of_the_worker(server):
         healthy = all(p.ppid == worker and p.state != "Z" for p in found)
         return healthy and not zombie_children(worker)
 
-    wait_for(clean, 5, f"pi processes to be live children of the worker: {processes(P)}")
+    wait_until(clean, 5, f"pi processes to be live children of the worker: {processes(P)}")
 
 
 @pytest.fixture
@@ -95,10 +95,6 @@ def client(server):
     sdk = openai.OpenAI(base_url=server.url("/v1"), api_key=TOKEN, max_retries=0, timeout=30)
     yield sdk
     sdk.close()
-
-
-def sent_with(fake: FakeUpstream, mark: str) -> list:
-    return [r for r in fake.chat_requests() if mark in json.dumps(r.body)]
 
 
 # -- answers ---------------------------------------------------------------------------------
@@ -110,7 +106,7 @@ def test_sdk_json_and_stream(client, fake):
     assert reply.choices[0].message.content == f"You said: hello {mark}"
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage.completion_tokens == 4 and reply.usage.prompt_tokens > 2
-    (sent,) = sent_with(fake, mark)
+    (sent,) = fake.chat_requests_mentioning(mark)
     assert sent.headers["authorization"] == f"Bearer {KEY}"  # apiKeyEnv, through pi's env
     assert sent.body["messages"][0]["content"].startswith("You are Pi.\n")
     stream = client.chat.completions.create(
@@ -151,7 +147,7 @@ def test_sticky_session_is_remembered(client, fake, server):
         client.chat.completions.create(
             model="openclaw", messages=[user(text)], extra_headers=session
         )
-    second = sent_with(fake, mark)[-1].body["messages"]
+    second = fake.chat_requests_mentioning(mark)[-1].body["messages"]
     assert [(m["role"], m["content"]) for m in second[1:]] == [
         ("user", [{"type": "text", "text": f"my name is Ada {mark}"}]),
         ("assistant", f"You said: my name is Ada {mark}"),
@@ -202,7 +198,7 @@ def test_disconnect_aborts_pi_and_the_process_serves_again(server, fake, client)
             break
     exchange.close()
     gone = time.monotonic()
-    (sent,) = sent_with(fake, mark)
+    (sent,) = fake.chat_requests_mentioning(mark)
     fake.wait_for(lambda _: sent.ended, timeout=5)
     assert sent.client_closed and sent.ended - gone < 1.0  # pi aborted its upstream call
     assert server.transcript(f"agent:{MAIN}:gone-{mark}") == []
@@ -229,7 +225,7 @@ def test_pi_crash_mid_run_is_an_error_and_it_is_replaced(server, client):
                     os.kill(pid, signal.SIGKILL)
     assert "exited during the run (killed by SIGKILL)" in caught.value.message
     assert server.transcript(f"agent:{MAIN}:crash-{mark}") == []
-    replaced = wait_for(lambda: [p for p in pids(MAIN) if p != pid], 20, "a new pi process")
+    replaced = wait_until(lambda: [p for p in pids(MAIN) if p != pid], 20, "a new pi process")
     reply = client.chat.completions.create(model="openclaw", messages=[user("recovered")])
     assert reply.choices[0].message.content == "You said: recovered"
     assert pids(MAIN) == replaced
