@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import typing as t
 
 from flask import Blueprint
@@ -62,7 +63,7 @@ def chat_completions() -> Response:
     )
     run.start(body["messages"], forwarded_params(body))
     if not record.stream:
-        return Response(protocol.dumps(run.complete()), content_type="application/json")
+        return Response(protocol.dumps_bytes(run.complete()), content_type="application/json")
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     response = Response(run.sse(include_usage), content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)
     # The generator may never start (client gone before the first byte): close()
@@ -129,7 +130,7 @@ def read_json_body(req: Request, limit: int) -> t.Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise errors.InvalidJSON("The request body is not valid UTF-8 JSON.") from exc
     except json.JSONDecodeError as exc:
@@ -138,6 +139,25 @@ def read_json_body(req: Request, limit: int) -> t.Any:
         raise errors.InvalidJSON(message) from exc
     except (ValueError, RecursionError) as exc:
         raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from exc
+    # JSON may escape a lone UTF-16 surrogate ("\ud800"): not Unicode, so no store,
+    # session key or upstream can take it. Only bodies with such an escape are checked.
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        raise errors.InvalidJSON(
+            "The request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
+            "which is not valid Unicode."
+        )
+    return body
+
+
+def _has_lone_surrogate(body: t.Any) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _reject_constant(name: str) -> t.NoReturn:
@@ -149,4 +169,4 @@ def _too_large(limit: int) -> errors.PayloadTooLarge:
 
 
 def _json(obj: t.Any) -> Response:
-    return Response(protocol.dumps(obj), content_type="application/json")
+    return Response(protocol.dumps_bytes(obj), content_type="application/json")

@@ -43,4 +43,4 @@ def openapi_json() -> Response:
 
 
 def _json(obj: object) -> Response:
-    return Response(protocol.dumps(obj), content_type="application/json")
+    return Response(protocol.dumps_bytes(obj), content_type="application/json")

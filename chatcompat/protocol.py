@@ -19,6 +19,17 @@ def dumps(obj: t.Any) -> str:
     return _dumps(obj)
 
 
+def encode(text: str) -> bytes:
+    """UTF-8 for the wire. A lone surrogate (an upstream may send ``"\\ud800"``) cannot
+    be UTF-8: it goes out as the JSON escape ``\\ud800`` instead of failing the reply."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def dumps_bytes(obj: t.Any) -> bytes:
+    """:func:`dumps`, encoded for the wire."""
+    return encode(_dumps(obj))
+
+
 def completion_id() -> str:
     return "chatcmpl-" + os.urandom(12).hex()
 

@@ -24,7 +24,8 @@ DONE_FRAME = b"data: [DONE]\n\n"
 
 
 def data_frame(payload: str) -> bytes:
-    return b"data: " + payload.encode("utf-8") + b"\n\n"
+    # backslashreplace: see protocol.encode (only lone surrogates are affected).
+    return b"data: " + payload.encode("utf-8", "backslashreplace") + b"\n\n"
 
 
 def _os_poll() -> t.Callable[[], t.Any] | None:

@@ -643,3 +643,27 @@ def test_untrusted_loopback_proxy_is_warned_about_once(client, caplog):
     for _ in range(2):
         post(client, headers={"X-Forwarded-For": "203.0.113.7"})
     assert caplog.text.count("gateway.trustedProxies") == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"user": "\\udfff", "messages": [{"role": "user", "content": "hi"}]}',
+        '{"messages": [{"role": "user", "content": "a \\ud800 b"}]}',
+        '{"messages": [{"role": "user", "content": "a"}], "metadata": {"k": "\\ud83d"}}',
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_lone_surrogate_escapes_are_400_not_500(client, raw, stream):
+    body = json.loads(raw)
+    body["stream"] = stream
+    response = post(client, data=json.dumps(body))  # ensure_ascii keeps the escapes
+    assert response.status_code == 400
+    assert "surrogate" in check_error(response.get_json(), code="invalid_json")["message"]
+
+
+def test_escaped_surrogate_pairs_are_fine(client):
+    raw = '{"messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}]}'
+    response = post(client, data=raw)
+    assert response.status_code == 200
+    assert response.get_json()["choices"][0]["message"]["content"] == "smile \U0001f600"

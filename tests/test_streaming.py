@@ -35,3 +35,15 @@ def test_peer_closed_on_a_closed_socket_or_unknown_object():
     ours.close()
     assert peer_closed(ours) in (True, False)  # never raises
     assert peer_closed(object()) is False
+
+
+def test_a_lone_surrogate_from_an_agent_goes_out_as_a_json_escape():
+    import json
+
+    from chatcompat import protocol
+
+    frame = data_frame(protocol.ChunkEncoder("c", 1, "m").content("bad \ud800 text \u00e9"))
+    payload = frame.decode("utf-8")[len("data: ") : -2]  # valid UTF-8
+    assert json.loads(payload)["choices"][0]["delta"]["content"] == "bad \ud800 text \u00e9"
+    body = protocol.dumps_bytes({"content": "x\udfff"})
+    assert json.loads(body.decode("utf-8")) == {"content": "x\udfff"}
