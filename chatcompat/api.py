@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import typing as t
 
@@ -17,6 +18,8 @@ from . import metrics
 from . import protocol
 from .gateway import Gateway
 from .gateway import current_gateway
+from .history import MissingUserMessage
+from .history import split_request
 from .routing import agent_id_from_model
 from .routing import resolve_agent
 from .routing import session_key
@@ -38,6 +41,10 @@ def chat_completions() -> Response:
     gateway = _enabled_gateway(allowed="POST")
     body = read_json_body(request, gateway.settings.max_body_bytes)
     validate_request(body)
+    try:  # part of the body's checks (SPEC 3 step 5), so before routing
+        conversation = split_request(body["messages"])
+    except MissingUserMessage as exc:
+        raise errors.InvalidRequest(str(exc), param="messages") from exc
     agent_config = resolve_agent(
         gateway.settings,
         request.headers.get("x-openclaw-agent-id", request.headers.get("x-openclaw-agent")),
@@ -61,7 +68,7 @@ def chat_completions() -> Response:
         client_socket=request.environ.get("gunicorn.socket"),
         record=record,
     )
-    run.start(body["messages"], forwarded_params(body))
+    run.start(conversation, forwarded_params(body))
     if not record.stream:
         return Response(protocol.dumps_bytes(run.complete()), content_type="application/json")
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
@@ -78,7 +85,7 @@ def chat_completions() -> Response:
 def list_models() -> Response:
     gateway = _enabled_gateway(allowed="GET")
     ids = ["openclaw", "openclaw/default"] + [f"openclaw/{a.id}" for a in gateway.settings.agents]
-    return _json(protocol.model_list(ids))
+    return json_response(protocol.model_list(ids))
 
 
 @bp.route("/models/<path:model_id>", methods=ANY_METHOD)
@@ -87,7 +94,7 @@ def get_model(model_id: str) -> Response:
     agent_id = agent_id_from_model(model_id)
     if agent_id != "default" and (agent_id is None or gateway.settings.agent(agent_id) is None):
         raise errors.ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
-    return _json(protocol.model_entry(model_id))
+    return json_response(protocol.model_entry(model_id))
 
 
 def _enabled_gateway(allowed: str) -> Gateway:
@@ -130,7 +137,7 @@ def read_json_body(req: Request, limit: int) -> t.Any:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError as exc:
         raise errors.InvalidJSON("The request body is not valid UTF-8 JSON.") from exc
     except json.JSONDecodeError as exc:
@@ -164,9 +171,18 @@ def _reject_constant(name: str) -> t.NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    # 1e999 is valid JSON syntax but overflows to inf: no store or upstream takes it.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
 def _too_large(limit: int) -> errors.PayloadTooLarge:
     return errors.PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
 
 
-def _json(obj: t.Any) -> Response:
+def json_response(obj: t.Any) -> Response:
+    """``obj`` as a JSON response (the routes' one encoder)."""
     return Response(protocol.dumps_bytes(obj), content_type="application/json")

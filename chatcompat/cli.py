@@ -17,6 +17,7 @@ from .config import Settings
 from .config import load_settings
 from .config import settings_from_document
 from .config import state_dir
+from .config import without_credentials
 
 CONFIG_TEMPLATE = """\
 // chatcompat configuration (JSON5: comments and trailing commas are fine).
@@ -241,7 +242,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  endpoint    /v1/chat/completions {endpoint}")
     print(f"  agents      {', '.join(f'{a.id} ({a.backend})' for a in settings.agents)}")
     print(f"  default     {settings.default_agent_id}")
-    print(f"  sessions    {settings.session_store}")
+    print(f"  sessions    {without_credentials(settings.session_store)}")
     return 0
 
 

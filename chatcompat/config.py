@@ -242,7 +242,7 @@ def settings_from_document(
     if problems:
         problems.sort(key=lambda problem: [(isinstance(key, str), key) for key in problem[0]])
         raise ConfigError(
-            [f"{_format_path(path)}: {_without_credentials(message)}" for path, message in problems]
+            [f"{_format_path(path)}: {without_credentials(message)}" for path, message in problems]
         )
     # The document is valid from here on, so the conversions cannot fail.
     for path, name, convert in _SCALARS:
@@ -275,7 +275,8 @@ def _lookup(doc: t.Any, path: _Path) -> t.Any:
     return doc
 
 
-def _without_credentials(message: str) -> str:
+def without_credentials(message: str) -> str:
+    """``message`` with the ``user:password@`` of any URL in it redacted."""
     return _URL_CREDENTIALS.sub(r"\1<redacted>@", message)
 
 

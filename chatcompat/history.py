@@ -16,7 +16,6 @@ import typing as t
 Message = dict[str, t.Any]
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
-TURN_ROLES = frozenset({"user", "tool", "function"})
 
 CONTEXT_MARKER = "[Chat messages since your last reply - for context]"
 CURRENT_MARKER = "[Current message - respond to this]"
@@ -53,8 +52,16 @@ def has_image(message: Message) -> bool:
     )
 
 
-def split_request(messages: list[Message]) -> tuple[str, list[Message], list[Message]]:
-    """Split request messages into (extra system text, earlier messages, new turn).
+class Conversation(t.NamedTuple):
+    """The request's messages, split as SPEC 9 uses them."""
+
+    system_text: str  # system/developer texts joined by a blank line ("" when none)
+    earlier: list[Message]  # up to and including the last assistant message
+    new_turn: list[Message]  # after it: what this run answers
+
+
+def split_request(messages: list[Message]) -> Conversation:
+    """Split request messages into the extra system text, earlier messages, new turn.
 
     :raise MissingUserMessage: when the new turn has nothing to answer.
     """
@@ -75,7 +82,7 @@ def split_request(messages: list[Message]) -> tuple[str, list[Message], list[Mes
     new_turn = conversation[last_assistant + 1 :]
     if not any(_answerable(message) for message in new_turn):
         raise MissingUserMessage("Missing user message in messages.")
-    return "\n\n".join(system_texts), earlier, new_turn
+    return Conversation("\n\n".join(system_texts), earlier, new_turn)
 
 
 def _answerable(message: Message) -> bool:
@@ -98,7 +105,13 @@ def choose_history(
     history = stored if stored is not None else earlier
     if limit <= 0:
         return []
-    return history[-limit:]
+    window = history[-limit:]
+    # Tool results whose assistant tool_calls message fell outside the window would
+    # open it: upstreams refuse such a history (OpenAI answers 400), so drop them.
+    start = 0
+    while start < len(window) and window[start]["role"] in ("tool", "function"):
+        start += 1
+    return window[start:]
 
 
 def flatten_prompt(messages: list[Message]) -> str:

@@ -10,7 +10,7 @@ from flask import Response
 
 from . import errors
 from . import metrics
-from . import protocol
+from .api import json_response
 from .gateway import current_gateway
 from .openapi import openapi_document
 from .sessions.base import StoreUnavailable as StoreUnreachable
@@ -20,7 +20,7 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @bp.get("/readyz")
@@ -29,7 +29,7 @@ def readyz() -> Response:
         current_gateway().store.ping()
     except StoreUnreachable as exc:
         raise errors.StoreUnavailable("The session store does not answer.") from exc
-    return _json({"status": "ready"})
+    return json_response({"status": "ready"})
 
 
 @bp.get("/metrics")
@@ -39,8 +39,4 @@ def prometheus_metrics() -> Response:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return _json(openapi_document())
-
-
-def _json(obj: object) -> Response:
-    return Response(protocol.dumps_bytes(obj), content_type="application/json")
+    return json_response(openapi_document())

@@ -33,6 +33,7 @@ from .agents.base import Started
 from .agents.base import TextDelta
 from .agents.base import ToolCallDelta
 from .agents.base import Usage
+from .sessions.base import StoreError
 from .sessions.base import StoreUnavailable
 from .streaming import DONE_FRAME
 from .streaming import KEEPALIVE_FRAME
@@ -88,7 +89,7 @@ KEEPALIVE = _Keepalive()
 
 
 class Run:
-    """One agent run for one request; use :func:`start_run` to make one."""
+    """One agent run for one request: :meth:`start`, then :meth:`complete` or :meth:`sse`."""
 
     def __init__(
         self,
@@ -128,16 +129,13 @@ class Run:
 
     # -- start ------------------------------------------------------------------
 
-    def start(self, messages: list[Message], params: dict[str, t.Any]) -> None:
+    def start(self, conversation: history.Conversation, params: dict[str, t.Any]) -> None:
         """Lock the session, build the input, start the agent and wait until it has
         accepted the run. Errors up to here are plain HTTP errors.
 
-        :raise errors.APIError: 400/409/5xx before anything was sent.
+        :raise errors.APIError: 409/5xx before anything was sent.
         """
-        try:
-            system_text, earlier, new_turn = history.split_request(messages)
-        except history.MissingUserMessage as exc:
-            raise errors.InvalidRequest(str(exc), param="messages") from exc
+        system_text, earlier, new_turn = conversation
         timeout = self.agent_config.timeout_seconds
         limit = self.agent_config.history_limit
         if limit is None:
@@ -204,7 +202,7 @@ class Run:
         self._lock_renewed = time.monotonic()
         try:
             held = self.store.acquire_lock(self.session_key, self._owner, LOCK_TTL_SECONDS)
-        except StoreUnavailable:
+        except StoreError:  # StoreUnavailable included
             return  # the turn cannot be stored either; the end of the run will say so
         if not held:
             log.warning("the lock of a running session expired and was taken by another run")
@@ -263,6 +261,10 @@ class Run:
         keepalive_at = None if keepalive is None else time.monotonic() + keepalive
         while True:
             now = time.monotonic()
+            # Checked before reading: a producer that keeps the queue full must not
+            # run past the agent's timeout.
+            if now >= self._deadline:
+                self._time_out()
             if now >= self._peer_check_at:
                 self._check_client(now)
             if self._locked and now - self._lock_renewed >= LOCK_RENEW_SECONDS:
@@ -275,10 +277,7 @@ class Run:
             except queue.Empty:
                 now = time.monotonic()
                 if now >= self._deadline:
-                    self._cancel.cancel()
-                    raise errors.GatewayTimeout(
-                        f"The agent did not finish within {self.agent_config.timeout_seconds:g} s."
-                    ) from None
+                    self._time_out()
                 if keepalive_at is not None and now >= keepalive_at:
                     return KEEPALIVE
                 continue
@@ -287,6 +286,12 @@ class Run:
             if isinstance(item, _End):
                 raise errors.UpstreamFailed("The agent ended without finishing its reply.")
             return item
+
+    def _time_out(self) -> t.NoReturn:
+        self._cancel.cancel()
+        raise errors.GatewayTimeout(
+            f"The agent did not finish within {self.agent_config.timeout_seconds:g} s."
+        )
 
     def events(self, keepalive: float | None = None) -> t.Iterator[t.Any]:
         """Agent events up to and including :class:`Finish`, with KEEPALIVE markers."""
@@ -387,7 +392,11 @@ class Run:
             yield self._flush(frames)
         except ClientGone:
             self.record.outcome = "client_gone"
-        except errors.APIError as exc:
+        except Exception as exc:
+            # Headers are gone: whatever failed, the client gets an error frame.
+            if not isinstance(exc, errors.APIError):
+                log.exception("stream failed")
+                exc = errors.APIError()
             self.record.outcome = f"error:{exc.code}"
             if frames:
                 yield self._flush(frames)
@@ -486,6 +495,9 @@ def _store_call(method: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -
     except StoreUnavailable as exc:
         log.warning("session store unavailable: %s", exc)
         raise errors.StoreUnavailable() from exc
+    except StoreError as exc:
+        log.error("session store error: %s", exc)
+        raise errors.APIError("The session store could not save or read this turn.") from exc
 
 
 def _api_error(exc: BaseException) -> errors.APIError:

@@ -667,3 +667,18 @@ def test_escaped_surrogate_pairs_are_fine(client):
     response = post(client, data=raw)
     assert response.status_code == 200
     assert response.get_json()["choices"][0]["message"]["content"] == "smile \U0001f600"
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E400"])
+def test_numbers_out_of_float_range_are_400_before_anything_runs(client, number):
+    raw = '{"messages": [{"role": "user", "content": "hi", "x": NUM}]}'.replace("NUM", number)
+    response = post(client, data=raw)
+    assert response.status_code == 400
+    check_error(response.get_json(), code="invalid_json")
+
+
+def test_missing_user_message_is_checked_before_routing(client):
+    body = {"model": "gpt-4o", "messages": [{"role": "assistant", "content": "hi"}]}
+    response = post(client, body, headers={"x-openclaw-session-key": "agent:other:x"})
+    assert response.status_code == 400
+    assert check_error(response.get_json())["message"] == "Missing user message in messages."

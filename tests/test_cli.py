@@ -322,3 +322,14 @@ def test_serve_refuses_a_bad_bind(tmp_path):
     assert done.returncode == 2
     assert "chatcompat: config: CHATCOMPAT_BIND:" in done.stderr
     assert "Starting gunicorn" not in done.stderr
+
+
+def test_check_never_prints_the_store_password(state, tmp_path, capsys):
+    path = tmp_path / "redis.json5"
+    path.write_text(
+        '{gateway: {auth: {token: "t"}}, sessions: {store: "redis://:S3cretPw@127.0.0.1:6379/0"}}'
+    )
+    status, out, err = run(["check", "--config", str(path)], capsys)
+    assert status == 0
+    assert "redis://<redacted>@127.0.0.1:6379/0" in out
+    assert "S3cretPw" not in out + err

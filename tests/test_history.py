@@ -145,3 +145,25 @@ def test_drop_images_logs_and_keeps_text(caplog):
     assert result == [u([{"type": "text", "text": "see"}])]
     assert message["content"][1]["type"] == "image_url"  # the input is not mutated
     assert "dropped 1 image part" in caplog.text
+
+
+def test_history_window_never_opens_with_orphan_tool_results():
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ],
+    }
+    stored = [
+        u("q1"),
+        call,
+        {"role": "tool", "tool_call_id": "c1", "content": "r"},
+        {"role": "function", "name": "f", "content": "r2"},
+        a("done"),
+        u("q2"),
+        a("a2"),
+    ]
+    assert choose_history(stored, [], 5) == [a("done"), u("q2"), a("a2")]
+    assert choose_history(stored, [], 6)[0] == call
+    assert choose_history(stored[2:4], [], 5) == []

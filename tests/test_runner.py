@@ -12,6 +12,7 @@ import pytest
 from chatcompat import errors
 from chatcompat.agents import backend_class
 from chatcompat.config import AgentConfig
+from chatcompat.history import split_request
 from chatcompat.requestlog import RequestRecord
 from chatcompat.runner import KEEPALIVE
 from chatcompat.runner import ClientGone
@@ -51,7 +52,7 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
     monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
     ours, theirs = socket.socketpair()
     run = make_run(settings, store, SCRIPTED_AGENT, client_socket=ours)
-    run.start([{"role": "user", "content": "[[hang]]"}], {})
+    run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
     closed_at = time.monotonic()
     theirs.close()
     with pytest.raises(ClientGone):
@@ -73,7 +74,7 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
 
 def test_stream_generator_closed_by_the_server_cancels_and_stores_nothing(settings, store):
     run = make_run(settings, store, SCRIPTED_AGENT)
-    run.start([{"role": "user", "content": "[[slow:100]] a b c d e f"}], {})
+    run.start(split_request([{"role": "user", "content": "[[slow:100]] a b c d e f"}]), {})
     body = run.sse(include_usage=False)
     assert next(body).startswith(b"data: ")
     body.close()  # what gunicorn does when a write to the client fails
@@ -84,7 +85,7 @@ def test_stream_generator_closed_by_the_server_cancels_and_stores_nothing(settin
 
 def test_keepalive_markers_while_silent(settings, store):
     run = make_run(settings, store, SCRIPTED_AGENT)
-    run.start([{"role": "user", "content": "[[silent:0.5]] hi"}], {})
+    run.start(split_request([{"role": "user", "content": "[[silent:0.5]] hi"}]), {})
     items = list(run.events(keepalive=0.1))
     run.close()
     assert items.count(KEEPALIVE) >= 3
@@ -94,24 +95,24 @@ def test_keepalive_markers_while_silent(settings, store):
 def test_second_run_on_a_session_waits_then_409(settings, store):
     quick = dataclasses.replace(settings, lock_timeout_seconds=0.3)
     first = make_run(quick, store, SCRIPTED_AGENT)
-    first.start([{"role": "user", "content": "[[hang]]"}], {})
+    first.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
     second = make_run(quick, store, SCRIPTED_AGENT)
     started = time.monotonic()
     with pytest.raises(errors.SessionBusy):
-        second.start([{"role": "user", "content": "hi"}], {})
+        second.start(split_request([{"role": "user", "content": "hi"}]), {})
     assert 0.25 <= time.monotonic() - started < 1.5
     first.close()
     third = make_run(quick, store, SCRIPTED_AGENT)
-    third.start([{"role": "user", "content": "hi"}], {})
+    third.start(split_request([{"role": "user", "content": "hi"}]), {})
     assert third.complete()["choices"][0]["message"]["content"] == "hi"
 
 
 def test_waiting_run_proceeds_when_the_lock_frees(settings, store):
     first = make_run(settings, store, SCRIPTED_AGENT)
-    first.start([{"role": "user", "content": "one"}], {})
+    first.start(split_request([{"role": "user", "content": "one"}]), {})
     second = make_run(settings, store, SCRIPTED_AGENT)
     threading.Timer(0.3, first.complete).start()
-    second.start([{"role": "user", "content": "two"}], {})
+    second.start(split_request([{"role": "user", "content": "two"}]), {})
     second.complete()
     history = store.load_history("agent:scripted:k", 10)
     assert [m["content"] for m in history] == ["one", "one", "two", "two"]
@@ -130,12 +131,12 @@ class DownStore:
 def test_store_unavailable_is_503_before_running(settings):
     run = make_run(settings, DownStore(), SCRIPTED_AGENT)
     with pytest.raises(errors.StoreUnavailable):
-        run.start([{"role": "user", "content": "hi"}], {})
+        run.start(split_request([{"role": "user", "content": "hi"}]), {})
 
 
 def test_store_failing_at_the_end_is_an_error_frame_not_a_finish(settings, store, monkeypatch):
     run = make_run(settings, store, SCRIPTED_AGENT)
-    run.start([{"role": "user", "content": "a b"}], {})
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
 
     def broken(*args, **kwargs):
         raise StoreUnavailable("gone")
@@ -153,7 +154,7 @@ def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store
     monkeypatch.setattr(runner, "LOCK_TTL_SECONDS", 0.4)
     monkeypatch.setattr(runner, "LOCK_RENEW_SECONDS", 0.1)
     run = make_run(settings, store, SCRIPTED_AGENT)
-    run.start([{"role": "user", "content": "[[silent:1.2]] hi"}], {})
+    run.start(split_request([{"role": "user", "content": "[[silent:1.2]] hi"}]), {})
     events = run.events(keepalive=0.05)
     deadline = time.monotonic() + 0.9
     while time.monotonic() < deadline:  # well past the TTL: renewals keep it ours
@@ -164,3 +165,33 @@ def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store
     assert store.acquire_lock("agent:scripted:dead", "dead-worker", 0.4)
     time.sleep(0.5)
     assert store.acquire_lock("agent:scripted:dead", "survivor", 1)
+
+
+def test_the_run_timeout_holds_while_events_keep_coming(settings, store):
+    quick = dataclasses.replace(SCRIPTED_AGENT, timeout_seconds=0.3)
+    run = make_run(settings, store, quick)
+    run.start(split_request([{"role": "user", "content": "[[slow:5]] " + "w " * 400}]), {})
+    frames = []
+    started = time.monotonic()
+    for frame in run.sse(include_usage=False):
+        frames.append(frame)
+        time.sleep(0.02)  # a slow reader: the queue is never empty
+    assert time.monotonic() - started < 2.0
+    assert b'"code":"timeout"' in frames[-2] and frames[-1] == b"data: [DONE]\n\n"
+    assert store.load_history("agent:scripted:k", 10) is None
+
+
+def test_any_store_error_at_the_end_is_an_error_frame(settings, store, monkeypatch):
+    from chatcompat.sessions.base import StoreError
+
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+
+    def broken(*args, **kwargs):
+        raise StoreError("cannot encode")
+
+    monkeypatch.setattr(store, "append_turn", broken)
+    frames = list(run.sse(include_usage=False))
+    assert b'"code":"internal_error"' in frames[-2]
+    assert frames[-1] == b"data: [DONE]\n\n"
+    assert store.acquire_lock("agent:scripted:k", "other", 5)  # released

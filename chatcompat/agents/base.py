@@ -26,6 +26,7 @@ Exceptions an agent may raise (anything else becomes a 500 ``internal_error``)::
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import typing as t
 
@@ -145,6 +146,9 @@ class Cancellation:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._callbacks: list[t.Callable[[], None]] = []
+        # Under gthread, on_cancel and cancel may race: a callback registered between
+        # cancel's set() and its swap of the list would never run.
+        self._lock = threading.Lock()
 
     @property
     def is_set(self) -> bool:
@@ -156,16 +160,18 @@ class Cancellation:
 
     def on_cancel(self, callback: t.Callable[[], None]) -> None:
         """Call ``callback`` when cancelled (at once if already cancelled)."""
-        if self._event.is_set():
-            callback()
-        else:
-            self._callbacks.append(callback)
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
 
     def cancel(self) -> None:
-        if self._event.is_set():
-            return
-        self._event.set()
-        callbacks, self._callbacks = self._callbacks, []
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             try:
                 callback()
@@ -200,6 +206,23 @@ class Agent:
         the generator). May raise only :class:`AgentError` subclasses.
         """
         raise NotImplementedError("The 'run' method must be implemented.")
+
+    def api_key(self) -> str | None:
+        """The upstream key from the options ``apiKey`` or ``apiKeyEnv`` (read now, from
+        the gateway's environment); None when neither is set.
+
+        :raise AgentError: ``apiKeyEnv`` names a variable that is unset or empty.
+        """
+        key = self.config.options.get("apiKey")
+        variable = self.config.options.get("apiKeyEnv")
+        if variable and not key:
+            key = os.environ.get(variable, "").strip()
+            if not key:
+                raise AgentError(
+                    f"The API key of agent {self.config.id!r} is missing: the environment"
+                    f" variable {variable} (apiKeyEnv) is not set in the gateway's environment."
+                )
+        return key or None
 
     def close(self) -> None:
         """Release connections or child processes."""

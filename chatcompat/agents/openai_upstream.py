@@ -32,7 +32,6 @@ import contextlib
 import http.client
 import json
 import logging
-import os
 import re
 import threading
 import typing as t
@@ -274,15 +273,7 @@ class OpenAIAgent(Agent):
             "Accept": "text/event-stream",
             "User-Agent": "chatcompat",
         }
-        key = self.config.options.get("apiKey")
-        variable = self.config.options.get("apiKeyEnv")
-        if variable and not key:
-            key = os.environ.get(variable, "").strip()
-            if not key:
-                raise AgentError(
-                    f"The API key of agent {self.config.id!r} is missing: the environment"
-                    f" variable {variable} (apiKeyEnv) is not set in the gateway's environment."
-                )
+        key = self.api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         headers.update(self._extra_headers)

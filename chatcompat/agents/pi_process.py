@@ -177,12 +177,6 @@ class PiProcess:
         """Wait until the reader has seen the end and reaped pi; True when it has."""
         return self._proc is None or self._exited.wait(max(timeout, 0.0))
 
-    def stop(self, grace: float = 2.0) -> None:
-        """Close stdin, wait up to ``grace`` s, then kill the process group."""
-        self.close_stdin()
-        if not self.wait_exit(grace):
-            self.kill()
-
     def kill(self) -> None:
         """SIGKILL the process group and wait until the child is reaped."""
         if self._proc is None:

@@ -313,16 +313,9 @@ class PiAgent(Agent):
                 environ[name] = os.environ[name]
         environ.update(options.get("env") or {})
         if options.get("baseUrl"):
-            key = options.get("apiKey")
-            variable = options.get("apiKeyEnv")
-            if not key and variable:
-                key = os.environ.get(variable, "").strip()
-                if not key:
-                    raise AgentError(
-                        f"The API key of agent {self.config.id!r} is missing: the environment"
-                        f" variable {variable} (apiKeyEnv) is not set in the gateway's environment."
-                    )
-            environ[KEY_VARIABLE] = key or "none"  # pi wants a key, even for a local server
+            environ[KEY_VARIABLE] = (
+                self.api_key() or "none"
+            )  # pi wants a key, even for a local server
         return environ
 
     def _models_json(self) -> dict[str, t.Any]:
