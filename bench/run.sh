@@ -9,4 +9,9 @@ python=${PYTHON:-}
 if [[ -z "$python" ]]; then
   if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
 fi
+if ! "$python" -c 'import chatcompat' 2>/dev/null; then
+  echo "bench: $python cannot import chatcompat; install it first (README, Benchmarks)," >&2
+  echo "       or point PYTHON at the interpreter that has it." >&2
+  exit 2
+fi
 exec "$python" bench/run.py "$@"
