@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-}
 if [[ -z "$python" ]]; then
-  if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
+  if [[ -x .venv/bin/python ]]; then python=$PWD/.venv/bin/python; else python=python3; fi
 fi
-if ! "$python" -c 'import chatcompat' 2>/dev/null; then
+# From outside the checkout: the gateway the bench starts does not run in it.
+if ! (cd / && "$python" -c 'import chatcompat') 2>/dev/null; then
   echo "bench: $python cannot import chatcompat; install it first (README, Benchmarks)," >&2
   echo "       or point PYTHON at the interpreter that has it." >&2
   exit 2
