@@ -142,18 +142,15 @@ class Run:
             limit = self.settings.history_limit
         # A key generated for this request is known to nobody else yet: no lock to
         # take and no history to read (half the store work of a stateless request).
-        if self.sticky:
-            lock_wait = self.settings.lock_timeout_seconds
-            self._acquire_lock(timeout if lock_wait is None else lock_wait)
-        else:
-            # The turn must be storable before an agent spends anything on it.
-            _store_call(self.store.ping)
         try:
-            stored = (
-                _store_call(self.store.load_history, self.session_key, limit)
-                if self.sticky
-                else None
-            )
+            if self.sticky:
+                lock_wait = self.settings.lock_timeout_seconds
+                self._acquire_lock(timeout if lock_wait is None else lock_wait)
+                stored = _store_call(self.store.load_history, self.session_key, limit)
+            else:
+                # The turn must be storable before an agent spends anything on it.
+                _store_call(self.store.ping)
+                stored = None
             past = history.choose_history(stored, earlier, limit)
             # A new session keeps what the agent saw as its first turn, so the next
             # request (which sends only the key) continues the same conversation.
@@ -305,12 +302,13 @@ class Run:
 
     # -- finishing ---------------------------------------------------------------
 
-    def _store_turn(self, text: str, tool_calls: list[dict[str, t.Any]]) -> None:
+    def _store_turn(self, reply: _Reply) -> None:
+        """Store the finished turn (the run's only write of it) and record its usage."""
         # A client that left before the end gets nothing stored (SPEC 8: no half turns).
         self._check_client(time.monotonic())
-        reply: Message = {"role": "assistant", "content": text if text or not tool_calls else None}
-        if tool_calls:
-            reply["tool_calls"] = tool_calls
+        message: Message = {"role": "assistant", "content": reply.content}
+        if reply.tool_calls:
+            message["tool_calls"] = reply.tool_calls
         ttl = (
             self.settings.session_ttl_seconds
             if self.sticky
@@ -320,11 +318,12 @@ class Run:
             self.store.append_turn,
             self.session_key,
             self.agent_config.id,
-            [*self._turn_to_store, reply],
+            [*self._turn_to_store, message],
             sticky=self.sticky,
             ttl_seconds=ttl,
         )
         self._finished = True
+        self.record.set_usage(reply.usage)
 
     def complete(self) -> dict[str, t.Any]:
         """Drain the run into a ``chat.completion`` object (stored before returning)."""
@@ -332,13 +331,12 @@ class Run:
             reply = _Reply()
             for event in self.events():
                 reply.add(event)
-            self._store_turn(reply.text, reply.tool_calls)
-            self.record.set_usage(reply.usage)
+            self._store_turn(reply)
             return protocol.completion(
                 id=self.id,
                 created=self.created,
                 model=self.model,
-                content=reply.text if reply.text or not reply.tool_calls else None,
+                content=reply.content,
                 tool_calls=reply.tool_calls or None,
                 finish_reason=reply.finish_reason,
                 usage=reply.usage_dict(),
@@ -383,8 +381,7 @@ class Run:
                 # must not hold the client's bytes back: a batch has a size bound.
                 if frames and (len(frames) >= MAX_BATCH_FRAMES or not self._ready()):
                     yield self._flush(frames)
-            self._store_turn(reply.text, reply.tool_calls)
-            self.record.set_usage(reply.usage)
+            self._store_turn(reply)
             frames.append(data_frame(encoder.finish(reply.finish_reason)))
             if include_usage:
                 frames.append(data_frame(encoder.usage(reply.usage_dict())))
@@ -462,6 +459,12 @@ class _Reply:
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def content(self) -> str | None:
+        """The message content: None for a reply made only of tool calls (OpenAI's shape)."""
+        text = self.text
+        return text if text or not self.calls else None
 
     @property
     def tool_calls(self) -> list[dict[str, t.Any]]:

@@ -12,6 +12,8 @@ import socket
 import sys
 import typing as t
 
+from .protocol import encode
+
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     # nginx buffers proxied responses unless told otherwise per response.
@@ -24,8 +26,7 @@ DONE_FRAME = b"data: [DONE]\n\n"
 
 
 def data_frame(payload: str) -> bytes:
-    # backslashreplace: see protocol.encode (only lone surrogates are affected).
-    return b"data: " + payload.encode("utf-8", "backslashreplace") + b"\n\n"
+    return b"data: " + encode(payload) + b"\n\n"
 
 
 def _os_poll() -> t.Callable[[], t.Any] | None:
