@@ -481,6 +481,18 @@ class RawExchange:
                 yield frame.decode("utf-8"), at
         assert buffer == b"", f"stream ended inside a frame: {buffer!r}"
 
+    def close_after_contents(self, count: int) -> None:
+        """Read until ``count`` content chunks (not the empty role chunk) arrived, then
+        hang up: a client that leaves mid-stream."""
+        seen = 0
+        for frame, _ in self.frames():
+            if '"content":"' in frame and '"content":""' not in frame:
+                seen += 1
+            if seen == count:
+                break
+        assert seen == count, f"the stream ended after {seen} content chunks"
+        self.close()
+
     def json(self) -> t.Any:
         return json.loads(self.body())
 

@@ -361,13 +361,7 @@ def disconnect_mid_stream(server: LiveServer, fake: FakeUpstream) -> None:
     body = {"stream": True, "messages": [user(f"[[delay:0.2]] {'word ' * 40}{mark}")]}
     exchange = chat(server.port, body, {"x-openclaw-session-key": session})
     assert exchange.status == 200
-    contents = 0
-    for frame, _ in exchange.frames():
-        if '"content":"' in frame and '"content":""' not in frame:
-            contents += 1
-        if contents == 2:
-            break
-    exchange.close()
+    exchange.close_after_contents(2)
     gone = time.monotonic()
     received = wait_closed(fake, mark)
     assert received.client_closed, received

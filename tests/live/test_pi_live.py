@@ -190,13 +190,7 @@ def test_disconnect_aborts_pi_and_the_process_serves_again(server, fake, client)
     body = {"stream": True, "messages": [user(f"[[delay:0.2]] {'word ' * 30}{mark}")]}
     exchange = chat(server.port, body, {"x-openclaw-session-key": f"gone-{mark}"})
     assert exchange.status == 200
-    contents = 0
-    for frame, _ in exchange.frames():
-        if '"content":"' in frame and '"content":""' not in frame:
-            contents += 1
-        if contents == 2:
-            break
-    exchange.close()
+    exchange.close_after_contents(2)
     gone = time.monotonic()
     (sent,) = fake.chat_requests_mentioning(mark)
     fake.wait_for(lambda _: sent.ended, timeout=5)
