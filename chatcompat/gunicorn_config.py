@@ -19,6 +19,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import typing as t
 
 
 def _env(name: str, default: str) -> str:
@@ -87,10 +88,16 @@ _raise_fd_limit()
 # per JSON reply instead of two); see chatcompat/gunicorn_response.py.
 from chatcompat import gunicorn_response  # noqa: E402
 
-gunicorn_response.install()
+_ONE_WRITE_RESPONSES = gunicorn_response.install()
 
 
-def on_starting(server: object) -> None:
+def on_starting(server: t.Any) -> None:
+    if not _ONE_WRITE_RESPONSES:
+        # Said once, by the master: every worker forks from this state.
+        server.log.warning(
+            "chatcompat: this gunicorn's HTTP response has no _emit_body hook; "
+            "response heads go out in their own send() (slower, same bytes)"
+        )
     # Samples of a previous run would be summed with ours.
     for name in os.listdir(_METRICS_DIR):
         path = os.path.join(_METRICS_DIR, name)

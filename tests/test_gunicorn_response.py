@@ -3,6 +3,10 @@ as gunicorn's own writer, in fewer sends."""
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -87,3 +91,40 @@ def test_install_makes_it_gunicorns_response_class(monkeypatch):
     monkeypatch.setattr(wsgi, "Response", GunicornResponse)
     assert gunicorn_response.install()
     assert wsgi.Response is OneWriteResponse
+
+
+def test_install_keeps_gunicorns_class_without_the_hook(monkeypatch):
+    monkeypatch.setattr(wsgi, "Response", type("Older", (), {}))
+    assert not gunicorn_response.install()
+    assert wsgi.Response.__name__ == "Older"
+
+
+SAYS_FAST_PATH_OFF = """
+import types
+from gunicorn.http import wsgi
+if {hook_missing}:
+    del wsgi.Response._emit_body  # as in a gunicorn release without the hook
+from chatcompat import gunicorn_config
+said = []
+server = types.SimpleNamespace(log=types.SimpleNamespace(warning=said.append))
+gunicorn_config.on_starting(server)  # gunicorn calls it once, when the master starts
+print(repr(said))
+"""
+
+
+@pytest.mark.parametrize("hook_missing", [True, False])
+def test_serve_says_once_at_start_when_the_fast_path_is_off(tmp_path, hook_missing):
+    # gunicorn_config is the master's config module: run it in a process of its own.
+    (tmp_path / "chatcompat.json5").write_text('{gateway: {auth: {token: "t0123456789"}}}')
+    env = {**os.environ, "CHATCOMPAT_CONFIG": str(tmp_path / "chatcompat.json5")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    script = SAYS_FAST_PATH_OFF.format(hook_missing=hook_missing)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    said = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    if hook_missing:
+        assert len(said) == 1 and "_emit_body" in said[0]
+    else:
+        assert said == []
