@@ -38,6 +38,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     from .config import load_settings
     from .config import settings_from_document
     from .gateway import Gateway
+    from .request_end import RequestEnd
     from .requestlog import RequestRecord
 
     if settings is None:
@@ -46,6 +47,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
         settings = settings_from_document(settings, environ=os.environ)
 
     app = Flask(__name__)
+    app.wsgi_app = RequestEnd(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions["chatcompat"] = Gateway(settings)
     _configure_logging()
     errors.init_app(app)

@@ -20,6 +20,7 @@ from .gateway import Gateway
 from .gateway import current_gateway
 from .history import MissingUserMessage
 from .history import split_request
+from .request_end import on_request_end
 from .routing import agent_id_from_model
 from .routing import resolve_agent
 from .routing import session_key
@@ -72,13 +73,12 @@ def chat_completions() -> Response:
     if not record.stream:
         return Response(protocol.dumps_bytes(run.complete()), content_type="application/json")
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
-    response = Response(run.sse(include_usage), content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)
-    # The generator may never start (client gone before the first byte): close()
-    # still runs through the response's close callbacks.
-    response.call_on_close(run.close)
+    # The generator may never start (client gone before the first byte, a failure
+    # after this view): the lock and the gauge are given back when the request ends.
+    on_request_end(request.environ, run.close)
     metrics.ACTIVE_STREAMS.inc()
-    response.call_on_close(metrics.ACTIVE_STREAMS.dec)
-    return response
+    on_request_end(request.environ, metrics.ACTIVE_STREAMS.dec)
+    return Response(run.sse(include_usage), content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)
 
 
 @bp.route("/models", methods=ANY_METHOD)

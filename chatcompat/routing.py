@@ -15,7 +15,13 @@ if t.TYPE_CHECKING:
 
 AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _MODEL_PREFIXES = ("openclaw/", "openclaw:", "agent:")
-_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]{1,256}")
+# The longest key the gateway returns (a 256-character ``user``, every character
+# percent-encoded from four UTF-8 bytes, and its prefix) must be one a client can send back.
+MAX_SESSION_KEY_CHARS = 4096
+_PRINTABLE_ASCII = re.compile(rf"[\x20-\x7e]{{1,{MAX_SESSION_KEY_CHARS}}}")
+# What a user-derived key may carry as is: printable ASCII, except "%" (the escape).
+_UNSAFE_IN_KEY = re.compile(r"[^\x20-\x24\x26-\x7e]")
+HEADER = "x-openclaw-session-key"
 ACCEPTED_FORMS = (
     "'openclaw', 'openclaw/default', 'openclaw/<agentId>', 'openclaw:<agentId>', "
     "'agent:<agentId>' or '<agentId>'"
@@ -93,21 +99,35 @@ def session_key(agent_id: str, header_key: str | None, user: str | None) -> tupl
         key = header_key.strip()
         if not _PRINTABLE_ASCII.fullmatch(key):
             raise InvalidSessionKey(
-                "x-openclaw-session-key must be 1 to 256 printable ASCII characters."
+                f"x-openclaw-session-key must be 1 to {MAX_SESSION_KEY_CHARS} printable "
+                "ASCII characters (send back the key the gateway returned).",
+                param=HEADER,
             )
         if key.lower().startswith("agent:"):
             scoped_agent, sep, rest = key[len("agent:") :].partition(":")
             if not sep or not rest:
                 raise InvalidSessionKey(
-                    "x-openclaw-session-key 'agent:<id>:<key>' needs an agent id and a key."
+                    "x-openclaw-session-key 'agent:<id>:<key>' needs an agent id and a key.",
+                    param=HEADER,
                 )
             if scoped_agent.lower() != agent_id:
                 raise InvalidSessionKey(
                     f"x-openclaw-session-key is scoped to agent {scoped_agent.lower()!r}, "
-                    f"but this request runs on agent {agent_id!r}."
+                    f"but this request runs on agent {agent_id!r}.",
+                    param=HEADER,
                 )
             return f"agent:{agent_id}:{rest}", True
         return f"agent:{agent_id}:{key}", True
     if user is not None and user.strip():
-        return f"agent:{agent_id}:openai-user:{user.strip().lower()}", True
+        return f"agent:{agent_id}:openai-user:{header_safe(user.strip().lower())}", True
     return f"agent:{agent_id}:openai:{uuid.uuid4()}", False
+
+
+def header_safe(text: str) -> str:
+    """``text`` with every character outside printable ASCII, and ``%``, percent-encoded
+    (UTF-8), so the key it goes into can travel in a response header and come back
+    unchanged in ``x-openclaw-session-key``. Distinct texts stay distinct.
+    """
+    if not _UNSAFE_IN_KEY.search(text):
+        return text
+    return _UNSAFE_IN_KEY.sub(lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), text)

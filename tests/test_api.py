@@ -444,7 +444,7 @@ def test_session_header(client, header, expected):
 
 
 @pytest.mark.parametrize(
-    "header", ["agent:beta:chat-1", "agent:main", "agent:main:", "x" * 257, "tab\there"]
+    "header", ["agent:beta:chat-1", "agent:main", "agent:main:", "x" * 4097, "tab\there"]
 )
 def test_bad_session_header_is_400(client, header):
     response = post(client, headers={"x-openclaw-session-key": header})

@@ -230,3 +230,51 @@ def test_client_that_gives_up_waiting_for_the_session_lock_is_never_run(live):
     ran = [line["messages"][-1] for line in starts(live, key)]
     assert ran == [user("[[hang]]")], f"a request whose client had left was run: {ran}"
     assert live.transcript(key) == []
+
+
+# Characters a response header cannot carry as they are (CR, LF, NUL, beyond Latin-1),
+# and two that it could but a client could not send back intact (Latin-1, "%").
+HEADER_UNSAFE_USERS = [
+    "carol\r\nX-Injected: yes",
+    "nul\x00byte",
+    "日本語のユーザー",
+    "zoë",
+    "100% sure",
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("name", HEADER_UNSAFE_USERS)
+def test_any_user_gets_a_session_key_it_can_send_back(live, name, stream):
+    name = f"{name} {uuid.uuid4().hex[:6]}"
+    keys = []
+    for text in ("one", "two", "three"):
+        # First by user, then by the key the gateway returned, then by user again.
+        headers = {"x-openclaw-session-key": keys[0]} if text == "two" else {}
+        body = {"model": SCRIPTED, "stream": stream, "messages": [user(text)]}
+        if text != "two":
+            body["user"] = name
+        exchange = chat(live.port, body, headers)
+        assert exchange.status == 200, exchange.body()
+        keys.append(exchange.header("x-openclaw-session-key"))
+        exchange.body()
+        exchange.close()
+    key = keys[0]
+    assert keys == [key, key, key]
+    assert key.startswith("agent:scripted:openai-user:")
+    assert all(" " <= c <= "~" for c in key), key  # printable ASCII only
+    assert [run["history_count"] for run in starts(live, key)] == [0, 2, 4]
+    assert len(live.transcript(key)) == 3
+
+
+def test_a_session_key_header_outside_printable_ascii_is_refused_before_any_run(live):
+    exchange = chat(
+        live.port,
+        {"model": SCRIPTED, "messages": [user("hi")]},
+        {"x-openclaw-session-key": "zoë"},  # sent as Latin-1, as clients do
+    )
+    assert exchange.status == 400
+    error = exchange.json()["error"]
+    assert error["code"] == "invalid_session_key"
+    assert error["param"] == "x-openclaw-session-key"
+    assert starts(live, "agent:scripted:zoë") == []
