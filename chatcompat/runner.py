@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import sys
 import threading
 import time
@@ -41,8 +42,6 @@ from .streaming import data_frame
 from .streaming import peer_closed
 
 if t.TYPE_CHECKING:
-    import socket
-
     from .agents.base import Agent
     from .config import AgentConfig
     from .config import Settings
@@ -60,6 +59,9 @@ LOCK_POLL_SECONDS = (0.01, 0.25)  # first and longest pause between lock attempt
 # worker that died (SIGKILL, host lost) frees itself within LOCK_TTL_SECONDS.
 LOCK_TTL_SECONDS = 30.0
 LOCK_RENEW_SECONDS = 10.0
+# A stream whose client stopped reading holds the server in a send, where the event
+# pump cannot look at the deadline: a watchdog ends the run this long after it.
+DEADLINE_GRACE_SECONDS = 1.0
 QUEUE_SIZE = 256
 MAX_BATCH_FRAMES = 64  # frames sent in one write at most
 
@@ -356,6 +358,9 @@ class Run:
         keepalive = self.settings.sse_keepalive_seconds
         reply = _Reply()
         frames = [data_frame(encoder.role())]
+        stop_watchdog = _call_later(
+            self._deadline - time.monotonic() + DEADLINE_GRACE_SECONDS, self._past_deadline
+        )
         try:
             if not self._ready():
                 yield self._flush(frames)
@@ -400,10 +405,31 @@ class Run:
             yield data_frame(protocol.dumps(exc.to_dict()))
             yield DONE_FRAME
         finally:
+            stop_watchdog()
             if not self._finished and self.record.outcome == "ok":
                 # The server closed the generator: the client went away mid-write.
                 self.record.outcome = "client_gone"
             self.close()
+
+    def _past_deadline(self) -> None:
+        """The watchdog: the stream is still open past the run's deadline, so the
+        server is stuck sending to a client that does not read. Cancel the run (the
+        agent drops its upstream connection), give the lock back, and cut the client's
+        connection, which ends the pending send."""
+        if self._closed:
+            return
+        log.warning(
+            "run on agent %s outlived its timeout of %g s; its client stopped reading",
+            self.agent_config.id,
+            self.agent_config.timeout_seconds,
+        )
+        self.record.outcome = "error:timeout"
+        self.close()
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
 
     def _ready(self) -> bool:
         """True when an event is already waiting (reading it will not block)."""
@@ -490,6 +516,25 @@ def _spawn(target: t.Callable[..., None], *args: t.Any) -> None:
         gevent.spawn_raw(target, *args)
         return
     threading.Thread(target=target, args=args, name="agent-run", daemon=True).start()
+
+
+def _call_later(seconds: float, target: t.Callable[[], None]) -> t.Callable[[], None]:
+    """Run ``target()`` on its own after ``seconds``; return a function that calls it off.
+
+    Under gevent a bare loop timer spawns a bare greenlet when it fires (``target`` may
+    do I/O, which the hub itself must not); else a daemon timer thread.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import gevent
+
+        timer = gevent.get_hub().loop.timer(max(seconds, 0.0))
+        timer.start(gevent.spawn_raw, target)
+        return timer.close
+    thread = threading.Timer(max(seconds, 0.0), target)
+    thread.daemon = True
+    thread.start()
+    return thread.cancel
 
 
 def _store_call(method: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -> t.Any:

@@ -16,6 +16,7 @@ or for one request (a directive in its last user text, e.g. ``[[status:401]]``):
     malformed:<n>    send n words, then a data line that is not JSON
     error-frame:<n>  send n words, then an OpenAI error event and [DONE]
     tools            answer with two tool calls (finish_reason tool_calls)
+    flood            stream 8 KiB content pieces without end, until the client goes away
     finish:<reason>  finish_reason to send [stop]
     json             answer one chat.completion even when asked to stream
     html             answer 200 with a web page
@@ -238,6 +239,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         cut = _int(knobs.get("cut"))
         malformed = _int(knobs.get("malformed"))
         error_at = _int(knobs.get("error-frame"))
+        while knobs.get("flood"):  # ends when a write finds the client gone
+            self._frame(reply.chunk({"content": "x" * 8192}))
         for index, word in enumerate(reply.words):
             if index == cut:
                 self.connection.shutdown(socket.SHUT_RDWR)

@@ -13,6 +13,7 @@ Directives (one per message):
     [[hang]]              start, then never finish until cancelled
     [[tools]]             answer with two tool calls and finish_reason tool_calls
     [[slow:<ms>]]         pause ms before each word
+    [[flood]]             stream 8 KiB pieces without end until cancelled
 Anything else is echoed word by word. Each run appends a line to ``$SCRIPTED_AGENT_LOG``
 (when set): what it received and how it ended, for tests to inspect.
 """
@@ -78,6 +79,12 @@ class ScriptedAgent(Agent):
             if verb == "hang":
                 while not cancel.wait(0.05):
                     pass
+                outcome = "cancelled"
+                return
+            if verb == "flood":
+                piece = "x" * 8192
+                while not cancel.is_set:
+                    yield TextDelta(piece)
                 outcome = "cancelled"
                 return
             if verb == "tools":

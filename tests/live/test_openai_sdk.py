@@ -373,6 +373,23 @@ def test_disconnect_mid_stream_closes_the_upstream_within_a_second(server, fake)
     disconnect_mid_stream(server, fake)
 
 
+def test_a_client_that_stops_reading_has_the_upstream_closed_by_the_timeout(server, fake):
+    mark = marker()
+    started = time.monotonic()
+    body = {"model": "openclaw/quick", "stream": True, "messages": [user(f"[[flood]] {mark}")]}
+    exchange = chat(server.port, body)  # the head is read, the body never
+    assert exchange.status == 200
+
+    def ended():
+        found = fake.chat_requests_mentioning(mark)
+        return found[0] if found and found[0].ended else None
+
+    received = fake.wait_for(lambda _: ended(), timeout=15)
+    assert received.client_closed, received
+    # "quick" has timeoutSeconds 1; the watchdog's grace and scheduling come on top.
+    assert received.ended - started <= 1 + 2.5
+
+
 def test_disconnect_while_the_upstream_thinks_closes_it_within_a_second(server, fake):
     mark = marker()
     data = json.dumps({"stream": True, "messages": [user(f"[[stall:10]] {mark}")]}).encode()

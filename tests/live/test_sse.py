@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 
 import pytest
 
 from tests.live.conftest import KEEPALIVE_SECONDS
+from tests.live.conftest import SCRIPTED as SCRIPTED_CLASS
 from tests.live.conftest import chat
 from tests.live.conftest import user
+from tests.live.conftest import wait_until
 from tests.wire import parse_sse
 from tests.wire import sse_lines
 from tests.wire import stream_text
@@ -171,3 +174,46 @@ def test_tool_call_chunks_over_the_wire(live):
     )
     assert {c["index"] for c in calls} == {0, 1}
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+RUN_TIMEOUT = 1.5
+# How long past timeoutSeconds the run may last: the watchdog's grace plus a loaded
+# machine's scheduling.
+PAST_TIMEOUT_BOUND = 2.5
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_a_client_that_stops_reading_does_not_keep_the_run_past_its_timeout(
+    make_server, worker_class
+):
+    server = make_server(
+        worker_class=worker_class,
+        workers=1,
+        overrides={
+            "agents": {
+                "list": [{"id": "flood", "backend": SCRIPTED_CLASS, "timeoutSeconds": RUN_TIMEOUT}]
+            },
+            "sessions": {"lockTimeoutSeconds": 0.5},
+        },
+    )
+    headers = {"x-openclaw-session-key": "stops-reading"}
+    started = time.time()
+    body = {"stream": True, "messages": [user("[[flood]]")]}
+    exchange = chat(server.port, body, headers)  # the head is read, the body never
+    assert exchange.status == 200
+    key = "agent:flood:stops-reading"
+    ended = wait_until(
+        lambda: [line for line in server.runs(key) if line["event"] == "end"],
+        timeout=RUN_TIMEOUT + 15,
+        what="the run of a client that stopped reading to end",
+    )
+    assert ended[0]["outcome"] in ("cancelled", "closed")  # stopped, not finished
+    assert ended[0]["at"] - started <= RUN_TIMEOUT + PAST_TIMEOUT_BOUND
+    # The session's lock went with the run: the next turn runs (a held lock is 409).
+    second = chat(server.port, {"messages": [user("again")]}, headers)
+    assert second.status == 200, second.body()
+    assert second.json()["choices"][0]["message"]["content"] == "again"
+    # And the stalled connection was cut: reading it to the end finishes.
+    exchange.sock.settimeout(10)
+    while exchange.sock.recv(1 << 20):
+        pass
