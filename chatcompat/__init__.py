@@ -19,6 +19,9 @@ if t.TYPE_CHECKING:
 __all__ = ["create_app"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+# On every response, as OpenClaw's gateway sends them: no content sniffing of a JSON
+# or event-stream body, and no Referer carrying a URL onwards.
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flask:
@@ -68,6 +71,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
             record = RequestRecord(uuid.uuid4().hex, request.method, request.path)
             record.route = "unmatched"
         response.headers["x-request-id"] = record.request_id
+        response.headers.update(SECURITY_HEADERS)
         if record.session_key is not None:
             response.headers["x-openclaw-session-key"] = record.session_key
         record.status = response.status_code

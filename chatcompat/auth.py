@@ -78,7 +78,7 @@ class Authenticator:
     def client_address(self, peer: str | None, forwarded_for: str | None) -> str:
         """The client's address: the socket peer, or the rightmost untrusted
         ``X-Forwarded-For`` hop when the peer is a trusted proxy."""
-        peer = peer or ""
+        peer = canonical_address(peer or "")
         if not (forwarded_for and self._proxies and self._trusted(peer)):
             if forwarded_for and not self._warned_untrusted_proxy and is_loopback(peer):
                 # A proxy on this host that is not trusted makes every client look
@@ -90,7 +90,7 @@ class Authenticator:
                     peer,
                 )
             return peer
-        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        hops = [canonical_address(hop.strip()) for hop in forwarded_for.split(",") if hop.strip()]
         for hop in reversed(hops):
             if not self._trusted(hop):
                 return hop
@@ -121,6 +121,14 @@ def _parse_ip(address: str) -> IPAddress | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def canonical_address(address: str) -> str:
+    """One spelling per client: an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, how a
+    dual-stack socket shows IPv4 peers) is the IPv4 address, and IPv6 is compressed.
+    What is not an IP address is returned as it is."""
+    ip = _parse_ip(address)
+    return address if ip is None else str(ip)
 
 
 def is_loopback(address: str) -> bool:

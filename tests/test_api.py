@@ -106,6 +106,47 @@ def test_max_attempts_one(make_app, settings):
     assert post(client).status_code == 429
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("203.0.113.9", "::ffff:203.0.113.9"), ("::ffff:203.0.113.9", "203.0.113.9")],
+)
+def test_an_ipv4_mapped_address_is_the_same_client_for_the_lockout(make_app, first, second):
+    from chatcompat.config import RateLimit
+
+    client = make_app(rate_limit=RateLimit(max_attempts=1)).test_client()
+    bad = {"Authorization": "Bearer nope"}
+    assert post(client, headers=bad, environ_base={"REMOTE_ADDR": first}).status_code == 401
+    assert post(client, environ_base={"REMOTE_ADDR": second}).status_code == 429
+
+
+def test_an_ipv4_mapped_forwarded_address_is_the_same_client(make_app):
+    from chatcompat.config import RateLimit
+
+    client = make_app(
+        rate_limit=RateLimit(max_attempts=1), trusted_proxies=("127.0.0.1/32",)
+    ).test_client()
+    bad = {"Authorization": "Bearer nope", "X-Forwarded-For": "::ffff:203.0.113.7"}
+    assert post(client, headers=bad).status_code == 401
+    assert post(client, headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", CHAT),
+        ("GET", CHAT),
+        ("GET", "/v1/models"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/nowhere"),
+    ],
+)
+def test_every_response_carries_the_security_headers(client, method, path):
+    response = client.open(path, method=method, headers=AUTH, json={"messages": [user("hi")]})
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
 def test_loopback_is_exempt_when_configured(make_app):
     from chatcompat.config import RateLimit
 

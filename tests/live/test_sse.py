@@ -55,6 +55,8 @@ def test_stream_headers_and_frames_line_by_line(live):
     assert exchange.header("X-Accel-Buffering") == "no"
     assert exchange.header("x-openclaw-session-key").startswith("agent:main:openai:")
     assert exchange.header("x-request-id")
+    assert exchange.header("X-Content-Type-Options") == "nosniff"
+    assert exchange.header("Referrer-Policy") == "no-referrer"
     assert exchange.header("Content-Length") is None
     # gunicorn chunks the body itself; the app set no hop-by-hop header (one of each at
     # most, all from the server).
