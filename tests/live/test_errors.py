@@ -236,7 +236,7 @@ def test_unknown_model_message_shows_the_accepted_forms(live, model):
     assert "openclaw/<agentId>" in error["message"], error["message"]
 
 
-@pytest.mark.parametrize("key", ["agent:slow:chat-1", "agent:main:", "x" * 257])
+@pytest.mark.parametrize("key", ["agent:slow:chat-1", "agent:main:", "x" * 4097, "tab\there"])
 def test_bad_session_key_is_400(live, key):
     exchange = chat(live.port, {"messages": [user("x")]}, {"x-openclaw-session-key": key})
     expect_error(exchange, 400, "invalid_request_error", "invalid_session_key")
