@@ -29,6 +29,7 @@ from .agents.base import AgentTimeout
 from .agents.base import AgentUnavailable
 from .agents.base import Cancellation
 from .agents.base import Finish
+from .agents.base import ReplyInfo
 from .agents.base import Started
 from .agents.base import TextDelta
 from .agents.base import ToolCallDelta
@@ -340,6 +341,9 @@ class Run:
                 tool_calls=reply.tool_calls or None,
                 finish_reason=reply.finish_reason,
                 usage=reply.usage_dict(),
+                logprobs=reply.logprobs_dict(),
+                service_tier=reply.service_tier,
+                system_fingerprint=reply.system_fingerprint,
             )
         finally:
             self.close()
@@ -365,7 +369,11 @@ class Run:
                 else:
                     reply.add(event)
                     if isinstance(event, TextDelta):
-                        if event.text:
+                        if event.logprobs is not None:
+                            lp = event.logprobs
+                            logprobs = protocol.logprobs_dict(lp.content, lp.refusal)
+                            frames.append(data_frame(encoder.content(event.text, logprobs)))
+                        elif event.text:
                             frames.append(data_frame(encoder.content(event.text)))
                     elif isinstance(event, ToolCallDelta):
                         frames.append(
@@ -375,6 +383,8 @@ class Run:
                                 )
                             )
                         )
+                    elif isinstance(event, ReplyInfo):
+                        encoder.reply_info(event.service_tier, event.system_fingerprint)
                     elif isinstance(event, Finish):
                         break  # its frames go out with the deltas before it
                 # A producer that keeps the queue full (real threads under gthread)
@@ -438,10 +448,27 @@ class _Reply:
         self.calls: dict[int, dict[str, t.Any]] = {}
         self.finish_reason = "stop"
         self.usage: Usage | None = None
+        # Token log probabilities, merged over the pieces; None until some arrive.
+        self.logprobs_content: list[dict[str, t.Any]] | None = None
+        self.logprobs_refusal: list[dict[str, t.Any]] | None = None
+        self.service_tier: str | None = None
+        self.system_fingerprint: str | None = None
 
     def add(self, event: t.Any) -> None:
         if isinstance(event, TextDelta):
             self.parts.append(event.text)
+            if event.logprobs is not None:
+                if event.logprobs.content is not None:
+                    if self.logprobs_content is None:
+                        self.logprobs_content = []
+                    self.logprobs_content.extend(event.logprobs.content)
+                if event.logprobs.refusal is not None:
+                    if self.logprobs_refusal is None:
+                        self.logprobs_refusal = []
+                    self.logprobs_refusal.extend(event.logprobs.refusal)
+        elif isinstance(event, ReplyInfo):
+            self.service_tier = event.service_tier
+            self.system_fingerprint = event.system_fingerprint
         elif isinstance(event, ToolCallDelta):
             call = self.calls.setdefault(
                 event.index,
@@ -470,9 +497,20 @@ class _Reply:
     def tool_calls(self) -> list[dict[str, t.Any]]:
         return [self.calls[index] for index in sorted(self.calls)]
 
-    def usage_dict(self) -> dict[str, int]:
+    def usage_dict(self) -> dict[str, t.Any]:
         usage = self.usage or Usage()
-        return protocol.usage_dict(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+        return protocol.usage_dict(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+            usage.prompt_tokens_details,
+            usage.completion_tokens_details,
+        )
+
+    def logprobs_dict(self) -> dict[str, t.Any] | None:
+        if self.logprobs_content is None and self.logprobs_refusal is None:
+            return None
+        return protocol.logprobs_dict(self.logprobs_content, self.logprobs_refusal)
 
 
 def _spawn(target: t.Callable[..., None], *args: t.Any) -> None:
