@@ -145,7 +145,8 @@ class AgentRequest:
     ``system_prompt`` is the agent's own prompt followed by the request's
     system/developer texts. ``params`` holds the forwarded request fields
     (``temperature``, ``max_tokens``, ``stop`` as a list, ``tools``...), only those
-    the client sent.
+    the client sent (not null); they are all of the backend's ``request_fields``,
+    since a request with any other one is refused before the run.
     """
 
     agent_id: str
