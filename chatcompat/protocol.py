@@ -73,10 +73,11 @@ def completion(
     logprobs: dict[str, t.Any] | None = None,
     service_tier: str | None = None,
     system_fingerprint: str | None = None,
+    refusal: str | None = None,
 ) -> dict[str, t.Any]:
     """A whole ``chat.completion`` object with one choice; ``service_tier`` and
     ``system_fingerprint`` only when the backend reported them."""
-    message: dict[str, t.Any] = {"role": "assistant", "content": content, "refusal": None}
+    message: dict[str, t.Any] = {"role": "assistant", "content": content, "refusal": refusal}
     if tool_calls:
         message["tool_calls"] = tool_calls
     document: dict[str, t.Any] = {
@@ -141,6 +142,17 @@ class ChunkEncoder:
             + dumps(text)
             + '},"logprobs":'
             + dumps(logprobs)
+            + ',"finish_reason":null}]}'
+        )
+
+    def refusal(self, text: str, logprobs: dict[str, t.Any] | None = None) -> str:
+        choice_tail = "" if logprobs is None else ',"logprobs":' + dumps(logprobs)
+        return (
+            self._choice_head
+            + '{"refusal":'
+            + dumps(text)
+            + "}"
+            + choice_tail
             + ',"finish_reason":null}]}'
         )
 

@@ -29,6 +29,7 @@ from .agents.base import AgentTimeout
 from .agents.base import AgentUnavailable
 from .agents.base import Cancellation
 from .agents.base import Finish
+from .agents.base import RefusalDelta
 from .agents.base import ReplyInfo
 from .agents.base import Started
 from .agents.base import TextDelta
@@ -344,6 +345,7 @@ class Run:
                 logprobs=reply.logprobs_dict(),
                 service_tier=reply.service_tier,
                 system_fingerprint=reply.system_fingerprint,
+                refusal=reply.refusal,
             )
         finally:
             self.close()
@@ -369,12 +371,8 @@ class Run:
                 else:
                     reply.add(event)
                     if isinstance(event, TextDelta):
-                        if event.logprobs is not None:
-                            lp = event.logprobs
-                            logprobs = protocol.logprobs_dict(lp.content, lp.refusal)
-                            frames.append(data_frame(encoder.content(event.text, logprobs)))
-                        elif event.text:
-                            frames.append(data_frame(encoder.content(event.text)))
+                        if event.text or event.logprobs is not None:
+                            frames.append(data_frame(encoder.content(event.text, _logprobs(event))))
                     elif isinstance(event, ToolCallDelta):
                         frames.append(
                             data_frame(
@@ -383,6 +381,8 @@ class Run:
                                 )
                             )
                         )
+                    elif isinstance(event, RefusalDelta):
+                        frames.append(data_frame(encoder.refusal(event.text, _logprobs(event))))
                     elif isinstance(event, ReplyInfo):
                         encoder.reply_info(event.service_tier, event.system_fingerprint)
                     elif isinstance(event, Finish):
@@ -453,10 +453,14 @@ class _Reply:
         self.logprobs_refusal: list[dict[str, t.Any]] | None = None
         self.service_tier: str | None = None
         self.system_fingerprint: str | None = None
+        self.refusal_parts: list[str] = []
 
     def add(self, event: t.Any) -> None:
-        if isinstance(event, TextDelta):
-            self.parts.append(event.text)
+        if isinstance(event, (TextDelta, RefusalDelta)):
+            if isinstance(event, TextDelta):
+                self.parts.append(event.text)
+            else:
+                self.refusal_parts.append(event.text)
             if event.logprobs is not None:
                 if event.logprobs.content is not None:
                     if self.logprobs_content is None:
@@ -494,6 +498,12 @@ class _Reply:
         return text if text or not self.calls else None
 
     @property
+    def refusal(self) -> str | None:
+        """The model's refusal, relayed to the client (not stored: the turn's content
+        stays the text, empty for a refusal)."""
+        return "".join(self.refusal_parts) or None
+
+    @property
     def tool_calls(self) -> list[dict[str, t.Any]]:
         return [self.calls[index] for index in sorted(self.calls)]
 
@@ -511,6 +521,12 @@ class _Reply:
         if self.logprobs_content is None and self.logprobs_refusal is None:
             return None
         return protocol.logprobs_dict(self.logprobs_content, self.logprobs_refusal)
+
+
+def _logprobs(event: TextDelta | RefusalDelta) -> dict[str, t.Any] | None:
+    """The piece's ``logprobs`` for its chunk, as the backend sent them."""
+    found = event.logprobs
+    return None if found is None else protocol.logprobs_dict(found.content, found.refusal)
 
 
 def _spawn(target: t.Callable[..., None], *args: t.Any) -> None:

@@ -21,6 +21,7 @@ or for one request (a directive in its last user text, e.g. ``[[status:401]]``):
     html             answer 200 with a web page
     no-usage         never send usage
     details          usage with prompt_tokens_details / completion_tokens_details
+    refuse           the reply is a refusal (delta.refusal / message.refusal), not content
     no-done          end the body after the finish chunk, without [DONE]
     close            close the connection after the answer (despite keep-alive)
 
@@ -259,7 +260,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return "error_frame"
             if delay:
                 self._wait(delay)
-            self._frame(reply.chunk({"content": word}, logprobs=reply.logprobs([word])))
+            key = "refusal" if reply.refuse else "content"
+            self._frame(reply.chunk({key: word}, logprobs=reply.logprobs([word])))
         if reply.tools:
             for piece in reply.tool_pieces():
                 self._frame(reply.chunk({"tool_calls": [piece]}))
@@ -333,6 +335,7 @@ class _Reply:
         self.words = re.findall(r"\s*\S+", text)
         self.finish_reason = knobs.get("finish") or ("tool_calls" if self.tools else "stop")
         self.details = bool(knobs.get("details"))
+        self.refuse = bool(knobs.get("refuse"))
         self.prompt_tokens = sum(len(_text(m).split()) for m in messages)
         self.created = int(time.time())
 
@@ -373,7 +376,14 @@ class _Reply:
             ]}
             for word in words
         ]  # fmt: skip
-        return {"content": content, "refusal": None}
+        return (
+            {"content": None, "refusal": content}
+            if self.refuse
+            else {
+                "content": content,
+                "refusal": None,
+            }
+        )
 
     def usage(self) -> dict[str, t.Any]:
         completion = len(self.words) + (5 if self.tools else 0)
@@ -403,6 +413,8 @@ class _Reply:
 
     def completion(self) -> dict[str, t.Any]:
         message: dict[str, t.Any] = {"role": "assistant", "content": "".join(self.words) or None}
+        if self.refuse:
+            message.update(content=None, refusal=message["content"])
         if self.tools:
             message["tool_calls"] = [
                 {"id": "call_w1", "type": "function",

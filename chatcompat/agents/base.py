@@ -11,6 +11,7 @@ Events, in order::
                       the prompt); optional, the first other event implies it
     TextDelta*        pieces of the assistant text, append-only (with log probabilities
                       when asked for)
+    RefusalDelta*     pieces of a refusal (instead of text), append-only
     ToolCallDelta*    pieces of function tool calls
     ReplyInfo*        the upstream's service_tier / system_fingerprint, at any point
     Finish            exactly one, last: finish_reason and usage
@@ -109,6 +110,15 @@ class TextDelta:
 
 
 @dataclasses.dataclass(frozen=True)
+class RefusalDelta:
+    """A piece of the model's refusal (OpenAI's ``refusal``: it declined to answer, for
+    example under a ``json_schema`` response format), with its log probabilities."""
+
+    text: str
+    logprobs: Logprobs | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ToolCallDelta:
     """A piece of tool call ``index``: the first piece carries ``id`` and ``name``."""
 
@@ -133,7 +143,7 @@ class Finish:
     usage: Usage | None = None
 
 
-Event = Started | TextDelta | ToolCallDelta | ReplyInfo | Finish
+Event = Started | TextDelta | RefusalDelta | ToolCallDelta | ReplyInfo | Finish
 
 
 @dataclasses.dataclass

@@ -48,6 +48,7 @@ from .base import Event
 from .base import Finish
 from .base import Logprobs
 from .base import Message
+from .base import RefusalDelta
 from .base import ReplyInfo
 from .base import Started
 from .base import TextDelta
@@ -375,10 +376,7 @@ def _chunk_events(chunk: dict[str, t.Any]) -> t.Iterator[Event | str]:
         if not isinstance(choice, dict) or choice.get("index", 0) != 0:
             continue  # we ask for one choice; a default n in params must not mix them
         delta = choice.get("delta") or {}
-        content = delta.get("content")
-        logprobs = _logprobs(choice.get("logprobs"))
-        if (isinstance(content, str) and content) or logprobs is not None:
-            yield TextDelta(content if isinstance(content, str) else "", logprobs)
+        yield from _text_events(delta, _logprobs(choice.get("logprobs")))
         for position, call in enumerate(delta.get("tool_calls") or ()):
             function = call.get("function") or {}
             arguments = function.get("arguments")
@@ -392,6 +390,17 @@ def _chunk_events(chunk: dict[str, t.Any]) -> t.Iterator[Event | str]:
             yield str(choice["finish_reason"])
 
 
+def _text_events(delta: dict[str, t.Any], logprobs: Logprobs | None) -> t.Iterator[Event]:
+    """The refusal and text of a delta (or message), the log probabilities on the first."""
+    refusal = delta.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        yield RefusalDelta(refusal, logprobs)
+        logprobs = None
+    content = delta.get("content")
+    if (isinstance(content, str) and content) or logprobs is not None:
+        yield TextDelta(content if isinstance(content, str) else "", logprobs)
+
+
 def _completion_events(document: dict[str, t.Any], where: str) -> t.Iterator[Event]:
     """An upstream that ignored ``stream: true`` sent one ``chat.completion``."""
     choices = [c for c in document.get("choices") or () if isinstance(c, dict)]
@@ -401,10 +410,7 @@ def _completion_events(document: dict[str, t.Any], where: str) -> t.Iterator[Eve
     if info is not None:
         yield info
     message = choices[0].get("message") or {}
-    content = message.get("content")
-    logprobs = _logprobs(choices[0].get("logprobs"))
-    if (isinstance(content, str) and content) or logprobs is not None:
-        yield TextDelta(content if isinstance(content, str) else "", logprobs)
+    yield from _text_events(message, _logprobs(choices[0].get("logprobs")))
     for index, call in enumerate(message.get("tool_calls") or ()):
         function = call.get("function") or {}
         arguments = function.get("arguments", "")

@@ -978,3 +978,23 @@ def test_malformed_logprobs_are_a_malformed_chunk():
     assert delta.logprobs.content == [
         {"token": "x", "logprob": -1, "bytes": None, "top_logprobs": []}
     ]
+
+
+@pytest.mark.parametrize("upstream_json", [False, True], ids=["upstream-sse", "upstream-json"])
+def test_gateway_relays_a_refusal_and_its_logprobs(gateway, upstream_json):
+    text = "[[refuse]] [[json]] no" if upstream_json else "[[refuse]] no"
+    body = {"messages": [user(text)], "logprobs": True}
+    reply = post(gateway, body).get_json()
+    check_completion(reply)
+    message = reply["choices"][0]["message"]
+    assert message["refusal"] == "You said: no" and not message["content"]
+    logprobs = reply["choices"][0]["logprobs"]
+    assert logprobs["content"] is None
+    assert [e["token"] for e in logprobs["refusal"]] == ["You", " said:", " no"]
+    if not upstream_json:
+        chunks, _ = parse_sse(post(gateway, {**body, "stream": True}).get_data())
+        pieces = [c["choices"][0] for c in chunks if c["choices"]]
+        refusals = [p for p in pieces if p["delta"].get("refusal")]
+        assert [p["delta"]["refusal"] for p in refusals] == ["You", " said:", " no"]
+        assert [p["logprobs"]["refusal"][0]["token"] for p in refusals] == ["You", " said:", " no"]
+        assert not any(p["delta"].get("content") for p in pieces)
