@@ -450,6 +450,8 @@ def _details(value: t.Any) -> dict[str, int] | None:
 
 def _reply_info(document: dict[str, t.Any]) -> ReplyInfo | None:
     """The chunk's or completion's service tier and system fingerprint, if it has any."""
+    if "service_tier" not in document and "system_fingerprint" not in document:
+        return None  # most compatible servers: no object per chunk for nothing
     tier = document.get("service_tier")
     fingerprint = document.get("system_fingerprint")
     info = ReplyInfo(
