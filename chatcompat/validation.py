@@ -91,8 +91,8 @@ def validate_request(body: t.Any) -> None:
 
 
 def _check_fields(body: dict[str, t.Any]) -> None:
-    """Refuse keys OpenAI's request does not have and fields the gateway does not
-    support. A field sent as null counts as not sent."""
+    """Refuse keys OpenAI's request does not have (whatever their value, as OpenAI
+    does) and fields the gateway does not support (those only when not null)."""
     known, stream_options, refused = _fields()
     for name, value in body.items():
         if name not in known:
