@@ -28,6 +28,7 @@ from .runner import Run
 from .sessions.base import StoreUnavailable as StoreUnreachable
 from .streaming import SSE_CONTENT_TYPE
 from .streaming import SSE_HEADERS
+from .validation import check_backend_fields
 from .validation import forwarded_params
 from .validation import validate_request
 
@@ -51,6 +52,9 @@ def chat_completions() -> Response:
         request.headers.get("x-openclaw-agent-id", request.headers.get("x-openclaw-agent")),
         body.get("model"),
     )
+    agent = gateway.agents.get(agent_config.id)
+    # Before anything runs: a field this backend cannot take is refused, not dropped.
+    check_backend_fields(body, agent.request_fields, agent_config.id, agent_config.backend)
     key, sticky = session_key(
         agent_config.id, request.headers.get("x-openclaw-session-key"), body.get("user")
     )
@@ -61,7 +65,7 @@ def chat_completions() -> Response:
     run = Run(
         settings=gateway.settings,
         store=gateway.store,
-        agent=gateway.agents.get(agent_config.id),
+        agent=agent,
         agent_config=agent_config,
         session_key=key,
         sticky=sticky,

@@ -9,6 +9,10 @@ Tree::
     ├── InvalidRequest                400 invalid_request_error / invalid_value
     │   ├── InvalidJSON               400 invalid_json
     │   ├── MissingParameter          400 missing_required_parameter
+    │   ├── UnknownParameter          400 unknown_parameter (not a field of OpenAI's request)
+    │   ├── UnsupportedParameter      400 unsupported_parameter (the gateway or the
+    │   │                             routed agent's backend does not take the field)
+    │   ├── UnsupportedValue          400 unsupported_value (modalities audio...)
     │   └── InvalidSessionKey         400 invalid_session_key
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
     ├── NotFound                      404 not_found
@@ -92,6 +96,18 @@ class InvalidJSON(InvalidRequest):
 
 class MissingParameter(InvalidRequest):
     code = "missing_required_parameter"
+
+
+class UnknownParameter(InvalidRequest):
+    code = "unknown_parameter"
+
+
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+
+
+class UnsupportedValue(InvalidRequest):
+    code = "unsupported_value"
 
 
 class InvalidSessionKey(InvalidRequest):

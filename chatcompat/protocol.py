@@ -34,12 +34,31 @@ def completion_id() -> str:
     return "chatcmpl-" + os.urandom(12).hex()
 
 
-def usage_dict(prompt_tokens: int, completion_tokens: int, total_tokens: int) -> dict[str, int]:
-    return {
+def usage_dict(
+    prompt_tokens: int,
+    completion_tokens: int,
+    total_tokens: int,
+    prompt_tokens_details: t.Mapping[str, int] | None = None,
+    completion_tokens_details: t.Mapping[str, int] | None = None,
+) -> dict[str, t.Any]:
+    """OpenAI's ``usage``; the details objects only when the backend reported them."""
+    usage: dict[str, t.Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": total_tokens,
     }
+    if prompt_tokens_details:
+        usage["prompt_tokens_details"] = dict(prompt_tokens_details)
+    if completion_tokens_details:
+        usage["completion_tokens_details"] = dict(completion_tokens_details)
+    return usage
+
+
+def logprobs_dict(
+    content: list[dict[str, t.Any]] | None, refusal: list[dict[str, t.Any]] | None
+) -> dict[str, t.Any]:
+    """A choice's ``logprobs`` (both keys are required, each may be null)."""
+    return {"content": content, "refusal": refusal}
 
 
 def completion(
@@ -50,22 +69,32 @@ def completion(
     content: str | None,
     tool_calls: list[dict[str, t.Any]] | None,
     finish_reason: str,
-    usage: dict[str, int],
+    usage: dict[str, t.Any],
+    logprobs: dict[str, t.Any] | None = None,
+    service_tier: str | None = None,
+    system_fingerprint: str | None = None,
+    refusal: str | None = None,
 ) -> dict[str, t.Any]:
-    """A whole ``chat.completion`` object with one choice."""
-    message: dict[str, t.Any] = {"role": "assistant", "content": content, "refusal": None}
+    """A whole ``chat.completion`` object with one choice; ``service_tier`` and
+    ``system_fingerprint`` only when the backend reported them."""
+    message: dict[str, t.Any] = {"role": "assistant", "content": content, "refusal": refusal}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {
+    document: dict[str, t.Any] = {
         "id": id,
         "object": "chat.completion",
         "created": created,
         "model": model,
         "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
         ],
         "usage": usage,
     }
+    if service_tier is not None:
+        document["service_tier"] = service_tier
+    if system_fingerprint is not None:
+        document["system_fingerprint"] = system_fingerprint
+    return document
 
 
 class ChunkEncoder:
@@ -76,15 +105,25 @@ class ChunkEncoder:
     """
 
     def __init__(self, id: str, created: int, model: str) -> None:
-        self._head = (
+        self._common = (
             '{"id":'
             + dumps(id)
             + ',"object":"chat.completion.chunk","created":'
             + str(int(created))
             + ',"model":'
             + dumps(model)
-            + ',"choices":'
         )
+        self.reply_info(None, None)
+
+    def reply_info(self, service_tier: str | None, system_fingerprint: str | None) -> None:
+        """Put the backend's ``service_tier`` / ``system_fingerprint`` on the chunks from
+        now on (None leaves the field out)."""
+        head = self._common
+        if service_tier is not None:
+            head += ',"service_tier":' + dumps(service_tier)
+        if system_fingerprint is not None:
+            head += ',"system_fingerprint":' + dumps(system_fingerprint)
+        self._head = head + ',"choices":'
         self._choice_head = self._head + '[{"index":0,"delta":'
 
     def delta(self, delta: dict[str, t.Any], finish_reason: str | None = None) -> str:
@@ -94,8 +133,28 @@ class ChunkEncoder:
     def role(self) -> str:
         return self._choice_head + '{"role":"assistant","content":""},"finish_reason":null}]}'
 
-    def content(self, text: str) -> str:
-        return self._choice_head + '{"content":' + dumps(text) + '},"finish_reason":null}]}'
+    def content(self, text: str, logprobs: dict[str, t.Any] | None = None) -> str:
+        if logprobs is None:
+            return self._choice_head + '{"content":' + dumps(text) + '},"finish_reason":null}]}'
+        return (
+            self._choice_head
+            + '{"content":'
+            + dumps(text)
+            + '},"logprobs":'
+            + dumps(logprobs)
+            + ',"finish_reason":null}]}'
+        )
+
+    def refusal(self, text: str, logprobs: dict[str, t.Any] | None = None) -> str:
+        choice_tail = "" if logprobs is None else ',"logprobs":' + dumps(logprobs)
+        return (
+            self._choice_head
+            + '{"refusal":'
+            + dumps(text)
+            + "}"
+            + choice_tail
+            + ',"finish_reason":null}]}'
+        )
 
     def tool_call(self, index: int, id: str | None, name: str | None, arguments: str) -> str:
         call: dict[str, t.Any] = {"index": index}
@@ -112,7 +171,7 @@ class ChunkEncoder:
     def finish(self, finish_reason: str) -> str:
         return self._choice_head + '{},"finish_reason":' + dumps(finish_reason) + "}]}"
 
-    def usage(self, usage: dict[str, int]) -> str:
+    def usage(self, usage: dict[str, t.Any]) -> str:
         return self._head + '[],"usage":' + dumps(usage) + "}"
 
 

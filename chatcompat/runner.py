@@ -30,6 +30,8 @@ from .agents.base import AgentTimeout
 from .agents.base import AgentUnavailable
 from .agents.base import Cancellation
 from .agents.base import Finish
+from .agents.base import RefusalDelta
+from .agents.base import ReplyInfo
 from .agents.base import Started
 from .agents.base import TextDelta
 from .agents.base import ToolCallDelta
@@ -342,6 +344,10 @@ class Run:
                 tool_calls=reply.tool_calls or None,
                 finish_reason=reply.finish_reason,
                 usage=reply.usage_dict(),
+                logprobs=reply.logprobs_dict(),
+                service_tier=reply.service_tier,
+                system_fingerprint=reply.system_fingerprint,
+                refusal=reply.refusal,
             )
         finally:
             self.close()
@@ -370,8 +376,8 @@ class Run:
                 else:
                     reply.add(event)
                     if isinstance(event, TextDelta):
-                        if event.text:
-                            frames.append(data_frame(encoder.content(event.text)))
+                        if event.text or event.logprobs is not None:
+                            frames.append(data_frame(encoder.content(event.text, _logprobs(event))))
                     elif isinstance(event, ToolCallDelta):
                         frames.append(
                             data_frame(
@@ -380,6 +386,10 @@ class Run:
                                 )
                             )
                         )
+                    elif isinstance(event, RefusalDelta):
+                        frames.append(data_frame(encoder.refusal(event.text, _logprobs(event))))
+                    elif isinstance(event, ReplyInfo):
+                        encoder.reply_info(event.service_tier, event.system_fingerprint)
                     elif isinstance(event, Finish):
                         break  # its frames go out with the deltas before it
                 # A producer that keeps the queue full (real threads under gthread)
@@ -464,10 +474,31 @@ class _Reply:
         self.calls: dict[int, dict[str, t.Any]] = {}
         self.finish_reason = "stop"
         self.usage: Usage | None = None
+        # Token log probabilities, merged over the pieces; None until some arrive.
+        self.logprobs_content: list[dict[str, t.Any]] | None = None
+        self.logprobs_refusal: list[dict[str, t.Any]] | None = None
+        self.service_tier: str | None = None
+        self.system_fingerprint: str | None = None
+        self.refusal_parts: list[str] = []
 
     def add(self, event: t.Any) -> None:
-        if isinstance(event, TextDelta):
-            self.parts.append(event.text)
+        if isinstance(event, (TextDelta, RefusalDelta)):
+            if isinstance(event, TextDelta):
+                self.parts.append(event.text)
+            else:
+                self.refusal_parts.append(event.text)
+            if event.logprobs is not None:
+                if event.logprobs.content is not None:
+                    if self.logprobs_content is None:
+                        self.logprobs_content = []
+                    self.logprobs_content.extend(event.logprobs.content)
+                if event.logprobs.refusal is not None:
+                    if self.logprobs_refusal is None:
+                        self.logprobs_refusal = []
+                    self.logprobs_refusal.extend(event.logprobs.refusal)
+        elif isinstance(event, ReplyInfo):
+            self.service_tier = event.service_tier
+            self.system_fingerprint = event.system_fingerprint
         elif isinstance(event, ToolCallDelta):
             call = self.calls.setdefault(
                 event.index,
@@ -493,12 +524,35 @@ class _Reply:
         return text if text or not self.calls else None
 
     @property
+    def refusal(self) -> str | None:
+        """The model's refusal, relayed to the client (not stored: the turn's content
+        stays the text, empty for a refusal)."""
+        return "".join(self.refusal_parts) or None
+
+    @property
     def tool_calls(self) -> list[dict[str, t.Any]]:
         return [self.calls[index] for index in sorted(self.calls)]
 
-    def usage_dict(self) -> dict[str, int]:
+    def usage_dict(self) -> dict[str, t.Any]:
         usage = self.usage or Usage()
-        return protocol.usage_dict(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+        return protocol.usage_dict(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+            usage.prompt_tokens_details,
+            usage.completion_tokens_details,
+        )
+
+    def logprobs_dict(self) -> dict[str, t.Any] | None:
+        if self.logprobs_content is None and self.logprobs_refusal is None:
+            return None
+        return protocol.logprobs_dict(self.logprobs_content, self.logprobs_refusal)
+
+
+def _logprobs(event: TextDelta | RefusalDelta) -> dict[str, t.Any] | None:
+    """The piece's ``logprobs`` for its chunk, as the backend sent them."""
+    found = event.logprobs
+    return None if found is None else protocol.logprobs_dict(found.content, found.refusal)
 
 
 def _spawn(target: t.Callable[..., None], *args: t.Any) -> None:

@@ -9,6 +9,11 @@ every role and part); a body it rejects goes to ``jsonschema``, whose ``best_mat
 builds the precise error and whose verdict is final (the two agree on the whole
 ``tests/requests`` corpus; where regex dialects differ, ``jsonschema`` decides). Without
 ``jsonschema-rs`` installed, ``jsonschema`` does both.
+
+No field is dropped in silence: a key that is not a field of OpenAI's request is
+refused (``unknown_parameter``), so is a field the gateway does not support
+(``x-unsupported`` in the schema) and, once the request is routed, a field the agent's
+backend does not take (:func:`check_backend_fields`).
 """
 
 from __future__ import annotations
@@ -26,26 +31,33 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from jsonschema.exceptions import best_match
 
+from .agents.base import BACKEND_FIELDS
 from .errors import InvalidRequest
 from .errors import MissingParameter
+from .errors import UnknownParameter
+from .errors import UnsupportedParameter
+from .errors import UnsupportedValue
 
-# Request fields forwarded to the agent when the client sent them (non-null).
-FORWARDED_FIELDS = (
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-    "response_format",
-    "tools",
-    "tool_choice",
-)
+# Forwarded as they are; max_tokens/max_completion_tokens and stop are normalised.
+_AS_IS_FIELDS = tuple(sorted(BACKEND_FIELDS - {"max_tokens", "max_completion_tokens", "stop"}))
 
 
 @functools.cache
 def request_schema() -> dict[str, t.Any]:
     text = resources.files("chatcompat").joinpath("schemas/chat_request.json").read_text("utf-8")
     return json.loads(text)
+
+
+@functools.cache
+def _fields() -> tuple[frozenset[str], frozenset[str], dict[str, str]]:
+    """The schema's top-level fields, its stream_options fields, and the refused
+    fields with the reason (``x-unsupported``)."""
+    properties = request_schema()["properties"]
+    refused = {
+        name: spec["x-unsupported"] for name, spec in properties.items() if "x-unsupported" in spec
+    }
+    options = frozenset(properties["stream_options"]["properties"])
+    return frozenset(properties), options, refused
 
 
 @functools.cache
@@ -73,7 +85,62 @@ def validate_request(body: t.Any) -> None:
         if error is not None:
             raise _to_api_error(error)
         # Only the fast validator refused it: jsonschema's verdict stands.
+    _check_fields(body)
     _check_tool_choice(body)
+    _check_logprobs(body)
+
+
+def _check_fields(body: dict[str, t.Any]) -> None:
+    """Refuse keys OpenAI's request does not have (whatever their value, as OpenAI
+    does) and fields the gateway does not support (those only when not null)."""
+    known, stream_options, refused = _fields()
+    for name, value in body.items():
+        if name not in known:
+            raise UnknownParameter(f"Unrecognized request argument supplied: '{name}'.", param=name)
+        if value is not None and name in refused:
+            raise UnsupportedParameter(f"Unsupported parameter: '{name}'. {refused[name]}", name)
+    if "audio" in (body.get("modalities") or ()):
+        raise UnsupportedValue(
+            "Unsupported value: 'modalities' does not support 'audio' with this gateway;"
+            " every backend answers text only.",
+            param="modalities",
+        )
+    options = body.get("stream_options") or {}
+    for name in options:
+        if name not in stream_options:
+            param = f"stream_options.{name}"
+            raise UnknownParameter(f"Unrecognized request argument supplied: '{param}'.", param)
+    if options.get("include_obfuscation") is True:
+        raise UnsupportedValue(
+            "Unsupported value: 'stream_options.include_obfuscation' can only be false: the"
+            " gateway writes the stream itself and adds no obfuscation field.",
+            param="stream_options.include_obfuscation",
+        )
+
+
+def _check_logprobs(body: dict[str, t.Any]) -> None:
+    if body.get("top_logprobs") is not None and body.get("logprobs") is not True:
+        raise InvalidRequest(
+            "Invalid value for 'top_logprobs': it needs 'logprobs' set to true.",
+            param="top_logprobs",
+        )
+
+
+def check_backend_fields(
+    body: dict[str, t.Any], taken: frozenset[str], agent_id: str, backend: str
+) -> None:
+    """Refuse, before any run, a field the routed agent's backend does not take.
+
+    :param taken: the backend's :attr:`~chatcompat.agents.base.Agent.request_fields`.
+    :raise UnsupportedParameter: naming the first such field the client sent (not null).
+    """
+    for name, value in body.items():
+        if value is not None and name in BACKEND_FIELDS and name not in taken:
+            raise UnsupportedParameter(
+                f"Unsupported parameter: '{name}' is not taken by agent {agent_id!r}"
+                f" (backend {backend!r}); leave it out or pick another agent.",
+                param=name,
+            )
 
 
 def _to_api_error(error: ValidationError) -> InvalidRequest:
@@ -140,7 +207,7 @@ def _check_tool_choice(body: dict[str, t.Any]) -> None:
 
 def forwarded_params(body: dict[str, t.Any]) -> dict[str, t.Any]:
     """The request fields an agent receives, normalised (SPEC 5)."""
-    params = {name: body[name] for name in FORWARDED_FIELDS if body.get(name) is not None}
+    params = {name: body[name] for name in _AS_IS_FIELDS if body.get(name) is not None}
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")

@@ -21,8 +21,14 @@ or for one request (a directive in its last user text, e.g. ``[[status:401]]``):
     json             answer one chat.completion even when asked to stream
     html             answer 200 with a web page
     no-usage         never send usage
+    details          usage with prompt_tokens_details / completion_tokens_details
+    refuse           the reply is a refusal (delta.refusal / message.refusal), not content
     no-done          end the body after the finish chunk, without [DONE]
     close            close the connection after the answer (despite keep-alive)
+
+A request with ``logprobs: true`` gets ``choices[].logprobs`` (one token entry per word,
+with ``top_logprobs`` alternatives); one with ``service_tier`` gets ``service_tier``
+(``default`` for ``auto``) and ``system_fingerprint: fp_fake`` on every chunk.
 
 Every request is logged in :attr:`FakeUpstream.requests` (headers, parsed body, the
 client's port, and how it ended: ``completed``, ``client_closed`` with the time the
@@ -257,7 +263,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return "error_frame"
             if delay:
                 self._wait(delay)
-            self._frame(reply.chunk({"content": word}))
+            key = "refusal" if reply.refuse else "content"
+            self._frame(reply.chunk({key: word}, logprobs=reply.logprobs([word])))
         if reply.tools:
             for piece in reply.tool_pieces():
                 self._frame(reply.chunk({"tool_calls": [piece]}))
@@ -330,27 +337,72 @@ class _Reply:
             text = f"You said: {DIRECTIVE.sub('', _text(last)).strip()}"
         self.words = re.findall(r"\s*\S+", text)
         self.finish_reason = knobs.get("finish") or ("tool_calls" if self.tools else "stop")
+        self.details = bool(knobs.get("details"))
+        self.refuse = bool(knobs.get("refuse"))
         self.prompt_tokens = sum(len(_text(m).split()) for m in messages)
         self.created = int(time.time())
 
     def head(self) -> dict[str, t.Any]:
-        return {
+        head = {
             "id": "chatcmpl-fake",
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.body.get("model") or "fake",
         }
+        tier = self.body.get("service_tier")
+        if tier:
+            head["service_tier"] = "default" if tier == "auto" else tier
+            head["system_fingerprint"] = "fp_fake"
+        return head
 
-    def chunk(self, delta: dict[str, t.Any], finish: str | None = None) -> dict[str, t.Any]:
-        return {**self.head(), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    def chunk(
+        self, delta: dict[str, t.Any], finish: str | None = None, logprobs: t.Any = None
+    ) -> dict[str, t.Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        return {**self.head(), "choices": [choice]}
 
-    def usage(self) -> dict[str, int]:
+    def logprobs(self, words: list[str]) -> dict[str, t.Any] | None:
+        """OpenAI's logprobs of ``words`` when the request asked for them."""
+        if self.body.get("logprobs") is not True:
+            return None
+        alternatives = int(self.body.get("top_logprobs") or 0)
+
+        def entry(token: str, logprob: float) -> dict[str, t.Any]:
+            return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+        content = [
+            {**entry(word, -0.25), "top_logprobs": [
+                entry(word if n == 0 else f"{word}#{n}", -0.25 * (n + 1))
+                for n in range(alternatives)
+            ]}
+            for word in words
+        ]  # fmt: skip
+        return (
+            {"content": None, "refusal": content}
+            if self.refuse
+            else {
+                "content": content,
+                "refusal": None,
+            }
+        )
+
+    def usage(self) -> dict[str, t.Any]:
         completion = len(self.words) + (5 if self.tools else 0)
-        return {
+        usage: dict[str, t.Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
             "total_tokens": self.prompt_tokens + completion,
         }
+        if self.details:
+            usage["prompt_tokens_details"] = {"cached_tokens": 2, "audio_tokens": 0}
+            usage["completion_tokens_details"] = {
+                "reasoning_tokens": 3,
+                "accepted_prediction_tokens": 1,
+                "rejected_prediction_tokens": 0,
+            }
+        return usage
 
     def tool_pieces(self) -> list[dict[str, t.Any]]:
         return [
@@ -364,6 +416,8 @@ class _Reply:
 
     def completion(self) -> dict[str, t.Any]:
         message: dict[str, t.Any] = {"role": "assistant", "content": "".join(self.words) or None}
+        if self.refuse:
+            message.update(content=None, refusal=message["content"])
         if self.tools:
             message["tool_calls"] = [
                 {"id": "call_w1", "type": "function",
@@ -374,7 +428,14 @@ class _Reply:
         return {
             **self.head(),
             "object": "chat.completion",
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": self.finish_reason,
+                    "logprobs": self.logprobs(self.words),
+                }
+            ],
             "usage": self.usage(),
         }
 

@@ -9,8 +9,11 @@ Events, in order::
 
     Started?          the run was accepted (upstream answered 200, the process took
                       the prompt); optional, the first other event implies it
-    TextDelta*        pieces of the assistant text, append-only
+    TextDelta*        pieces of the assistant text, append-only (with log probabilities
+                      when asked for)
+    RefusalDelta*     pieces of a refusal (instead of text), append-only
     ToolCallDelta*    pieces of function tool calls
+    ReplyInfo*        the upstream's service_tier / system_fingerprint, at any point
     Finish            exactly one, last: finish_reason and usage
 
 Exceptions an agent may raise (anything else becomes a 500 ``internal_error``)::
@@ -35,12 +38,52 @@ if t.TYPE_CHECKING:
 
 Message = dict[str, t.Any]
 
+# The optional request fields (OpenAI's names) that reach a backend in
+# AgentRequest.params when it declares them in Agent.request_fields. The gateway itself
+# handles messages, model, stream, stream_options, user, n and modalities (text only),
+# and refuses the rest (see schemas/chat_request.json).
+BACKEND_FIELDS: frozenset[str] = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "reasoning_effort",
+        "verbosity",
+        "service_tier",
+        "metadata",
+        "store",
+        "prediction",
+        "safety_identifier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+    }
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Usage:
+    """Token counts of a run. The details are the upstream's ``prompt_tokens_details``
+    and ``completion_tokens_details`` (``cached_tokens``, ``reasoning_tokens``...), as
+    it reported them (integer entries only), or None."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: t.Mapping[str, int] | None = None
+    completion_tokens_details: t.Mapping[str, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +92,30 @@ class Started:
 
 
 @dataclasses.dataclass(frozen=True)
+class Logprobs:
+    """The log probabilities of one piece of the reply, OpenAI's token entries as the
+    upstream sent them (``token``, ``logprob``, ``bytes``, ``top_logprobs``)."""
+
+    content: list[dict[str, t.Any]] | None = None
+    refusal: list[dict[str, t.Any]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class TextDelta:
+    """A piece of the assistant text; ``logprobs`` when the client asked for them
+    (the text may then be empty: a piece of only log probabilities)."""
+
     text: str
+    logprobs: Logprobs | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RefusalDelta:
+    """A piece of the model's refusal (OpenAI's ``refusal``: it declined to answer, for
+    example under a ``json_schema`` response format), with its log probabilities."""
+
+    text: str
+    logprobs: Logprobs | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +129,21 @@ class ToolCallDelta:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReplyInfo:
+    """What the upstream said about how it served the run: OpenAI's ``service_tier``
+    and ``system_fingerprint``. Sent when first seen (and again if they change)."""
+
+    service_tier: str | None = None
+    system_fingerprint: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Finish:
     reason: str = "stop"  # "stop" | "length" | "tool_calls"
     usage: Usage | None = None
 
 
-Event = Started | TextDelta | ToolCallDelta | Finish
+Event = Started | TextDelta | RefusalDelta | ToolCallDelta | ReplyInfo | Finish
 
 
 @dataclasses.dataclass
@@ -81,7 +155,8 @@ class AgentRequest:
     ``system_prompt`` is the agent's own prompt followed by the request's
     system/developer texts. ``params`` holds the forwarded request fields
     (``temperature``, ``max_tokens``, ``stop`` as a list, ``tools``...), only those
-    the client sent.
+    the client sent (not null); they are all of the backend's ``request_fields``,
+    since a request with any other one is refused before the run.
     """
 
     agent_id: str
@@ -189,12 +264,17 @@ class Agent:
     ``options_schema`` is the JSON Schema of the backend's own options in
     ``agents.list[]``; the configuration loader validates them with it.
     ``accepts_images`` says whether ``image_url`` content parts reach the agent.
+    ``request_fields`` names the optional request fields (of :data:`BACKEND_FIELDS`)
+    the backend takes: they reach it in ``AgentRequest.params``; a request that sends
+    any other one (not null) is refused with 400 ``unsupported_parameter`` before the
+    run, so nothing a client asked for is dropped in silence. None by default.
     """
 
     name: t.ClassVar[str] = ""
     options_schema: t.ClassVar[dict[str, t.Any]] = {"type": "object"}
     # Backends that cannot take images get their image_url parts removed (and logged).
     accepts_images: t.ClassVar[bool] = False
+    request_fields: t.ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config

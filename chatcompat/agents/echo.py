@@ -4,6 +4,11 @@ Deterministic and dependency-free, for smoke tests, demos and benchmarks. The re
 is the text of the last message of the new turn (a user message, or a tool result
 after a tool call), streamed one word at a time with ``delayMs`` between words.
 Usage counts whitespace-separated words, so it is real for what echo does.
+
+Echo takes every optional request field the ``openai`` backend takes and ignores them
+all (its answer never depends on sampling, tools or token limits): it stands in for a
+real upstream in smoke tests, demos and benchmarks, so a client's real request must
+pass unchanged. The README's table of fields says so.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import re
 import typing as t
 
 from ..history import message_text
+from .base import BACKEND_FIELDS
 from .base import Agent
 from .base import AgentRequest
 from .base import Cancellation
@@ -27,6 +33,8 @@ _PIECES = re.compile(r"\s*\S+|\s+$")
 
 class EchoAgent(Agent):
     name = "echo"
+    # Accepted and ignored, on purpose (see the module docstring).
+    request_fields = BACKEND_FIELDS
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {

@@ -38,6 +38,7 @@ import typing as t
 import urllib.parse
 
 from .. import fastjson
+from .base import BACKEND_FIELDS
 from .base import Agent
 from .base import AgentError
 from .base import AgentRejected
@@ -45,7 +46,10 @@ from .base import AgentRequest
 from .base import Cancellation
 from .base import Event
 from .base import Finish
+from .base import Logprobs
 from .base import Message
+from .base import RefusalDelta
+from .base import ReplyInfo
 from .base import Started
 from .base import TextDelta
 from .base import ToolCallDelta
@@ -65,6 +69,8 @@ MAX_ERROR_BODY = 65536
 MAX_JSON_BODY = 32 * 1024 * 1024
 DRAIN_SECONDS = 2.0  # after [DONE], how long the end of the body may take
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
+# OpenAI's values; another one (some compatible server's own) would break the client's schema.
+SERVICE_TIERS = {"auto", "default", "flex", "scale", "priority", "fast"}
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.I)
 _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 # scheme://host[:port][/path][?query]; no user:password@ (it would end up in messages).
@@ -82,6 +88,7 @@ class OpenAIAgent(Agent):
 
     name = "openai"
     accepts_images = True
+    request_fields = BACKEND_FIELDS  # all of them, sent upstream as the client sent them
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {
@@ -213,6 +220,7 @@ class OpenAIAgent(Agent):
         decoder = SSEDecoder()
         reason: str | None = None
         usage: Usage | None = None
+        info = ReplyInfo()
         done = False
         while not done:
             data = response.read1(READ_SIZE)
@@ -227,8 +235,12 @@ class OpenAIAgent(Agent):
                 try:
                     usage = _usage(chunk.get("usage")) or usage
                     events_of_chunk = list(_chunk_events(chunk))
+                    seen = _reply_info(chunk)
                 except (TypeError, ValueError, AttributeError) as exc:
                     raise AgentError(f"The upstream {self._where} sent a malformed chunk.") from exc
+                if seen is not None and seen != info:
+                    info = seen
+                    yield info  # before the chunk's deltas, so they carry it
                 for event in events_of_chunk:
                     if isinstance(event, str):
                         reason = event
@@ -364,9 +376,7 @@ def _chunk_events(chunk: dict[str, t.Any]) -> t.Iterator[Event | str]:
         if not isinstance(choice, dict) or choice.get("index", 0) != 0:
             continue  # we ask for one choice; a default n in params must not mix them
         delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            yield TextDelta(content)
+        yield from _text_events(delta, _logprobs(choice.get("logprobs")))
         for position, call in enumerate(delta.get("tool_calls") or ()):
             function = call.get("function") or {}
             arguments = function.get("arguments")
@@ -380,14 +390,27 @@ def _chunk_events(chunk: dict[str, t.Any]) -> t.Iterator[Event | str]:
             yield str(choice["finish_reason"])
 
 
+def _text_events(delta: dict[str, t.Any], logprobs: Logprobs | None) -> t.Iterator[Event]:
+    """The refusal and text of a delta (or message), the log probabilities on the first."""
+    refusal = delta.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        yield RefusalDelta(refusal, logprobs)
+        logprobs = None
+    content = delta.get("content")
+    if (isinstance(content, str) and content) or logprobs is not None:
+        yield TextDelta(content if isinstance(content, str) else "", logprobs)
+
+
 def _completion_events(document: dict[str, t.Any], where: str) -> t.Iterator[Event]:
     """An upstream that ignored ``stream: true`` sent one ``chat.completion``."""
     choices = [c for c in document.get("choices") or () if isinstance(c, dict)]
     if not choices:
         raise AgentError(f"The upstream {where} sent a completion without choices.")
+    info = _reply_info(document)
+    if info is not None:
+        yield info
     message = choices[0].get("message") or {}
-    if isinstance(message.get("content"), str) and message["content"]:
-        yield TextDelta(message["content"])
+    yield from _text_events(message, _logprobs(choices[0].get("logprobs")))
     for index, call in enumerate(message.get("tool_calls") or ()):
         function = call.get("function") or {}
         arguments = function.get("arguments", "")
@@ -403,7 +426,78 @@ def _usage(value: t.Any) -> Usage | None:
     prompt = value.get("prompt_tokens") or 0
     completion = value.get("completion_tokens") or 0
     total = value.get("total_tokens") or prompt + completion
-    return Usage(int(prompt), int(completion), int(total))
+    return Usage(
+        int(prompt),
+        int(completion),
+        int(total),
+        _details(value.get("prompt_tokens_details")),
+        _details(value.get("completion_tokens_details")),
+    )
+
+
+def _details(value: t.Any) -> dict[str, int] | None:
+    """The integer entries of a usage details object (vLLM sends null, others nulls
+    inside: OpenAI's schema takes integers only)."""
+    if not isinstance(value, dict):
+        return None
+    details = {
+        str(key): number
+        for key, number in value.items()
+        if isinstance(number, int) and not isinstance(number, bool)
+    }
+    return details or None
+
+
+def _reply_info(document: dict[str, t.Any]) -> ReplyInfo | None:
+    """The chunk's or completion's service tier and system fingerprint, if it has any."""
+    if "service_tier" not in document and "system_fingerprint" not in document:
+        return None  # most compatible servers: no object per chunk for nothing
+    tier = document.get("service_tier")
+    fingerprint = document.get("system_fingerprint")
+    info = ReplyInfo(
+        tier if tier in SERVICE_TIERS else None,
+        fingerprint if isinstance(fingerprint, str) else None,
+    )
+    return None if info == ReplyInfo() else info
+
+
+def _logprobs(value: t.Any) -> Logprobs | None:
+    """A choice's ``logprobs`` with OpenAI's required keys filled in.
+
+    :raise ValueError: an entry without a string token and a numeric logprob.
+    """
+    if not isinstance(value, dict):
+        return None
+    content = _token_logprobs(value.get("content"), alternatives=True)
+    refusal = _token_logprobs(value.get("refusal"), alternatives=True)
+    if not content and not refusal:
+        return None
+    return Logprobs(content, refusal)
+
+
+def _token_logprobs(entries: t.Any, alternatives: bool) -> list[dict[str, t.Any]] | None:
+    if not isinstance(entries, list):
+        return None
+    tokens = []
+    for entry in entries:
+        token, logprob = entry.get("token"), entry.get("logprob")
+        if (
+            not isinstance(token, str)
+            or not isinstance(logprob, (int, float))
+            or isinstance(logprob, bool)
+        ):
+            raise ValueError("a logprobs entry needs a token and a logprob")
+        raw = entry.get("bytes")
+        valid_bytes = isinstance(raw, list) and all(isinstance(b, int) for b in raw)
+        item: dict[str, t.Any] = {
+            "token": token,
+            "logprob": logprob,
+            "bytes": raw if valid_bytes else None,
+        }
+        if alternatives:
+            item["top_logprobs"] = _token_logprobs(entry.get("top_logprobs"), False) or []
+        tokens.append(item)
+    return tokens
 
 
 def _finish_reason(reason: str | None) -> str:

@@ -89,6 +89,9 @@ class PiAgent(Agent):
     """An agent answered by pi processes (a pool per worker, see the module docstring)."""
 
     name = "pi"
+    # None: pi takes one prompt per run, with no way to set sampling, token limits,
+    # client tools or response formats per prompt; requests with them are refused.
+    request_fields: t.ClassVar[frozenset[str]] = frozenset()
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {

@@ -72,7 +72,7 @@ class PiTurn:
                 self._prompt_id = self.process.next_id("prompt")
                 self.process.send({"id": self._prompt_id, "type": "prompt", "message": prompt})
             started = False
-            usage = [0, 0, 0]
+            usage = [0, 0, 0, 0, 0]  # prompt, completion, total, cache read, cache write
             stop_reason = error = None
             while True:
                 message = self.process.receive(POLL_SECONDS)
@@ -126,7 +126,7 @@ class PiTurn:
         if stop_reason is None:
             raise AgentError("pi ended the run without a reply.")
         reason = "length" if stop_reason == "length" else "stop"
-        return Finish(reason, Usage(*usage))
+        return Finish(reason, _usage(usage))
 
     def abort(self) -> None:
         """The cancellation callback (any thread): abort pi's run if one is going on."""
@@ -229,7 +229,8 @@ class PiTurn:
 
 
 def _add_usage(totals: list[int], usage: t.Any) -> None:
-    """Add an assistant message's usage: prompt (input and cache), completion, total."""
+    """Add an assistant message's usage: prompt (input and cache), completion, total,
+    cache reads and cache writes."""
     if not isinstance(usage, dict):
         return
 
@@ -241,6 +242,17 @@ def _add_usage(totals: list[int], usage: t.Any) -> None:
     totals[0] += prompt
     totals[1] += number("output")
     totals[2] += number("totalTokens") or prompt + number("output")
+    totals[3] += number("cacheRead")
+    totals[4] += number("cacheWrite")
+
+
+def _usage(totals: list[int]) -> Usage:
+    """The run's usage; pi's cache reads and writes are OpenAI's ``cached_tokens`` and
+    ``cache_write_tokens`` (only when there were any: pi reports 0 for "not reported")."""
+    prompt, completion, total, cache_read, cache_write = totals
+    details = {"cached_tokens": cache_read, "cache_write_tokens": cache_write}
+    details = {name: count for name, count in details.items() if count}
+    return Usage(prompt, completion, total, details or None)
 
 
 # -- the history as a session file ------------------------------------------------------

@@ -790,3 +790,211 @@ def test_init_upstream_refuses_bad_options_before_writing(tmp_path, capsys, argv
     status, _, err = init(tmp_path, capsys, *argv)
     assert status == 2 and message in err
     assert not (tmp_path / "c.json5").exists()
+
+
+# -- every field the client sends, everything the upstream reports -------------------------
+
+# One value per optional field the backend takes; each must reach the upstream verbatim.
+FORWARDED = {
+    "parallel_tool_calls": False,
+    "logit_bias": {"50256": -100, "15": 7},
+    "logprobs": True,
+    "reasoning_effort": "low",
+    "service_tier": "flex",
+    "metadata": {"team": "search", "ticket": "T-1"},
+    "prediction": {"type": "content", "content": "You said: a"},
+    "verbosity": "low",
+    "store": True,
+    "safety_identifier": "user-hash-1",
+    "prompt_cache_key": "cache-1",
+    "prompt_cache_retention": "24h",
+    "prompt_cache_options": {"ttl": "30m", "mode": "implicit"},
+    "response_format": {"type": "json_object"},
+    "presence_penalty": 0.5,
+    "frequency_penalty": -0.5,
+    "top_p": 0.9,
+}
+TOOLS_SENT = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+
+
+@pytest.mark.parametrize("field", sorted(FORWARDED))
+def test_gateway_forwards_each_field_verbatim(gateway, fake, field):
+    response = post(gateway, {"messages": [user("a")], field: FORWARDED[field]})
+    assert response.status_code == 200, response.get_data()
+    assert fake.chat_requests()[0].body[field] == FORWARDED[field]
+
+
+def test_gateway_forwards_them_all_at_once_with_tools(gateway, fake):
+    body = {
+        "messages": [user("a")],
+        **FORWARDED,
+        "top_logprobs": 3,
+        "tools": TOOLS_SENT,
+        "tool_choice": "required",
+        "modalities": ["text"],
+    }
+    response = post(gateway, body)
+    assert response.status_code == 200, response.get_data()
+    sent = fake.chat_requests()[0].body
+    for field, value in FORWARDED.items():
+        assert sent[field] == value, field
+    assert sent["top_logprobs"] == 3 and sent["tools"] == TOOLS_SENT
+    assert sent["tool_choice"] == "required"
+    # Gateway-level fields are not the upstream's business.
+    assert "modalities" not in sent and "user" not in sent
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    "extra,param,code",
+    [
+        ({"audio": {"voice": "ash", "format": "mp3"}}, "audio", "unsupported_parameter"),
+        ({"modalities": ["text", "audio"]}, "modalities", "unsupported_value"),
+        ({"functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
+        ({"function_call": {"name": "f"}}, "function_call", "unsupported_parameter"),
+        ({"web_search_options": {}}, "web_search_options", "unsupported_parameter"),
+        (
+            {"moderation": {"model": "omni-moderation-latest"}},
+            "moderation",
+            "unsupported_parameter",
+        ),
+        ({"top_k": 40}, "top_k", "unknown_parameter"),
+        ({"top_logprobs": 2}, "top_logprobs", "invalid_value"),
+        ({"logit_bias": {"15": 101}}, "logit_bias.15", "invalid_value"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "invalid_value"),
+        (
+            {"stream": True, "stream_options": {"include_obfuscation": True}},
+            "stream_options.include_obfuscation",
+            "unsupported_value",
+        ),
+    ],
+)
+def test_gateway_refuses_before_any_upstream_request(gateway, fake, extra, param, code):
+    response = post(gateway, {"messages": [user("a")], **extra})
+    assert response.status_code == 400
+    error = check_error(response.get_json(), code=code)
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert fake.chat_requests() == []
+
+
+@pytest.mark.parametrize("upstream_json", [False, True], ids=["upstream-sse", "upstream-json"])
+def test_gateway_relays_logprobs_in_json(gateway, upstream_json):
+    text = "[[json]] a b" if upstream_json else "a b"
+    body = {"messages": [user(text)], "logprobs": True, "top_logprobs": 2}
+    reply = post(gateway, body).get_json()
+    check_completion(reply)
+    logprobs = reply["choices"][0]["logprobs"]
+    assert logprobs["refusal"] is None
+    assert [e["token"] for e in logprobs["content"]] == ["You", " said:", " a", " b"]
+    first = logprobs["content"][0]
+    assert first["bytes"] == list(b"You") and first["logprob"] == -0.25
+    assert [e["token"] for e in first["top_logprobs"]] == ["You", "You#1"]
+
+
+def test_gateway_relays_logprobs_per_stream_chunk(gateway):
+    body = {"stream": True, "messages": [user("a b")], "logprobs": True, "top_logprobs": 1}
+    chunks, _ = parse_sse(post(gateway, body).get_data())  # each chunk schema-checked
+    pieces = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["delta"]]
+    content = [p for p in pieces if p["delta"].get("content")]
+    assert [p["delta"]["content"] for p in content] == ["You", " said:", " a", " b"]
+    for piece in content:  # each on the chunk that carried its text, as received
+        (entry,) = piece["logprobs"]["content"]
+        assert entry["token"] == piece["delta"]["content"]
+        assert len(entry["top_logprobs"]) == 1
+    assert "logprobs" not in pieces[0]  # the role chunk
+
+
+def test_gateway_without_logprobs_has_none(gateway):
+    reply = post(gateway, {"messages": [user("a")]}).get_json()
+    assert reply["choices"][0]["logprobs"] is None
+    chunks, _ = parse_sse(post(gateway, {"stream": True, "messages": [user("a")]}).get_data())
+    assert not any("logprobs" in c["choices"][0] for c in chunks if c["choices"])
+
+
+DETAILS = {
+    "prompt_tokens_details": {"cached_tokens": 2, "audio_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 3,
+        "accepted_prediction_tokens": 1,
+        "rejected_prediction_tokens": 0,
+    },
+}
+
+
+@pytest.mark.parametrize("text", ["[[details]] a b", "[[details]] [[json]] a b"])
+def test_gateway_relays_usage_details(gateway, text):
+    reply = post(gateway, {"messages": [user(text)]}).get_json()
+    check_completion(reply)
+    usage = reply["usage"]
+    assert {k: v for k, v in usage.items() if k.endswith("_details")} == DETAILS
+    assert usage["completion_tokens"] == 4
+    assert usage["total_tokens"] == usage["prompt_tokens"] + 4
+    body = {"stream": True, "stream_options": {"include_usage": True}, "messages": [user(text)]}
+    chunks, _ = parse_sse(post(gateway, body).get_data())
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == reply["usage"]
+
+
+def test_gateway_relays_service_tier_and_fingerprint(gateway):
+    body = {"messages": [user("a")], "service_tier": "auto"}
+    reply = post(gateway, body).get_json()
+    check_completion(reply)
+    assert reply["service_tier"] == "default" and reply["system_fingerprint"] == "fp_fake"
+    stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    chunks, _ = parse_sse(post(gateway, stream).get_data())
+    # From the first chunk after the upstream reported them: the deltas, finish and usage.
+    assert all(c["service_tier"] == "default" for c in chunks[1:])
+    assert all(c["system_fingerprint"] == "fp_fake" for c in chunks[1:])
+    plain = post(gateway, {"messages": [user("a")]}).get_json()
+    assert "service_tier" not in plain and "system_fingerprint" not in plain
+
+
+def test_agent_events_carry_logprobs_usage_details_and_reply_info(fake):
+    from chatcompat.agents.base import Logprobs
+    from chatcompat.agents.base import ReplyInfo
+
+    events = run(
+        make_agent(fake.base_url),
+        request(user("[[details]] a"), logprobs=True, service_tier="priority"),
+    )
+    infos = [e for e in events if isinstance(e, ReplyInfo)]
+    assert infos == [ReplyInfo("priority", "fp_fake")]  # once: it did not change
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert all(isinstance(d.logprobs, Logprobs) for d in deltas)
+    assert deltas[0].logprobs.content[0]["top_logprobs"] == []
+    finish = events[-1]
+    assert finish.usage.prompt_tokens_details == DETAILS["prompt_tokens_details"]
+    assert finish.usage.completion_tokens_details == DETAILS["completion_tokens_details"]
+
+
+def test_malformed_logprobs_are_a_malformed_chunk():
+    from chatcompat.agents.openai_upstream import _chunk_events
+
+    chunk = {"choices": [{"index": 0, "delta": {"content": "x"}, "logprobs": {"content": [5]}}]}
+    with pytest.raises((TypeError, ValueError, AttributeError)):
+        list(_chunk_events(chunk))
+    lenient = {"content": [{"token": "x", "logprob": -1}], "refusal": None}
+    chunk["choices"][0]["logprobs"] = lenient  # vLLM may leave out bytes / top_logprobs
+    (delta,) = _chunk_events(chunk)
+    assert delta.logprobs.content == [
+        {"token": "x", "logprob": -1, "bytes": None, "top_logprobs": []}
+    ]
+
+
+@pytest.mark.parametrize("upstream_json", [False, True], ids=["upstream-sse", "upstream-json"])
+def test_gateway_relays_a_refusal_and_its_logprobs(gateway, upstream_json):
+    text = "[[refuse]] [[json]] no" if upstream_json else "[[refuse]] no"
+    body = {"messages": [user(text)], "logprobs": True}
+    reply = post(gateway, body).get_json()
+    check_completion(reply)
+    message = reply["choices"][0]["message"]
+    assert message["refusal"] == "You said: no" and not message["content"]
+    logprobs = reply["choices"][0]["logprobs"]
+    assert logprobs["content"] is None
+    assert [e["token"] for e in logprobs["refusal"]] == ["You", " said:", " no"]
+    if not upstream_json:
+        chunks, _ = parse_sse(post(gateway, {**body, "stream": True}).get_data())
+        pieces = [c["choices"][0] for c in chunks if c["choices"]]
+        refusals = [p for p in pieces if p["delta"].get("refusal")]
+        assert [p["delta"]["refusal"] for p in refusals] == ["You", " said:", " no"]
+        assert [p["logprobs"]["refusal"][0]["token"] for p in refusals] == ["You", " said:", " no"]
+        assert not any(p["delta"].get("content") for p in pieces)

@@ -245,6 +245,14 @@ def test_run_streams_text_and_real_usage(agent, fake):
         {"type": "text", "text": "hello there pi"}]}]  # fmt: skip
 
 
+def test_cache_reads_reported_by_the_upstream_reach_the_usage(agent, fake):
+    # The fake reports prompt_tokens_details.cached_tokens 2; pi calls it cacheRead.
+    events = list(agent.run(request(user("[[details]] cached")), Cancellation()))
+    usage = events[-1].usage
+    assert usage.prompt_tokens_details == {"cached_tokens": 2}
+    assert usage.completion_tokens_details is None  # pi does not count reasoning apart
+
+
 def test_history_and_system_prompt_change_per_run_on_one_process(agent, fake):
     (pid,) = agent.pool_stats()["pids"]
     history = [user("q1"), {"role": "assistant", "content": "a1"}]

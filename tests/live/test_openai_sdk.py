@@ -249,6 +249,82 @@ def test_concurrent_streams_and_pooled_upstream_connections(client, fake):
     assert len(second_wave) <= 2 and len(second_wave - first_wave) <= 2  # 2 workers
 
 
+# -- the SDK: fields sent and reported ---------------------------------------------------------
+
+SDK_FIELDS = {
+    "parallel_tool_calls": False,
+    "reasoning_effort": "low",
+    "verbosity": "low",
+    "service_tier": "auto",
+    "metadata": {"team": "search"},
+    "store": False,
+    "logit_bias": {"15": 3},
+    "prediction": {"type": "content", "content": "You said"},
+    "safety_identifier": "user-hash",
+    "prompt_cache_key": "cache-key",
+}
+
+
+def test_fields_reach_the_upstream_and_what_it_reports_comes_back(client, fake):
+    mark = marker()
+    reply = client.chat.completions.create(
+        model="openclaw",
+        messages=[user(f"[[details]] fields {mark}")],
+        tools=TOOLS,
+        logprobs=True,
+        top_logprobs=2,
+        **SDK_FIELDS,
+    )
+    (sent,) = fake.chat_requests_mentioning(mark)
+    for field, value in SDK_FIELDS.items():
+        assert sent.body[field] == value, field
+    assert sent.body["logprobs"] is True and sent.body["top_logprobs"] == 2
+    choice = reply.choices[0]
+    assert "".join(t.token for t in choice.logprobs.content) == choice.message.content
+    assert [len(t.top_logprobs) for t in choice.logprobs.content] == [2] * 4
+    assert reply.usage.prompt_tokens_details.cached_tokens == 2
+    assert reply.usage.completion_tokens_details.reasoning_tokens == 3
+    assert (reply.service_tier, reply.system_fingerprint) == ("default", "fp_fake")
+
+
+def test_stream_relays_logprobs_per_chunk_and_usage_details(client, fake):
+    mark = marker()
+    stream = client.chat.completions.create(
+        model="openclaw",
+        messages=[user(f"[[details]] stream {mark}")],
+        stream=True,
+        stream_options={"include_usage": True},
+        logprobs=True,
+        parallel_tool_calls=False,
+        tools=TOOLS,
+    )
+    chunks = list(stream)
+    pieces = [c.choices[0] for c in chunks if c.choices and c.choices[0].delta.content]
+    assert [p.logprobs.content[0].token for p in pieces] == [p.delta.content for p in pieces]
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == 2
+    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == 3
+    (sent,) = fake.chat_requests_mentioning(mark)
+    assert sent.body["parallel_tool_calls"] is False
+
+
+@pytest.mark.parametrize(
+    "fields,param",
+    [
+        ({"extra_body": {"top_k": 5}}, "top_k"),
+        ({"modalities": ["text", "audio"], "audio": {"voice": "ash", "format": "mp3"}}, "audio"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+    ],
+)
+def test_refused_fields_raise_bad_request_before_the_upstream(client, fake, fields, param):
+    mark = marker()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="openclaw", messages=[user(f"refused {mark}")], **fields
+        )
+    assert caught.value.param == param and caught.value.status_code == 400
+    assert fake.chat_requests_mentioning(mark) == []
+
+
 # -- the SDK, errors -----------------------------------------------------------------------
 
 
