@@ -54,7 +54,13 @@ def chat_completions() -> Response:
     )
     agent = gateway.agents.get(agent_config.id)
     # Before anything runs: a field this backend cannot take is refused, not dropped.
-    check_backend_fields(body, agent.request_fields, agent_config.id, agent_config.backend)
+    check_backend_fields(
+        body,
+        agent.request_fields,
+        agent.takes_extension_fields,
+        agent_config.id,
+        agent_config.backend,
+    )
     key, sticky = session_key(
         agent_config.id, request.headers.get("x-openclaw-session-key"), body.get("user")
     )

@@ -10,10 +10,12 @@ builds the precise error and whose verdict is final (the two agree on the whole
 ``tests/requests`` corpus; where regex dialects differ, ``jsonschema`` decides). Without
 ``jsonschema-rs`` installed, ``jsonschema`` does both.
 
-No field is dropped in silence: a key that is not a field of OpenAI's request is
-refused (``unknown_parameter``), so is a field the gateway does not support
-(``x-unsupported`` in the schema) and, once the request is routed, a field the agent's
-backend does not take (:func:`check_backend_fields`).
+No field is dropped in silence: a field the gateway does not support (``x-unsupported``
+in the schema) is refused, and, once the request is routed, so is a field the agent's
+backend does not take (:func:`check_backend_fields`): an optional field of OpenAI's
+request it does not declare, or a key OpenAI's request does not have (a provider
+extension such as ``top_k``) when it takes no extensions. What is not refused reaches
+the backend (:func:`forwarded_params`).
 """
 
 from __future__ import annotations
@@ -91,12 +93,10 @@ def validate_request(body: t.Any) -> None:
 
 
 def _check_fields(body: dict[str, t.Any]) -> None:
-    """Refuse keys OpenAI's request does not have (whatever their value, as OpenAI
-    does) and fields the gateway does not support (those only when not null)."""
-    known, stream_options, refused = _fields()
+    """Refuse fields the gateway does not support (when not null), and stream options
+    it does not know (the gateway writes the stream itself)."""
+    _, stream_options, refused = _fields()
     for name, value in body.items():
-        if name not in known:
-            raise UnknownParameter(f"Unrecognized request argument supplied: '{name}'.", param=name)
         if value is not None and name in refused:
             raise UnsupportedParameter(f"Unsupported parameter: '{name}'. {refused[name]}", name)
     if "audio" in (body.get("modalities") or ()):
@@ -127,18 +127,37 @@ def _check_logprobs(body: dict[str, t.Any]) -> None:
 
 
 def check_backend_fields(
-    body: dict[str, t.Any], taken: frozenset[str], agent_id: str, backend: str
+    body: dict[str, t.Any],
+    taken: frozenset[str],
+    extensions: bool,
+    agent_id: str,
+    backend: str,
 ) -> None:
     """Refuse, before any run, a field the routed agent's backend does not take.
 
     :param taken: the backend's :attr:`~chatcompat.agents.base.Agent.request_fields`.
-    :raise UnsupportedParameter: naming the first such field the client sent (not null).
+    :param extensions: the backend's
+        :attr:`~chatcompat.agents.base.Agent.takes_extension_fields`.
+    :raise UnsupportedParameter: naming the first optional field of OpenAI's request
+        the client sent (not null) that the backend does not take.
+    :raise UnknownParameter: naming a key OpenAI's request does not have, when the
+        backend takes no extensions.
     """
+    known = _fields()[0]
     for name, value in body.items():
-        if value is not None and name in BACKEND_FIELDS and name not in taken:
+        if value is None:
+            continue
+        if name in BACKEND_FIELDS and name not in taken:
             raise UnsupportedParameter(
                 f"Unsupported parameter: '{name}' is not taken by agent {agent_id!r}"
                 f" (backend {backend!r}); leave it out or pick another agent.",
+                param=name,
+            )
+        if name not in known and not extensions:
+            raise UnknownParameter(
+                f"Unrecognized request argument supplied: '{name}'. It is not a field of"
+                f" OpenAI's request, and agent {agent_id!r} (backend {backend!r}) takes no"
+                " provider extensions.",
                 param=name,
             )
 
@@ -208,6 +227,11 @@ def _check_tool_choice(body: dict[str, t.Any]) -> None:
 def forwarded_params(body: dict[str, t.Any]) -> dict[str, t.Any]:
     """The request fields an agent receives, normalised (SPEC 5)."""
     params = {name: body[name] for name in _AS_IS_FIELDS if body.get(name) is not None}
+    known = _fields()[0]
+    # Provider extensions (top_k...), for backends that take them (check_backend_fields).
+    params.update(
+        (name, value) for name, value in body.items() if name not in known and value is not None
+    )
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")

@@ -119,3 +119,19 @@ def test_a_backend_without_a_declaration_takes_none(client):
     assert response.status_code == 400
     error = check_error(response.get_json(), code="unsupported_parameter")
     assert error["param"] == "seed"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_pi_refuses_a_provider_extension_before_a_run(pi_client, stream):
+    client, mark = pi_client
+    response = post(client, {"messages": [user("hi")], "top_k": 5, "stream": stream})
+    assert response.status_code == 400
+    error = check_error(response.get_json(), code="unknown_parameter")
+    assert error["param"] == "top_k" and "'pi'" in error["message"]
+    assert not mark.exists()
+
+
+def test_echo_accepts_and_ignores_a_provider_extension(client):
+    response = post(client, {"messages": [user("hello there")], "top_k": 5})
+    assert response.status_code == 200
+    assert response.get_json()["choices"][0]["message"]["content"] == "hello there"

@@ -75,6 +75,9 @@ def test_forwarded_params_normalise():
         "tools": [{"type": "function", "function": {"name": "f"}}],
     }
     assert forwarded_params({"max_tokens": 3}) == {"max_tokens": 3}
+    # Keys OpenAI's request does not have go as they are (the view refuses them for
+    # backends that take no extensions); gateway fields never do.
+    assert forwarded_params({"top_k": 5, "min_p": None, "user": "u", "n": 1}) == {"top_k": 5}
     assert forwarded_params({}) == {}
 
 

@@ -268,6 +268,10 @@ class Agent:
     the backend takes: they reach it in ``AgentRequest.params``; a request that sends
     any other one (not null) is refused with 400 ``unsupported_parameter`` before the
     run, so nothing a client asked for is dropped in silence. None by default.
+    ``takes_extension_fields`` says whether keys outside OpenAI's request (provider
+    extensions such as vLLM's ``top_k`` or ``min_p``) reach the backend in
+    ``AgentRequest.params`` as they were sent; when it is False they are refused
+    (400 ``unknown_parameter``).
     """
 
     name: t.ClassVar[str] = ""
@@ -275,6 +279,7 @@ class Agent:
     # Backends that cannot take images get their image_url parts removed (and logged).
     accepts_images: t.ClassVar[bool] = False
     request_fields: t.ClassVar[frozenset[str]] = frozenset()
+    takes_extension_fields: t.ClassVar[bool] = False
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config

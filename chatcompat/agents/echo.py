@@ -35,6 +35,7 @@ class EchoAgent(Agent):
     name = "echo"
     # Accepted and ignored, on purpose (see the module docstring).
     request_fields = BACKEND_FIELDS
+    takes_extension_fields = True  # ignored as well: echo stands in for an upstream
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {

@@ -89,6 +89,9 @@ class OpenAIAgent(Agent):
     name = "openai"
     accepts_images = True
     request_fields = BACKEND_FIELDS  # all of them, sent upstream as the client sent them
+    # The upstream decides on keys OpenAI's API does not have (vLLM takes top_k,
+    # OpenAI refuses it with a 400 that comes back as it is).
+    takes_extension_fields = True
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {

@@ -845,6 +845,14 @@ def test_gateway_forwards_them_all_at_once_with_tools(gateway, fake):
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
 
+def test_provider_extensions_reach_the_upstream_as_sent(gateway, fake):
+    body = {"messages": [user("a")], "top_k": 40, "min_p": 0.05, "chat_template_kwargs": {"x": 1}}
+    assert post(gateway, body).status_code == 200
+    sent = fake.chat_requests()[-1].body
+    assert sent["top_k"] == 40 and sent["min_p"] == 0.05
+    assert sent["chat_template_kwargs"] == {"x": 1}
+
+
 @pytest.mark.parametrize(
     "extra,param,code",
     [
@@ -858,7 +866,6 @@ def test_gateway_forwards_them_all_at_once_with_tools(gateway, fake):
             "moderation",
             "unsupported_parameter",
         ),
-        ({"top_k": 40}, "top_k", "unknown_parameter"),
         ({"top_logprobs": 2}, "top_logprobs", "invalid_value"),
         ({"logit_bias": {"15": 101}}, "logit_bias.15", "invalid_value"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "invalid_value"),

@@ -307,10 +307,18 @@ def test_stream_relays_logprobs_per_chunk_and_usage_details(client, fake):
     assert sent.body["parallel_tool_calls"] is False
 
 
+def test_extra_body_extensions_reach_the_upstream(client, fake):
+    mark = marker()
+    client.chat.completions.create(
+        model="openclaw", messages=[user(f"extension {mark}")], extra_body={"top_k": 5}
+    )
+    (sent,) = fake.chat_requests_mentioning(mark)
+    assert sent.body["top_k"] == 5
+
+
 @pytest.mark.parametrize(
     "fields,param",
     [
-        ({"extra_body": {"top_k": 5}}, "top_k"),
         ({"modalities": ["text", "audio"], "audio": {"voice": "ash", "format": "mp3"}}, "audio"),
         ({"top_logprobs": 3}, "top_logprobs"),
     ],
