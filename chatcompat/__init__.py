@@ -34,6 +34,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     from . import api
     from . import errors
     from . import ops
+    from . import redaction
     from .config import Settings as SettingsClass
     from .config import load_settings
     from .config import settings_from_document
@@ -45,6 +46,8 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     elif not isinstance(settings, SettingsClass):
         settings = settings_from_document(settings, environ=os.environ)
 
+    # Before anything can log or answer: no configured secret may leave the gateway.
+    redaction.protect(settings)
     app = Flask(__name__)
     app.extensions["chatcompat"] = Gateway(settings)
     _configure_logging()
