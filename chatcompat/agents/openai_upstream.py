@@ -100,7 +100,9 @@ class OpenAIAgent(Agent):
             "headers": {
                 "type": "object",
                 "propertyNames": {"pattern": _HEADER_NAME},
-                "additionalProperties": {"type": "string", "pattern": "^[^\\r\\n]*$"},
+                # Control characters and surrounding whitespace are refused by the
+                # config loader, without quoting the value (chatcompat.config).
+                "additionalProperties": {"type": "string"},
                 "description": "Extra request headers (they win over the defaults).",
             },
             "params": {
