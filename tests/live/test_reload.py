@@ -26,6 +26,8 @@ from tests.live.conftest import wait_until
 from tests.wire import parse_sse
 from tests.wire import stream_text
 
+pytestmark = pytest.mark.live
+
 RELOAD_SECONDS = 30.0  # new workers booted and the old ones gone, on a loaded machine
 SECRET = "sk-reload-secret-0123456789abcdef"
 
