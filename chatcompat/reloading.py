@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import typing as t
 
+from . import redaction
 from .config import ConfigError
 from .config import load_settings
 
@@ -51,6 +52,7 @@ def load_initial(environ: t.Mapping[str, str] | None = None) -> Settings:
     """
     global _accepted
     _accepted = load_settings(None, environ)
+    redaction.protect(_accepted, environ)  # the master's own log lines too
     return _accepted
 
 
@@ -78,6 +80,7 @@ def reload(log: _Log, environ: t.Mapping[str, str] | None = None) -> Settings:
         )
         return previous
     _accepted = settings
+    redaction.protect(settings, environ)
     log.info("chatcompat: config: reloaded %s", settings.config_path or "(built-in defaults)")
     if (settings.bind, settings.port) != (previous.bind, previous.port):
         log.warning(
