@@ -38,7 +38,7 @@ if t.TYPE_CHECKING:
 REDACTED = "<redacted>"
 MIN_LENGTH = 8
 LEADING_PART = 20
-# An option, header or variable named like this holds a secret.
+# A header or environment variable named like this holds a secret.
 SECRET_NAME = re.compile(r"auth|key|token|secret|passw|credential|cookie", re.I)
 # An option holding a secret itself (apiKey, models.providers.*.apiKey...); other
 # options are too varied (maxTokensField holds "max_tokens") to go by SECRET_NAME.
