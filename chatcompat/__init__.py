@@ -28,8 +28,10 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     """Build the WSGI app.
 
     :param settings: a :class:`~chatcompat.config.Settings`, a configuration
-        document (validated like a config file), or None to load the config file
-        the usual way (``--config``/``$CHATCOMPAT_CONFIG``/... see SPEC 1).
+        document (validated like a config file), or None: in a gunicorn worker of
+        ``chatcompat serve``, what the master accepted (:mod:`chatcompat.reloading`),
+        else the config file found the usual way (``--config``/``$CHATCOMPAT_CONFIG``/...
+        see SPEC 1).
     :raise ConfigError: when the configuration is unusable.
     """
     import os
@@ -37,6 +39,8 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     from . import api
     from . import errors
     from . import ops
+    from . import redaction
+    from . import reloading
     from .config import Settings as SettingsClass
     from .config import load_settings
     from .config import settings_from_document
@@ -45,10 +49,14 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     from .requestlog import RequestRecord
 
     if settings is None:
-        settings = load_settings()
+        # Under chatcompat's gunicorn config the master has read the file (and keeps
+        # its last good version across reloads); otherwise read it now.
+        settings = reloading.accepted() or load_settings()
     elif not isinstance(settings, SettingsClass):
         settings = settings_from_document(settings, environ=os.environ)
 
+    # Before anything can log or answer: no configured secret may leave the gateway.
+    redaction.protect(settings)
     app = Flask(__name__)
     app.wsgi_app = RequestEnd(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions["chatcompat"] = Gateway(settings)

@@ -131,6 +131,17 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _SECRET_KEY = re.compile(r"(auth|token|password|secret|api_?key|authorization|credentials?)$", re.I)
 
 
+# A secret or header value that cannot be sent as it is (http.client would refuse it,
+# quoting it in its error, or the upstream would not recognise it): a start-up problem,
+# whose message never shows the value.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNSENDABLE = "has control characters or leading/trailing whitespace (value not shown)"
+
+
+def _unsendable(value: t.Any) -> bool:
+    return isinstance(value, str) and (value != value.strip() or bool(_CONTROL.search(value)))
+
+
 class _NonFinite(Exception):
     """NaN or Infinity: valid JSON5, but they slip through every range check."""
 
@@ -237,7 +248,7 @@ def settings_from_document(
     fields.update(_listen_address(doc, environ, problems))
     fields.update(_auth(doc, environ, fields.get("bind", Settings.bind), problems))
     fields["trusted_proxies"] = _trusted_proxies(doc, problems)
-    fields.update(_agents(doc, problems))
+    fields.update(_agents(doc, environ, problems))
     fields["session_store"] = _store_url(doc, environ, config_path, problems)
     if problems:
         problems.sort(key=lambda problem: [(isinstance(key, str), key) for key in problem[0]])
@@ -392,12 +403,19 @@ def _auth(
         if not isinstance(given, str):
             return {}  # the schema reported it
         names = (f"CHATCOMPAT_GATEWAY_{mode.upper()}", f"OPENCLAW_GATEWAY_{mode.upper()}")
-        candidates = (given, *(environ.get(name, "") for name in names))
-        secret = next((c.strip() for c in candidates if c.strip()), None)
-        if secret is None:
+        sources = (
+            (("gateway", "auth", mode), given),
+            *(((name,), environ.get(name, "")) for name in names),
+        )
+        # The first one that is not blank is the secret; only that one is checked.
+        chosen = next(((path, value) for path, value in sources if value.strip()), None)
+        if chosen is None:
             message = f"{mode} mode needs a {mode} (set gateway.auth.{mode} or {names[1]})"
             problems.append((("gateway", "auth", mode), message))
-        return {"auth_secret": secret}
+            return {"auth_secret": None}
+        if _unsendable(chosen[1]):
+            problems.append((chosen[0], _UNSENDABLE))
+        return {"auth_secret": chosen[1]}
     if mode == "none" and not _is_loopback(bind) and auth.get("allowUnauthenticated") is not True:
         message = (
             f"mode 'none' on the non-loopback address {bind!r} lets anyone reach the agents;"
@@ -440,7 +458,9 @@ def _trusted_proxies(doc: t.Mapping[str, t.Any], problems: list[_Problem]) -> tu
     return tuple(normalized)
 
 
-def _agents(doc: t.Mapping[str, t.Any], problems: list[_Problem]) -> dict[str, t.Any]:
+def _agents(
+    doc: t.Mapping[str, t.Any], environ: t.Mapping[str, str], problems: list[_Problem]
+) -> dict[str, t.Any]:
     entries = _lookup(doc, ("agents", "list"))
     defaults = _lookup(doc, ("agents", "defaults"))
     defaults = defaults if isinstance(defaults, dict) else {}
@@ -449,7 +469,11 @@ def _agents(doc: t.Mapping[str, t.Any], problems: list[_Problem]) -> dict[str, t
     default_at: int | None = None
     for index, entry in enumerate(entries if isinstance(entries, list) else ()):
         at: _Path = ("agents", "list", index)
-        agent = _agent(at, {**defaults, **entry}, problems) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            continue
+        merged = {**defaults, **entry}
+        problems.extend(_secret_problems(at, merged, environ))
+        agent = _agent(at, merged, problems)
         if agent is None:
             continue
         if agent.id in first_at:
@@ -493,6 +517,27 @@ def _agent(at: _Path, merged: dict[str, t.Any], problems: list[_Problem]) -> Age
     backend = backend if isinstance(backend, str) else ""
     default = merged.get("default") is True
     return AgentConfig(id=agent_id, backend=backend, options=options, default=default, **kwargs)
+
+
+def _secret_problems(
+    at: _Path, merged: t.Mapping[str, t.Any], environ: t.Mapping[str, str]
+) -> list[_Problem]:
+    """An agent's key (``apiKey``, else the variable ``apiKeyEnv`` names when it is set)
+    and its header values must be sendable as they are (any backend: the convention
+    of :meth:`~chatcompat.agents.base.Agent.api_key`)."""
+    problems: list[_Problem] = []
+    key, variable = merged.get("apiKey"), merged.get("apiKeyEnv")
+    if _unsendable(key):
+        problems.append(((*at, "apiKey"), _UNSENDABLE))
+    elif not key and isinstance(variable, str):
+        value = environ.get(variable, "")  # unset or blank: the run says so
+        if value.strip() and _unsendable(value):
+            problems.append(((*at, "apiKeyEnv"), f"the variable {variable} {_UNSENDABLE}"))
+    headers = merged.get("headers")
+    for name, value in headers.items() if isinstance(headers, dict) else ():
+        if _unsendable(value):
+            problems.append(((*at, "headers", name), _UNSENDABLE))
+    return problems
 
 
 def _options_problems(

@@ -39,6 +39,8 @@ import typing as t
 from flask import Response
 from werkzeug.exceptions import HTTPException
 
+from . import redaction
+
 if t.TYPE_CHECKING:
     from flask import Flask
 
@@ -60,14 +62,10 @@ class APIError(Exception):
         self.param = param
 
     def to_dict(self) -> dict[str, t.Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        """The envelope, without any configured secret (upstreams quote keys): the JSON
+        error and the stream's error frame are both made from it."""
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": redaction.SECRETS.redact_value(error)}
 
     def headers(self) -> dict[str, str]:
         return {}

@@ -33,11 +33,12 @@ if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatcompat-metrics-")
 _METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
-from chatcompat.config import ConfigError  # noqa: E402  (after the env setup above)
-from chatcompat.config import load_settings  # noqa: E402
+from chatcompat import reloading  # noqa: E402  (after the env setup above)
+from chatcompat.config import ConfigError  # noqa: E402
 
+# The master reads the config; the workers serve what it accepted (chatcompat.reloading).
 try:
-    _settings = load_settings()
+    _settings = reloading.load_initial()
 except ConfigError as exc:
     for problem in exc.problems:
         print(f"chatcompat: config: {problem}", file=sys.stderr)
@@ -103,6 +104,12 @@ def on_starting(server: t.Any) -> None:
         path = os.path.join(_METRICS_DIR, name)
         if name.endswith(".db"):
             os.unlink(path)
+
+
+def on_reload(server: object) -> None:
+    # SIGHUP, before the new workers are forked: a file that no longer validates is
+    # logged and the workers keep the last good config (gunicorn would halt on them).
+    reloading.reload(server.log)  # type: ignore[attr-defined]
 
 
 def child_exit(server: object, worker: object) -> None:

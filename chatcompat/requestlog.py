@@ -13,6 +13,7 @@ import time
 import typing as t
 
 from . import metrics
+from . import redaction
 
 if t.TYPE_CHECKING:
     from .agents.base import Usage
@@ -36,9 +37,13 @@ class JsonFormatter(logging.Formatter):
             line.update(record.msg)
         else:
             line["message"] = record.getMessage()
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"), default=str)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # chatcompat.redaction puts the redacted traceback here
+            line["exception"] = record.exc_text
+        # The record was redacted when it was made (chatcompat.redaction); the line is
+        # checked again in case a record came from elsewhere.
+        return redaction.redact(json.dumps(line, separators=(",", ":"), default=str))
 
 
 def session_hash(session_key: str) -> str:

@@ -15,6 +15,8 @@ or for one request (a directive in its last user text, e.g. ``[[status:401]]``):
     cut:<n>          send n words, then drop the connection (no end of body)
     malformed:<n>    send n words, then a data line that is not JSON
     error-frame:<n>  send n words, then an OpenAI error event and [DONE]
+    quote-key[:<n>]  error messages (status, error-frame) quote the request's bearer
+                     key, or its first n characters, as some upstreams do
     tools            answer with two tool calls (finish_reason tool_calls)
     flood            stream 8 KiB content pieces without end, until the client goes away
     finish:<reason>  finish_reason to send [stop]
@@ -220,7 +222,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if knobs.get("status"):
             status = int(knobs["status"])
             details = ERRORS.get(status, (f"fake error {status}", "server_error", "fake", None))
-            self._send_json(status, _error(*details))
+            self._send_json(status, _error(self._quoting_key(details[0], knobs), *details[1:]))
             return f"status:{status}"
         if knobs.get("plain"):
             self._send(int(knobs["plain"]), "text/plain", b"something went wrong")
@@ -257,7 +259,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._end()
                 return "malformed"
             if index == error_at:
-                self._frame({"error": {"message": "The model crashed.", "type": "server_error"}})
+                message = self._quoting_key("The model crashed.", knobs)
+                self._frame({"error": {"message": message, "type": "server_error"}})
                 self._frame("[DONE]")
                 self._end()
                 return "error_frame"
@@ -276,6 +279,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._frame("[DONE]")
         self._end()
         return "completed"
+
+    def _quoting_key(self, message: str, knobs: dict[str, t.Any]) -> str:
+        quote = knobs.get("quote-key")
+        if not quote:
+            return message
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if quote is not True:
+            key = key[: int(quote)]
+        return f"{message} Incorrect API key provided: {key}"
 
     # -- writing -----------------------------------------------------------------------
 

@@ -452,12 +452,12 @@ def test_problem_at_the_root_is_labelled():
     ("in_file", "environ", "expected"),
     [
         ("file", {}, "file"),
-        ("  file  ", {}, "file"),
         ("file", {"CHATCOMPAT_GATEWAY_X": "cc", "OPENCLAW_GATEWAY_X": "oc"}, "file"),
         (None, {"CHATCOMPAT_GATEWAY_X": "cc", "OPENCLAW_GATEWAY_X": "oc"}, "cc"),
-        (None, {"OPENCLAW_GATEWAY_X": " oc\n"}, "oc"),
         ("", {"OPENCLAW_GATEWAY_X": "oc"}, "oc"),
         ("   ", {"CHATCOMPAT_GATEWAY_X": " ", "OPENCLAW_GATEWAY_X": "oc"}, "oc"),
+        # Only the secret in use is checked (see test_unsendable_gateway_secret...).
+        ("file", {"OPENCLAW_GATEWAY_X": " oc\n"}, "file"),
     ],
 )
 def test_secret_from_file_then_env(mode, in_file, environ, expected):
@@ -812,3 +812,85 @@ def test_url_credentials_never_appear_in_problems():
     text = str(caught.value)
     assert "agents.list[0].baseUrl" in text
     assert "s3cret-pw" not in text and "alice" not in text
+
+
+# --- secrets and header values that cannot be sent as they are ------------------------
+
+UNSENDABLE = [
+    "sk-with-a-newline\n0123456789",
+    " sk-leading-space-0123456789",
+    "sk-trailing-newline-0123456789\n",
+    "sk-trailing-tab-0123456789\t",
+    "sk-nul\x00-0123456789",
+    "sk-del\x7f-0123456789",
+]
+UPSTREAM = {"id": "up", "backend": "openai", "baseUrl": "http://127.0.0.1:9/v1", "model": "m"}
+PI = {"id": "up", "backend": "pi", "baseUrl": "http://127.0.0.1:9/v1", "model": "m"}
+
+
+def _core(value):
+    """The part of the value a leaked message would show."""
+    return value.strip().split("\n")[0].split("\x00")[0].split("\x7f")[0]
+
+
+@pytest.mark.parametrize("value", UNSENDABLE)
+@pytest.mark.parametrize(
+    ("doc", "path"),
+    [
+        (lambda v: {"gateway": {"auth": {"token": v}}}, "gateway.auth.token"),
+        (
+            lambda v: {"gateway": {"auth": {"mode": "password", "password": v}}},
+            "gateway.auth.password",
+        ),
+        (lambda v: agents_doc({**UPSTREAM, "apiKey": v}), "agents.list[0].apiKey"),
+        (lambda v: agents_doc({**PI, "apiKey": v}), "agents.list[0].apiKey"),
+        (lambda v: agents_doc(UPSTREAM, defaults={"apiKey": v}), "agents.list[0].apiKey"),
+        (
+            lambda v: agents_doc(
+                {**UPSTREAM, "headers": {"Authorization": v.replace("sk-", "Bearer sk-")}}
+            ),
+            "agents.list[0].headers.Authorization",
+        ),
+        (
+            lambda v: agents_doc({**UPSTREAM, "headers": {"X-Custom": v}}),
+            "agents.list[0].headers.X-Custom",
+        ),
+    ],
+)
+def test_unsendable_secret_is_a_problem_at_its_path_without_its_value(doc, path, value):
+    found = problems(doc(value))
+    assert found == [
+        f"{path}: has control characters or leading/trailing whitespace (value not shown)"
+    ]
+    assert _core(value) not in found[0]
+
+
+@pytest.mark.parametrize("value", UNSENDABLE)
+@pytest.mark.parametrize("mode", ["token", "password"])
+@pytest.mark.parametrize("variable", ["CHATCOMPAT_GATEWAY_X", "OPENCLAW_GATEWAY_X"])
+def test_unsendable_gateway_secret_from_the_environment(value, mode, variable):
+    variable = variable.replace("X", mode.upper())
+    doc = {"gateway": {"auth": {"mode": mode}}}
+    found = problems(doc, environ={variable: value})
+    assert found == [
+        f"{variable}: has control characters or leading/trailing whitespace (value not shown)"
+    ]
+    assert _core(value) not in found[0]
+
+
+@pytest.mark.parametrize("value", UNSENDABLE)
+@pytest.mark.parametrize("agent", [UPSTREAM, PI])
+def test_unsendable_key_in_the_api_key_variable(agent, value):
+    doc = agents_doc({**agent, "apiKeyEnv": "UPSTREAM_KEY"})
+    found = problems(doc, environ={**TOKEN_ENV, "UPSTREAM_KEY": value})
+    assert found == [
+        "agents.list[0].apiKeyEnv: the variable UPSTREAM_KEY has control characters or"
+        " leading/trailing whitespace (value not shown)"
+    ]
+    assert _core(value) not in found[0]
+
+
+def test_an_unset_api_key_variable_is_left_to_the_run():
+    # It is read again when the agent runs (and may be set by then in a worker).
+    doc = agents_doc({**UPSTREAM, "apiKeyEnv": "UPSTREAM_KEY"})
+    assert build(doc).agents[0].options["apiKeyEnv"] == "UPSTREAM_KEY"

@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 import typing as t
+
+from .. import redaction
 
 if t.TYPE_CHECKING:
     from ..config import AgentConfig
@@ -71,6 +74,8 @@ BACKEND_FIELDS: frozenset[str] = frozenset(
         "prompt_cache_options",
     }
 )
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,17 +301,28 @@ class Agent:
         """The upstream key from the options ``apiKey`` or ``apiKeyEnv`` (read now, from
         the gateway's environment); None when neither is set.
 
-        :raise AgentError: ``apiKeyEnv`` names a variable that is unset or empty.
+        :raise AgentError: ``apiKeyEnv`` names a variable that is unset, empty or holds
+            control characters (the message never quotes it).
         """
         key = self.config.options.get("apiKey")
         variable = self.config.options.get("apiKeyEnv")
+        source = "apiKey"
         if variable and not key:
+            source = f"the environment variable {variable} (apiKeyEnv)"
             key = os.environ.get(variable, "").strip()
             if not key:
                 raise AgentError(
                     f"The API key of agent {self.config.id!r} is missing: the environment"
                     f" variable {variable} (apiKeyEnv) is not set in the gateway's environment."
                 )
+        # The variable may have changed since the app was built: protect what is sent.
+        redaction.SECRETS.add(key)
+        if key and _CONTROL.search(key):
+            # It cannot go in a header, and the error saying so would quote it.
+            raise AgentError(
+                f"The API key of agent {self.config.id!r} is unusable: {source} holds"
+                " control characters."
+            )
         return key or None
 
     def close(self) -> None:

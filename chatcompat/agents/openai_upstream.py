@@ -32,7 +32,6 @@ import contextlib
 import http.client
 import json
 import logging
-import re
 import threading
 import typing as t
 import urllib.parse
@@ -71,7 +70,6 @@ DRAIN_SECONDS = 2.0  # after [DONE], how long the end of the body may take
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
 # OpenAI's values; another one (some compatible server's own) would break the client's schema.
 SERVICE_TIERS = {"auto", "default", "flex", "scale", "priority", "fast"}
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.I)
 _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 # scheme://host[:port][/path][?query]; no user:password@ (it would end up in messages).
 _BASE_URL = (
@@ -112,7 +110,9 @@ class OpenAIAgent(Agent):
             "headers": {
                 "type": "object",
                 "propertyNames": {"pattern": _HEADER_NAME},
-                "additionalProperties": {"type": "string", "pattern": "^[^\\r\\n]*$"},
+                # Control characters and surrounding whitespace are refused by the
+                # config loader, without quoting the value (chatcompat.config).
+                "additionalProperties": {"type": "string"},
                 "description": "Extra request headers (they win over the defaults).",
             },
             "params": {
@@ -181,7 +181,7 @@ class OpenAIAgent(Agent):
                 conn, response = self._send(pool, body, headers, hold)
                 content_type = response.getheader("Content-Type", "").lower()
                 if response.status != 200:
-                    raise self._refusal(response, headers)
+                    raise self._refusal(response)
                 if content_type.startswith("text/html"):
                     raise AgentError(
                         f"The upstream {self._where} answered a web page, not an event stream:"
@@ -327,17 +327,17 @@ class OpenAIAgent(Agent):
                 conn.close()
                 raise
 
-    def _refusal(self, response: http.client.HTTPResponse, headers: dict[str, str]) -> AgentError:
-        """The error for a non-200 answer (its body is read, up to a limit)."""
+    def _refusal(self, response: http.client.HTTPResponse) -> AgentError:
+        """The error for a non-200 answer (its body is read, up to a limit).
+
+        Some upstreams quote the key they refused: the message keeps it, and the
+        gateway redacts it wherever text leaves (chatcompat.redaction).
+        """
         raw = response.read(MAX_ERROR_BODY)
         status = response.status
         message, kind, code, param = _error_details(raw)
         if not message:
             message = f"{response.reason or 'no message'} (POST {self._path})"
-        for name, value in headers.items():
-            # Some upstreams quote the key they refused; it must not reach the client.
-            if _SECRET_HEADER.search(name) and len(value) >= 8:
-                message = message.replace(value.removeprefix("Bearer "), "<redacted>")
         log.warning("upstream %s answered %d", self._where, status)
         if 400 <= status < 500:
             if status in (401, 403):

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from chatcompat import redaction
 from chatcompat.agents import backend_class
 from chatcompat.agents.base import AgentError
 from chatcompat.agents.base import AgentRejected
@@ -383,7 +384,13 @@ def test_upstream_quoting_the_key_is_redacted(fake):
             run(agent, request(user("a")))
     finally:
         module.ERRORS[401] = original
-    assert KEY not in caught.value.message and "<redacted>" in caught.value.message
+    # The message keeps what the upstream said; the key it read is known to the
+    # process's redactor, which every error envelope and log line goes through.
+    assert KEY in caught.value.message
+    assert redaction.redact(caught.value.message) == (
+        f"The upstream 127.0.0.1:{fake.port} refused the gateway's credentials for agent"
+        " 'up' (401): Incorrect API key provided: <redacted>."
+    )
 
 
 def test_4xx_without_an_openai_body(fake):
