@@ -476,7 +476,7 @@ def test_a_refused_prompt_is_an_error_and_the_process_stays(command):
 
 def test_close_stops_every_process_and_removes_their_directories(command, fake):
     agent = make_agent("closing", command=command, baseUrl=fake.base_url, model="m", poolSize=2)
-    holding = agent.run(request(user(f"[[delay:0.1]] {'word ' * 20}")), Cancellation())
+    holding = agent.run(request(user(f"[[delay:1]] {'word ' * 20}")), Cancellation())
     next(holding)
     list(agent.run(request(user("second")), Cancellation()))
     pids = agent.pool_stats()["pids"]
