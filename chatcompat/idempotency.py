@@ -11,7 +11,10 @@ a timeout, a 503, a dropped connection) without the agent running twice:
 - the finished request's reply is stored in the same atomic write as its turn and
   lives as long as that session; a repeat gets it back without a run, as JSON or
   replayed as a stream (same id, created and model), whichever the repeat asks for;
-- a request that failed stored nothing and frees its key: a repeat runs;
+- a request that failed stored nothing and frees its key: a repeat runs. One whose
+  turn write had an unknown outcome (503 "may not have been stored") keeps its claim
+  until the claim expires (30 s): a repeat gets the reply once that write has
+  landed, 409 while it is unsettled, and runs again if it never lands;
 - a repeat must be the same request: the same agent, the same session (header or
   ``user``; none for a stateless request) and the same body apart from ``stream``
   and ``stream_options``. Anything else gets 422 ``idempotency_key_reused``.

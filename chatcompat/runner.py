@@ -128,6 +128,7 @@ class Run:
         self._turn_id = uuid.uuid4().hex
         self._locked = False
         self._claimed = False
+        self._write_unknown = False  # a turn write whose outcome nobody knows
         self._lock_renewed = 0.0
         self._closed = False
         self._finished = False
@@ -392,6 +393,7 @@ class Run:
             except StoreUnavailable as exc:
                 log.warning("session store unavailable while storing a turn: %s", exc)
                 if attempt == TURN_WRITE_ATTEMPTS:
+                    self._write_unknown = True
                     raise errors.TurnMayNotBeStored(keyed=keyed is not None) from exc
                 time.sleep(TURN_WRITE_PAUSE_SECONDS * attempt)  # cooperative under gevent
                 continue
@@ -399,6 +401,7 @@ class Run:
                 # This attempt stored nothing, but an earlier one may have.
                 log.error("session store error: %s", exc)
                 if attempt > 1:
+                    self._write_unknown = True
                     raise errors.TurnMayNotBeStored(keyed=keyed is not None) from exc
                 message = "The session store could not save or read this turn."
                 raise errors.APIError(message) from exc
@@ -504,15 +507,18 @@ class Run:
         return data
 
     def close(self) -> None:
-        """Cancel the agent if it is still running and release the session lock."""
+        """Cancel the agent if it is still running; release the session lock and the
+        idempotency claim."""
         if self._closed:
             return
         self._closed = True
         self._cancel.cancel()
-        if self._claimed and not self._finished and self.idempotency is not None:
-            # Nothing was stored (or, after TurnMayNotBeStored, perhaps it was: the
-            # store drops only a claim, never a finished reply): the key is free.
-            self._claimed = False
+        claimed, self._claimed = self._claimed, False
+        if claimed and not self._finished and not self._write_unknown and self.idempotency:
+            # Nothing was stored: the key is free at once. After a write with an
+            # unknown outcome the claim stays until it expires: a write that Redis
+            # still holds may land after a release sent later (a paused Redis serves
+            # its queued connections in any order), and the key must not run twice.
             try:
                 self.store.release_idempotency(self.idempotency.scope, self._owner)
             except Exception:

@@ -153,9 +153,10 @@ class LostReplies:
     """Wraps a store: the first ``failures`` turn writes are applied, then raise as if
     their reply had been lost (a timeout after Redis ran the command)."""
 
-    def __init__(self, store, failures):
+    def __init__(self, store, failures, lands=True):
         self.store = store
         self.failures = failures
+        self.lands = lands
         self.turn_ids = []
 
     def __getattr__(self, name):
@@ -163,7 +164,8 @@ class LostReplies:
 
     def append_turn(self, *args, **kwargs):
         self.turn_ids.append(kwargs["turn_id"])
-        self.store.append_turn(*args, **kwargs)
+        if self.lands:
+            self.store.append_turn(*args, **kwargs)
         if len(self.turn_ids) <= self.failures:
             raise StoreUnavailable("Timeout reading from socket")
 
@@ -197,6 +199,24 @@ def test_a_turn_write_that_stays_unknown_says_it_may_not_be_stored(settings, sto
     if keyed:  # the write did land: the key replays it
         record = store.claim_idempotency("scope", "retry", "fp", 30)
         assert record.reply["choices"][0]["message"]["content"] == "a b"
+
+
+def test_after_an_unknown_write_the_claim_stays_until_it_expires(settings, store):
+    # Releasing it could overtake a write still queued in a paused Redis: a repeat
+    # would run the agent again while that write lands after all.
+    run = make_run(
+        settings,
+        LostReplies(store, failures=99, lands=False),
+        SCRIPTED_AGENT,
+        idempotency=Idempotency("scope", "fp"),
+    )
+    assert run.claim() is None
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+    with pytest.raises(errors.TurnMayNotBeStored):
+        run.complete()
+    assert store.transcript("agent:scripted:k") == []
+    assert store.claim_idempotency("scope", "retry", "fp", 30).running
+    assert store.acquire_lock("agent:scripted:k", "other", 5)  # the session lock is free
 
 
 def test_a_stream_whose_turn_write_stays_unknown_ends_with_that_error(settings, store):
