@@ -261,3 +261,10 @@ def test_a_malformed_key_is_400_before_anything_runs(client, agent_log, key):
 
 def test_the_longest_key_is_fine(client, agent_log):
     assert post(client, body(), key="k" * 255).status_code == 200
+
+
+def test_the_openapi_document_names_the_header(client):
+    operation = client.get("/openapi.json").get_json()["paths"][CHAT]["post"]
+    assert "Idempotency-Key" in [parameter["name"] for parameter in operation["parameters"]]
+    assert "422" in operation["responses"]
+    assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
