@@ -14,6 +14,7 @@ from flask import g
 from flask import request
 
 from . import errors
+from . import idempotency
 from . import metrics
 from . import protocol
 from .gateway import Gateway
@@ -25,6 +26,7 @@ from .routing import agent_id_from_model
 from .routing import resolve_agent
 from .routing import session_key
 from .runner import Run
+from .sessions.base import IdempotencyRecord
 from .sessions.base import StoreUnavailable as StoreUnreachable
 from .streaming import SSE_CONTENT_TYPE
 from .streaming import SSE_HEADERS
@@ -47,6 +49,7 @@ def chat_completions() -> Response:
         conversation = split_request(body["messages"])
     except MissingUserMessage as exc:
         raise errors.InvalidRequest(str(exc), param="messages") from exc
+    idempotency_key = idempotency.read_key(request.headers.get(idempotency.HEADER))
     agent_config = resolve_agent(
         gateway.settings,
         request.headers.get("x-openclaw-agent-id", request.headers.get("x-openclaw-agent")),
@@ -68,6 +71,13 @@ def chat_completions() -> Response:
     record.agent = agent_config.id
     record.session_key = key
     record.stream = body.get("stream") is True
+    include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+    keyed = None
+    if idempotency_key is not None:
+        named_session = key if sticky else None
+        keyed = idempotency.for_request(
+            g.principal, idempotency_key, agent_config.id, named_session, body
+        )
     run = Run(
         settings=gateway.settings,
         store=gateway.store,
@@ -78,17 +88,35 @@ def chat_completions() -> Response:
         model=body.get("model", "openclaw"),
         client_socket=request.environ.get("gunicorn.socket"),
         record=record,
+        idempotency=keyed,
     )
+    stored = run.claim()
+    if stored is not None:
+        return _replay(stored, include_usage)
     run.start(conversation, forwarded_params(body))
     if not record.stream:
         return Response(protocol.dumps_bytes(run.complete()), content_type="application/json")
-    include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     # The generator may never start (client gone before the first byte, a failure
     # after this view): the lock and the gauge are given back when the request ends.
     on_request_end(request.environ, run.close)
     metrics.ACTIVE_STREAMS.inc()
     on_request_end(request.environ, metrics.ACTIVE_STREAMS.dec)
     return Response(run.sse(include_usage), content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)
+
+
+def _replay(stored: IdempotencyRecord, include_usage: bool) -> Response:
+    """The stored reply of an earlier request with the same Idempotency-Key, in the
+    form this request asks for; nothing runs."""
+    assert stored.reply is not None and stored.session_key is not None
+    g.record.session_key = stored.session_key
+    g.record.outcome = "replayed"
+    if g.record.stream:
+        body = idempotency.replay_stream(stored.reply, include_usage)
+        response = Response(body, content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)
+    else:
+        response = json_response(stored.reply)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @bp.route("/models", methods=ANY_METHOD)
@@ -119,7 +147,10 @@ def _enabled_gateway(allowed: str) -> Gateway:
         request.remote_addr, request.headers.get("x-forwarded-for")
     )
     try:
-        authenticator.check(request.headers.get("authorization"), client, gateway.store)
+        # The principal scopes per-credential state (Idempotency-Key) in the views.
+        g.principal = authenticator.check(
+            request.headers.get("authorization"), client, gateway.store
+        )
     except errors.TooManyAuthFailures:
         metrics.AUTH_FAILURES.labels("locked_out").inc()
         raise

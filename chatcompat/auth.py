@@ -24,6 +24,10 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The principals check() names: what scopes per-credential state (idempotency keys).
+OPERATOR = "operator"  # the gateway token or password
+ANONYMOUS = "anonymous"  # auth mode none
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -47,17 +51,19 @@ class Authenticator:
     def _digest(self, value: str) -> bytes:
         return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).digest()
 
-    def check(self, authorization: str | None, client: str, store: SessionStore) -> None:
+    def check(self, authorization: str | None, client: str, store: SessionStore) -> str:
         """Let the request through or raise.
 
         :param authorization: the raw ``Authorization`` header.
         :param client: the client address (see :meth:`client_address`).
+        :return: the principal: :data:`OPERATOR` for the gateway's credential,
+            :data:`ANONYMOUS` in mode ``none``.
         :raise TooManyAuthFailures: while the client is locked out.
         :raise AuthenticationFailed: for a missing or wrong credential.
         :raise StoreUnavailable: when the lockout state cannot be read or written.
         """
         if self.mode == "none":
-            return
+            return ANONYMOUS
         limited = self.rate_limit is not None and not (
             self.rate_limit.exempt_loopback and is_loopback(client)
         )
@@ -74,6 +80,7 @@ class Authenticator:
             raise AuthenticationFailed("Invalid credential.")
         if limited:
             store.clear_auth_failures(client)
+        return OPERATOR
 
     def client_address(self, peer: str | None, forwarded_for: str | None) -> str:
         """The client's address: the socket peer, or the rightmost untrusted

@@ -13,18 +13,22 @@ Tree::
     │   ├── UnsupportedParameter      400 unsupported_parameter (the gateway or the
     │   │                             routed agent's backend does not take the field)
     │   ├── UnsupportedValue          400 unsupported_value (modalities audio...)
-    │   └── InvalidSessionKey         400 invalid_session_key
+    │   ├── InvalidSessionKey         400 invalid_session_key
+    │   └── InvalidIdempotencyKey     400 invalid_idempotency_key
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
     ├── NotFound                      404 not_found
     │   ├── EndpointDisabled          404 endpoint_disabled
     │   └── ModelNotFound             404 model_not_found
     ├── MethodNotAllowed              405 method_not_allowed (+ Allow)
     ├── SessionBusy                   409 session_busy
+    ├── IdempotencyKeyInUse           409 idempotency_key_in_use
     ├── PayloadTooLarge               413 payload_too_large
+    ├── IdempotencyKeyReused          422 idempotency_key_reused
     ├── TooManyAuthFailures           429 rate_limit_error (+ Retry-After)
     ├── UpstreamRejected              upstream's 4xx status, type and code
     ├── UpstreamFailed                502 api_error / upstream_error
     ├── StoreUnavailable              503 api_error / store_unavailable
+    │   └── TurnMayNotBeStored        503 store_unavailable (the turn's write failed)
     ├── AgentUnavailable              503 api_error / agent_unavailable (+ Retry-After)
     └── GatewayTimeout                504 api_error / timeout
 """
@@ -112,6 +116,10 @@ class InvalidSessionKey(InvalidRequest):
     code = "invalid_session_key"
 
 
+class InvalidIdempotencyKey(InvalidRequest):
+    code = "invalid_idempotency_key"
+
+
 class AuthenticationFailed(APIError):
     status = 401
     type = "authentication_error"
@@ -161,6 +169,26 @@ class SessionBusy(APIError):
     message = "Another run on this session is still in progress; retry when it has finished."
 
 
+class IdempotencyKeyInUse(APIError):
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_key_in_use"
+    message = (
+        "A request with this Idempotency-Key is still running; retry when it has finished "
+        "to get its reply."
+    )
+
+
+class IdempotencyKeyReused(APIError):
+    status = 422
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
+    message = (
+        "This Idempotency-Key was already used for a different request (another agent, "
+        "session or body). Send a new key with a new request."
+    )
+
+
 class PayloadTooLarge(APIError):
     status = 413
     type = "invalid_request_error"
@@ -203,6 +231,21 @@ class StoreUnavailable(APIError):
     status = 503
     code = "store_unavailable"
     message = "The session store is unavailable; nothing was run or stored. Retry later."
+
+
+class TurnMayNotBeStored(StoreUnavailable):
+    """The store failed while (or after) the turn was written: the outcome is unknown."""
+
+    def __init__(self, keyed: bool) -> None:
+        retry = (
+            "Retry with the same Idempotency-Key to get its reply without running it again."
+            if keyed
+            else "A retry runs it again; send an Idempotency-Key to make retries safe."
+        )
+        super().__init__(
+            "The session store failed while saving this turn: the turn may not have been "
+            f"stored. {retry}"
+        )
 
 
 class AgentUnavailable(APIError):

@@ -113,6 +113,7 @@ def openapi_document() -> dict[str, t.Any]:
                             "x-openclaw-agent",
                             "x-openclaw-session-key",
                             "x-request-id",
+                            "Idempotency-Key",
                         )
                     ],
                     "requestBody": {
@@ -128,6 +129,7 @@ def openapi_document() -> dict[str, t.Any]:
                             "description": "A completion, or an SSE stream when stream is true.",
                             "headers": {
                                 "x-openclaw-session-key": {"schema": {"type": "string"}},
+                                "Idempotent-Replayed": {"schema": {"type": "string"}},
                             },
                             "content": {
                                 "application/json": {
@@ -136,7 +138,9 @@ def openapi_document() -> dict[str, t.Any]:
                                 "text/event-stream": {"schema": {"type": "string"}},
                             },
                         },
-                        **_error_responses(400, 401, 404, 405, 409, 413, 429, 500, 502, 503, 504),
+                        **_error_responses(
+                            400, 401, 404, 405, 409, 413, 422, 429, 500, 502, 503, 504
+                        ),
                     },
                 }
             },

@@ -6,7 +6,9 @@ under gthread workers) that feeds a queue, and hands the events to the response
 side, which is either :meth:`Run.complete` (JSON) or :meth:`Run.sse` (a stream).
 Reading the queue with a timeout is what lets keepalives flow while the agent is
 silent, and what lets the gateway notice a client that went away and cancel the run.
-The turn is stored only when the run finished; then the lock is released.
+The turn is stored only when the run finished; then the lock is released. A request
+with an ``Idempotency-Key`` first claims it (:meth:`Run.claim`, renewed like the lock),
+and its reply is stored in the same write as its turn.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .agents.base import Started
 from .agents.base import TextDelta
 from .agents.base import ToolCallDelta
 from .agents.base import Usage
+from .sessions.base import KeyedReply
 from .sessions.base import StoreError
 from .sessions.base import StoreUnavailable
 from .streaming import DONE_FRAME
@@ -47,7 +50,9 @@ if t.TYPE_CHECKING:
     from .agents.base import Agent
     from .config import AgentConfig
     from .config import Settings
+    from .idempotency import Idempotency
     from .requestlog import RequestRecord
+    from .sessions.base import IdempotencyRecord
     from .sessions.base import SessionStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,10 @@ LOCK_RENEW_SECONDS = 10.0
 # A stream whose client stopped reading holds the server in a send, where the event
 # pump cannot look at the deadline: a watchdog ends the run this long after it.
 DEADLINE_GRACE_SECONDS = 1.0
+# A turn write that failed may have landed all the same (Redis ran it, the reply was
+# lost): it is sent again, with the same turn id, so it lands at most once.
+TURN_WRITE_ATTEMPTS = 3
+TURN_WRITE_PAUSE_SECONDS = 0.2
 QUEUE_SIZE = 256
 MAX_BATCH_FRAMES = 64  # frames sent in one write at most
 
@@ -107,6 +116,7 @@ class Run:
         model: str,
         client_socket: socket.socket | None,
         record: RequestRecord,
+        idempotency: Idempotency | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -116,9 +126,13 @@ class Run:
         self.sticky = sticky
         self.model = model
         self.record = record
+        self.idempotency = idempotency
         self._socket = client_socket
         self._owner = uuid.uuid4().hex
+        self._turn_id = uuid.uuid4().hex
         self._locked = False
+        self._claimed = False
+        self._write_unknown = False  # a turn write whose outcome nobody knows
         self._lock_renewed = 0.0
         self._closed = False
         self._finished = False
@@ -132,6 +146,34 @@ class Run:
         self.created = int(time.time())
 
     # -- start ------------------------------------------------------------------
+
+    def claim(self) -> IdempotencyRecord | None:
+        """Claim the request's Idempotency-Key (before :meth:`start`; none: no-op).
+
+        :return: the finished record of an earlier request with the key, whose reply
+            the caller sends instead of running; None when this run goes ahead.
+        :raise errors.IdempotencyKeyReused: the key belongs to a different request.
+        :raise errors.IdempotencyKeyInUse: the request with the key is still running.
+        :raise errors.StoreUnavailable: the store cannot say.
+        """
+        if self.idempotency is None:
+            return None
+        held = _store_call(
+            self.store.claim_idempotency,
+            self.idempotency.scope,
+            self._owner,
+            self.idempotency.fingerprint,
+            LOCK_TTL_SECONDS,
+        )
+        if held is None:
+            self._claimed = True
+            self._lock_renewed = time.monotonic()
+            return None
+        if held.fingerprint != self.idempotency.fingerprint:
+            raise errors.IdempotencyKeyReused(param="Idempotency-Key")
+        if held.running:
+            raise errors.IdempotencyKeyInUse(param="Idempotency-Key")
+        return held
 
     def start(self, conversation: history.Conversation, params: dict[str, t.Any]) -> None:
         """Lock the session, build the input, start the agent and wait until it has
@@ -192,6 +234,8 @@ class Run:
                 raise errors.SessionBusy()
             if now >= self._peer_check_at:
                 self._check_client(now)
+            if self._claimed and now - self._lock_renewed >= LOCK_RENEW_SECONDS:
+                self._renew_lock()
             # time.sleep is cooperative under gevent: the worker keeps serving.
             time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
             pause = min(pause * 2, longest)
@@ -199,14 +243,20 @@ class Run:
         self._lock_renewed = time.monotonic()
 
     def _renew_lock(self) -> None:
-        """Keep the lock while the run is alive (acquire_lock refreshes our own lock)."""
+        """Keep the lock and the idempotency claim while the run is alive (taking them
+        again refreshes our own)."""
         self._lock_renewed = time.monotonic()
         try:
-            held = self.store.acquire_lock(self.session_key, self._owner, LOCK_TTL_SECONDS)
+            if self._locked and not self.store.acquire_lock(
+                self.session_key, self._owner, LOCK_TTL_SECONDS
+            ):
+                log.warning("the lock of a running session expired and was taken by another run")
+            if self._claimed and self.idempotency is not None:
+                scope, fingerprint = self.idempotency.scope, self.idempotency.fingerprint
+                if self.store.claim_idempotency(scope, self._owner, fingerprint, LOCK_TTL_SECONDS):
+                    log.warning("the claim of a running request expired and was taken")
         except StoreError:  # StoreUnavailable included
             return  # the turn cannot be stored either; the end of the run will say so
-        if not held:
-            log.warning("the lock of a running session expired and was taken by another run")
 
     def _produce(self, request: AgentRequest) -> None:
         """The agent's own greenlet/thread: run it and feed the queue."""
@@ -268,7 +318,7 @@ class Run:
                 self._time_out()
             if now >= self._peer_check_at:
                 self._check_client(now)
-            if self._locked and now - self._lock_renewed >= LOCK_RENEW_SECONDS:
+            if (self._locked or self._claimed) and now - self._lock_renewed >= LOCK_RENEW_SECONDS:
                 self._renew_lock()
             wait = min(DISCONNECT_POLL_SECONDS, self._deadline - now)
             if keepalive_at is not None:
@@ -306,8 +356,9 @@ class Run:
 
     # -- finishing ---------------------------------------------------------------
 
-    def _store_turn(self, reply: _Reply) -> None:
-        """Store the finished turn (the run's only write of it) and record its usage."""
+    def _store_turn(self, reply: _Reply, completion: dict[str, t.Any]) -> None:
+        """Store the finished turn (the run's only write of it), with ``completion``
+        under the request's Idempotency-Key, and record its usage."""
         # A client that left before the end gets nothing stored (SPEC 8: no half turns).
         self._check_client(time.monotonic())
         message: Message = {"role": "assistant", "content": reply.content}
@@ -318,16 +369,67 @@ class Run:
             if self.sticky
             else self.settings.stateless_ttl_seconds
         )
-        _store_call(
-            self.store.append_turn,
-            self.session_key,
-            self.agent_config.id,
-            [*self._turn_to_store, message],
-            sticky=self.sticky,
-            ttl_seconds=ttl,
-        )
+        keyed = None
+        if self.idempotency is not None:
+            keyed = KeyedReply(self.idempotency.scope, self.idempotency.fingerprint, completion)
+        self._write_turn([*self._turn_to_store, message], ttl, keyed)
         self._finished = True
         self.record.set_usage(reply.usage)
+
+    def _write_turn(self, messages: list[Message], ttl: float, keyed: KeyedReply | None) -> None:
+        """Append the turn, sending it again while the outcome is unknown.
+
+        :raise errors.TurnMayNotBeStored: no attempt was confirmed, and one may have
+            landed (a Redis that ran the command and lost the reply).
+        :raise errors.APIError: the store refused the turn (nothing stored).
+        """
+        for attempt in range(1, TURN_WRITE_ATTEMPTS + 1):
+            try:
+                stored = self.store.append_turn(
+                    self.session_key,
+                    self.agent_config.id,
+                    messages,
+                    sticky=self.sticky,
+                    ttl_seconds=ttl,
+                    turn_id=self._turn_id,
+                    keyed_reply=keyed,
+                )
+            except StoreUnavailable as exc:
+                log.warning("session store unavailable while storing a turn: %s", exc)
+                if attempt == TURN_WRITE_ATTEMPTS:
+                    self._write_unknown = True
+                    raise errors.TurnMayNotBeStored(keyed=keyed is not None) from exc
+                time.sleep(TURN_WRITE_PAUSE_SECONDS * attempt)  # cooperative under gevent
+                continue
+            except StoreError as exc:
+                # This attempt stored nothing, but an earlier one may have.
+                log.error("session store error: %s", exc)
+                if attempt > 1:
+                    self._write_unknown = True
+                    raise errors.TurnMayNotBeStored(keyed=keyed is not None) from exc
+                message = "The session store could not save or read this turn."
+                raise errors.APIError(message) from exc
+            if not stored and attempt == 1:
+                # Not a resend of ours: the key's request finished in another run
+                # (our claim had expired), which stored its own turn and reply.
+                log.warning("a request with this idempotency key was stored by another run")
+            return
+
+    def _completion(self, reply: _Reply) -> dict[str, t.Any]:
+        """The ``chat.completion`` object of the finished reply."""
+        return protocol.completion(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            content=reply.content,
+            tool_calls=reply.tool_calls or None,
+            finish_reason=reply.finish_reason,
+            usage=reply.usage_dict(),
+            logprobs=reply.logprobs_dict(),
+            service_tier=reply.service_tier,
+            system_fingerprint=reply.system_fingerprint,
+            refusal=reply.refusal,
+        )
 
     def complete(self) -> dict[str, t.Any]:
         """Drain the run into a ``chat.completion`` object (stored before returning)."""
@@ -335,20 +437,9 @@ class Run:
             reply = _Reply()
             for event in self.events():
                 reply.add(event)
-            self._store_turn(reply)
-            return protocol.completion(
-                id=self.id,
-                created=self.created,
-                model=self.model,
-                content=reply.content,
-                tool_calls=reply.tool_calls or None,
-                finish_reason=reply.finish_reason,
-                usage=reply.usage_dict(),
-                logprobs=reply.logprobs_dict(),
-                service_tier=reply.service_tier,
-                system_fingerprint=reply.system_fingerprint,
-                refusal=reply.refusal,
-            )
+            completion = self._completion(reply)
+            self._store_turn(reply, completion)
+            return completion
         finally:
             self.close()
 
@@ -396,7 +487,7 @@ class Run:
                 # must not hold the client's bytes back: a batch has a size bound.
                 if frames and (len(frames) >= MAX_BATCH_FRAMES or not self._ready()):
                     yield self._flush(frames)
-            self._store_turn(reply)
+            self._store_turn(reply, self._completion(reply))
             frames.append(data_frame(encoder.finish(reply.finish_reason)))
             if include_usage:
                 frames.append(data_frame(encoder.usage(reply.usage_dict())))
@@ -452,11 +543,22 @@ class Run:
         return data
 
     def close(self) -> None:
-        """Cancel the agent if it is still running and release the session lock."""
+        """Cancel the agent if it is still running; release the session lock and the
+        idempotency claim."""
         if self._closed:
             return
         self._closed = True
         self._cancel.cancel()
+        claimed, self._claimed = self._claimed, False
+        if claimed and not self._finished and not self._write_unknown and self.idempotency:
+            # Nothing was stored: the key is free at once. After a write with an
+            # unknown outcome the claim stays until it expires: a write that Redis
+            # still holds may land after a release sent later (a paused Redis serves
+            # its queued connections in any order), and the key must not run twice.
+            try:
+                self.store.release_idempotency(self.idempotency.scope, self._owner)
+            except Exception:
+                log.warning("could not release an idempotency key; its claim will expire")
         if self._locked:
             self._locked = False
             try:

@@ -14,6 +14,8 @@ Directives (one per message):
     [[tools]]             answer with two tool calls and finish_reason tool_calls
     [[slow:<ms>]]         pause ms before each word
     [[flood]]             stream 8 KiB pieces without end until cancelled
+    [[gate]]              start, then wait until the file ``open_gate()`` makes exists
+                          (its path: ``$SCRIPTED_AGENT_LOG`` + ``.gate``), then echo
 Anything else is echoed word by word. Each run appends a line to ``$SCRIPTED_AGENT_LOG``
 (when set): what it received and how it ended, for tests to inspect.
 """
@@ -87,6 +89,11 @@ class ScriptedAgent(Agent):
                     yield TextDelta(piece)
                 outcome = "cancelled"
                 return
+            if verb == "gate":
+                while not os.path.exists(os.environ["SCRIPTED_AGENT_LOG"] + ".gate"):
+                    if cancel.wait(0.01):
+                        outcome = "cancelled"
+                        return
             if verb == "tools":
                 yield from _tool_calls()
                 yield Finish("tool_calls", Usage(3, 4, 7))
@@ -135,6 +142,12 @@ def _log(line: dict[str, t.Any]) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")
+
+
+def open_gate(log_path: str) -> None:
+    """Let every run waiting at ``[[gate]]`` (with this agent log) go on."""
+    with open(log_path + ".gate", "w", encoding="utf-8"):
+        pass
 
 
 def read_log(path: str) -> list[dict[str, t.Any]]:

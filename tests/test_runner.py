@@ -13,6 +13,7 @@ from chatcompat import errors
 from chatcompat.agents import backend_class
 from chatcompat.config import AgentConfig
 from chatcompat.history import split_request
+from chatcompat.idempotency import Idempotency
 from chatcompat.requestlog import RequestRecord
 from chatcompat.runner import KEEPALIVE
 from chatcompat.runner import ClientGone
@@ -30,17 +31,26 @@ def store(settings):
     store.close()
 
 
-def make_run(settings, store, agent_config, key="agent:scripted:k", client_socket=None):
+def make_run(
+    settings,
+    store,
+    agent_config,
+    key="agent:scripted:k",
+    client_socket=None,
+    sticky=True,
+    idempotency=None,
+):
     return Run(
         settings=settings,
         store=store,
         agent=backend_class(agent_config.backend)(agent_config),
         agent_config=agent_config,
         session_key=key,
-        sticky=True,
+        sticky=sticky,
         model="m",
         client_socket=client_socket,
         record=RequestRecord("r", "POST", "/"),
+        idempotency=idempotency,
     )
 
 
@@ -130,8 +140,111 @@ class DownStore:
 
 def test_store_unavailable_is_503_before_running(settings):
     run = make_run(settings, DownStore(), SCRIPTED_AGENT)
-    with pytest.raises(errors.StoreUnavailable):
+    with pytest.raises(errors.StoreUnavailable) as info:
         run.start(split_request([{"role": "user", "content": "hi"}]), {})
+    assert "nothing was run or stored" in info.value.message
+    keyed = make_run(settings, DownStore(), SCRIPTED_AGENT, idempotency=Idempotency("s", "f"))
+    with pytest.raises(errors.StoreUnavailable) as info:
+        keyed.claim()
+    assert "nothing was run or stored" in info.value.message
+
+
+class LostReplies:
+    """Wraps a store: the first ``failures`` turn writes are applied, then raise as if
+    their reply had been lost (a timeout after Redis ran the command)."""
+
+    def __init__(self, store, failures, lands=True):
+        self.store = store
+        self.failures = failures
+        self.lands = lands
+        self.turn_ids = []
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def append_turn(self, *args, **kwargs):
+        self.turn_ids.append(kwargs["turn_id"])
+        if self.lands:
+            self.store.append_turn(*args, **kwargs)
+        if len(self.turn_ids) <= self.failures:
+            raise StoreUnavailable("Timeout reading from socket")
+
+
+def test_a_turn_write_with_an_unknown_outcome_is_retried_and_lands_once(settings, store):
+    lossy = LostReplies(store, failures=1)
+    run = make_run(settings, lossy, SCRIPTED_AGENT)
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+    assert run.complete()["choices"][0]["message"]["content"] == "a b"
+    assert len(lossy.turn_ids) == 2 and len(set(lossy.turn_ids)) == 1 and lossy.turn_ids[0]
+    assert [len(turn.messages) for turn in store.transcript("agent:scripted:k")] == [2]
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_a_turn_write_that_stays_unknown_says_it_may_not_be_stored(settings, store, keyed):
+    from chatcompat import runner
+
+    lossy = LostReplies(store, failures=99)
+    idempotency = Idempotency("scope", "fp") if keyed else None
+    run = make_run(settings, lossy, SCRIPTED_AGENT, idempotency=idempotency)
+    if keyed:
+        assert run.claim() is None
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+    with pytest.raises(errors.StoreUnavailable) as info:
+        run.complete()
+    assert info.value.status == 503 and info.value.code == "store_unavailable"
+    assert "may not have been stored" in info.value.message
+    assert ("same Idempotency-Key" in info.value.message) is keyed
+    assert len(lossy.turn_ids) == runner.TURN_WRITE_ATTEMPTS  # bounded
+    assert [len(turn.messages) for turn in store.transcript("agent:scripted:k")] == [2]
+    if keyed:  # the write did land: the key replays it
+        record = store.claim_idempotency("scope", "retry", "fp", 30)
+        assert record.reply["choices"][0]["message"]["content"] == "a b"
+
+
+def test_after_an_unknown_write_the_claim_stays_until_it_expires(settings, store):
+    # Releasing it could overtake a write still queued in a paused Redis: a repeat
+    # would run the agent again while that write lands after all.
+    run = make_run(
+        settings,
+        LostReplies(store, failures=99, lands=False),
+        SCRIPTED_AGENT,
+        idempotency=Idempotency("scope", "fp"),
+    )
+    assert run.claim() is None
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+    with pytest.raises(errors.TurnMayNotBeStored):
+        run.complete()
+    assert store.transcript("agent:scripted:k") == []
+    assert store.claim_idempotency("scope", "retry", "fp", 30).running
+    assert store.acquire_lock("agent:scripted:k", "other", 5)  # the session lock is free
+
+
+def test_a_stream_whose_turn_write_stays_unknown_ends_with_that_error(settings, store):
+    run = make_run(settings, LostReplies(store, failures=99), SCRIPTED_AGENT)
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+    frames = list(run.sse(include_usage=False))
+    assert b"may not have been stored" in frames[-2] and b"store_unavailable" in frames[-2]
+    assert frames[-1] == b"data: [DONE]\n\n"
+
+
+def test_a_claim_is_renewed_while_the_run_lives_and_released_when_it_fails(
+    settings, store, monkeypatch
+):
+    from chatcompat import runner
+
+    monkeypatch.setattr(runner, "LOCK_TTL_SECONDS", 0.4)
+    monkeypatch.setattr(runner, "LOCK_RENEW_SECONDS", 0.1)
+    keyed = Idempotency("scope", "fp")
+    run = make_run(settings, store, SCRIPTED_AGENT, sticky=False, idempotency=keyed)
+    assert run.claim() is None
+    run.start(split_request([{"role": "user", "content": "[[silent:1.2]] hi"}]), {})
+    events = run.events(keepalive=0.05)
+    deadline = time.monotonic() + 0.9
+    while time.monotonic() < deadline:  # well past the TTL: renewals keep it ours
+        next(events)
+        assert store.claim_idempotency("scope", "intruder", "fp", 1).running
+    run.close()  # the run ends without a reply: the key is free at once
+    assert store.claim_idempotency("scope", "retry", "fp", 1) is None
 
 
 def test_store_failing_at_the_end_is_an_error_frame_not_a_finish(settings, store, monkeypatch):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from .base import IdempotencyRecord
+from .base import KeyedReply
 from .base import Message
 from .base import SessionInfo
 from .base import SessionStore
@@ -16,6 +18,8 @@ from .sqlite_store import SQLiteStore
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "IdempotencyRecord",
+    "KeyedReply",
     "Message",
     "SQLiteStore",
     "SessionInfo",

@@ -2,9 +2,18 @@
 
 A session is an append-only transcript of turns. A turn holds the user (or tool)
 messages of one request and the assistant reply, and is written in one atomic step
-only when its run completed. The same store keeps the per-session run locks and the
+only when its run completed. Every turn carries a turn id: writing the same id to
+the same session again stores nothing, so a write whose outcome was unknown (a
+timeout) can be retried. The same store keeps the per-session run locks, the
+idempotency records of requests sent with an ``Idempotency-Key`` and the
 failed-authentication counters, so every gunicorn worker (and, with Redis, every
 host) sees the same state.
+
+An idempotency record lives under a *scope* (the caller's name for one credential's
+key) and is first a claim of a running request (an owner token with an expiry,
+renewed while it runs, like a run lock), then, written in the same atomic step as the
+request's turn, the finished request's reply. A finished record lives as long as the
+session its turn went to: it expires, is refreshed and is deleted with it.
 
 Exceptions::
 
@@ -37,6 +46,29 @@ class Turn:
 
     created: float
     messages: list[Message]
+
+
+@dataclasses.dataclass(frozen=True)
+class IdempotencyRecord:
+    """What a scope holds: a running request's claim (``reply`` is None) or a
+    finished request's reply and the session its turn went to."""
+
+    fingerprint: str
+    session_key: str | None
+    reply: dict[str, t.Any] | None
+
+    @property
+    def running(self) -> bool:
+        return self.reply is None
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyedReply:
+    """A finished request's reply, stored with its turn under ``scope``."""
+
+    scope: str
+    fingerprint: str
+    reply: dict[str, t.Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,15 +116,24 @@ class SessionStore:
         *,
         sticky: bool,
         ttl_seconds: float,
-    ) -> None:
+        turn_id: str | None = None,
+        keyed_reply: KeyedReply | None = None,
+    ) -> bool:
         """Append one turn atomically, creating the session when needed.
 
-        Also moves the session's expiry to ``now + ttl_seconds``; ``agent_id`` and
-        ``sticky`` take the values of the latest turn. A session whose expiry has
-        passed starts afresh, without its old turns.
+        Also moves the expiry of the session and of its idempotency records to
+        ``now + ttl_seconds``; ``agent_id`` and ``sticky`` take the values of the
+        latest turn. A session whose expiry has passed starts afresh, without its old
+        turns and records.
 
-        :raises StoreError: ``messages`` is empty or not JSON-serialisable (nothing
-            of the turn is stored).
+        :param turn_id: the turn's id (a fresh one when None). A turn with this id
+            already in the session makes the call a no-op: a retried write lands once.
+        :param keyed_reply: the request's reply, stored in the same step under its
+            scope (replacing the claim, whoever holds it). A scope that already holds
+            a finished reply makes the call a no-op: a request is stored once.
+        :return: True when the turn was stored, False for a no-op.
+        :raises StoreError: ``messages`` is empty or it or the reply is not
+            JSON-serialisable (nothing of the turn is stored).
         """
         raise NotImplementedError("The 'append_turn' method must be implemented.")
 
@@ -108,8 +149,27 @@ class SessionStore:
         """Release the lock if (and only if) ``owner`` still holds it."""
         raise NotImplementedError("The 'release_lock' method must be implemented.")
 
+    def claim_idempotency(
+        self, scope: str, owner: str, fingerprint: str, ttl_seconds: float
+    ) -> IdempotencyRecord | None:
+        """Claim ``scope`` for a request run by ``owner``, without waiting.
+
+        A free scope, an expired claim and ``owner``'s own claim (refreshed to
+        ``now + ttl_seconds``) become ``owner``'s.
+
+        :return: None when ``owner`` now holds the claim, else what the scope holds:
+            another owner's running claim or a finished reply.
+        """
+        raise NotImplementedError("The 'claim_idempotency' method must be implemented.")
+
+    def release_idempotency(self, scope: str, owner: str) -> None:
+        """Drop ``owner``'s claim of ``scope`` (after a failed run). A finished reply
+        and another owner's claim stay."""
+        raise NotImplementedError("The 'release_idempotency' method must be implemented.")
+
     def purge_expired(self) -> int:
-        """Delete expired sessions, locks and auth counters; return how many sessions went."""
+        """Delete expired sessions (with their idempotency records), locks, claims and
+        auth counters; return how many sessions went."""
         raise NotImplementedError("The 'purge_expired' method must be implemented.")
 
     def list_sessions(self, limit: int = 100) -> list[SessionInfo]:
@@ -125,7 +185,8 @@ class SessionStore:
         raise NotImplementedError("The 'transcript' method must be implemented.")
 
     def delete_session(self, key: str) -> bool:
-        """Delete a session (not its run lock); return whether it existed and was live."""
+        """Delete a session and its idempotency records (not its run lock); return
+        whether it existed and was live."""
         raise NotImplementedError("The 'delete_session' method must be implemented.")
 
     def auth_lockout_remaining(self, client: str) -> float:

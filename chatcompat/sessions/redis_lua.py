@@ -6,7 +6,9 @@ write on well-typed keys), because Redis does not roll back a script that raises
 half-way. Times come from the Redis server's clock (``TIME``, in microseconds), so
 the hosts of a gateway never disagree about order or expiry because of clock skew.
 Numbers go back to Redis through ``string.format('%.0f')``: Lua's default number
-formatting keeps only 14 digits.
+formatting keeps only 14 digits. The scripts that refresh or delete a session's
+finished replies reach those records through the set that lists them, not through
+``KEYS``: fine on one Redis, one more thing a Redis Cluster mode would have to change.
 """
 
 from __future__ import annotations
@@ -22,55 +24,108 @@ end
 local function fmt(n) return string.format('%.0f', n) end
 """
 
-# KEYS: meta, msgs, turns, by-updated, by-expiry
-# ARGV: session key, agent id, sticky (1/0), ttl ms, turn id, message 1, message 2, ...
-# The turn id makes a retried call (reply lost, command resent) store the turn once.
+# Deletes the finished replies listed in the set KEYS[5] (see redis_store's data model).
+_DROP_REPLIES = """
+local function drop_replies()
+  for _, record in ipairs(redis.call('SMEMBERS', KEYS[5])) do redis.call('DEL', record) end
+end
+"""
+
+# KEYS: meta, msgs, turns, turn-ids, replies, by-updated, by-expiry[, reply record]
+# ARGV: session key, agent id, sticky (1/0), ttl ms, turn id, fingerprint, reply,
+#       message 1, message 2, ...
+# Returns 0 and stores nothing when the session already has the turn id (a retried
+# call: reply lost, command resent) or the record already holds a finished reply.
 APPEND = (
     _PRELUDE
+    + _DROP_REPLIES
     + """
-if redis.call('HGET', KEYS[1], 'turn_id') == ARGV[5] then return 0 end
+if redis.call('SISMEMBER', KEYS[4], ARGV[5]) == 1 then return 0 end
+local keyed = #KEYS == 8
+if keyed and redis.call('HEXISTS', KEYS[8], 'reply') == 1 then return 0 end
 local now = now_us()
 local ttl = tonumber(ARGV[4])
 local expires = now + ttl * 1000
 if redis.call('EXISTS', KEYS[1]) == 0 then
   -- new, or expired: an expired session starts afresh (leftovers go too)
-  redis.call('DEL', KEYS[2], KEYS[3])
+  drop_replies()
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   redis.call('HSET', KEYS[1], 'created', fmt(now), 'turns', 0)
 end
 local count = 0
 -- in slices: unpack() of thousands of values would overflow Lua's C stack
-for first = 6, #ARGV, 1000 do
+for first = 8, #ARGV, 1000 do
   count = redis.call('RPUSH', KEYS[2], unpack(ARGV, first, math.min(first + 999, #ARGV)))
 end
 redis.call('RPUSH', KEYS[3], fmt(now) .. ':' .. count)
+redis.call('SADD', KEYS[4], ARGV[5])
 redis.call('HSET', KEYS[1], 'agent_id', ARGV[2], 'sticky', ARGV[3], 'updated', fmt(now),
-  'expires', fmt(expires), 'messages', count, 'turn_id', ARGV[5])
+  'expires', fmt(expires), 'messages', count)
 redis.call('HINCRBY', KEYS[1], 'turns', 1)
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
-redis.call('ZADD', KEYS[4], fmt(now), ARGV[1])
-redis.call('ZADD', KEYS[5], fmt(expires), ARGV[1])
+if keyed then
+  -- replaces the claim, whoever holds it
+  redis.call('DEL', KEYS[8])
+  redis.call('HSET', KEYS[8], 'fingerprint', ARGV[6], 'session', ARGV[1], 'reply', ARGV[7])
+  redis.call('SADD', KEYS[5], KEYS[8])
+end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+-- The session's replies live as long as it does: one PEXPIRE each, every turn.
+for _, record in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  redis.call('PEXPIRE', record, ttl)
+end
+redis.call('PEXPIRE', KEYS[5], ttl)
+redis.call('ZADD', KEYS[6], fmt(now), ARGV[1])
+redis.call('ZADD', KEYS[7], fmt(expires), ARGV[1])
 return 1
 """
 )
 
-# KEYS: meta, msgs, turns, by-updated, by-expiry; ARGV: session key.
+# KEYS: meta, msgs, turns, turn-ids, replies, by-updated, by-expiry; ARGV: session key.
 # Returns 1 when the session was live.
-DELETE = """
+DELETE = (
+    _DROP_REPLIES
+    + """
 local live = redis.call('EXISTS', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
+drop_replies()
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
 return live
 """
+)
 
 # Same keys: forget the index entries of a session that Redis has expired (and any
 # leftover of it); leaves a live session alone. Returns 1 when it pruned.
-PRUNE = """
+PRUNE = (
+    _DROP_REPLIES
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
+drop_replies()
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
 return 1
+"""
+)
+
+# KEYS: idempotency record; ARGV: owner, fingerprint, ttl ms. Takes a free scope or
+# refreshes our own claim: returns {}. Otherwise returns what the record holds:
+# {fingerprint, session, reply}, session and reply nil for another owner's claim.
+CLAIM = """
+local held = redis.call('HMGET', KEYS[1], 'fingerprint', 'owner', 'session', 'reply')
+if held[1] == false or (held[4] == false and held[2] == ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'fingerprint', ARGV[2], 'owner', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {}
+end
+return {held[1], held[3], held[4]}
+"""
+
+# KEYS: idempotency record; ARGV: owner. Deletes the record only while it is the
+# owner's claim (a finished reply has no owner).
+RELEASE_CLAIM = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: lock; ARGV: owner, ttl ms. Takes a free lock or refreshes our own.

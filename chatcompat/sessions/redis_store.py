@@ -4,23 +4,30 @@ Data model (``P`` is the key prefix, ``chatcompat:`` by default; ``{k}`` is the
 session key in braces, a Redis Cluster hash tag keeping one session in one slot)::
 
     P{k}:meta      hash: agent_id, sticky (1/0), created, updated, expires (µs),
-                   turns, messages, turn_id (the last turn written: retry guard)
+                   turns, messages
     P{k}:msgs      list: the transcript, one compact JSON message per item
     P{k}:turns     list: one "<created µs>:<message count after the turn>" per turn
+    P{k}:turn-ids  set: the id of every stored turn (a resent turn is stored once)
+    P{k}:replies   set: the names of the session's finished idempotency records
     P{k}:lock      string: the run lock's owner token, with PX expiry
+    Pidem:{s}      hash: the idempotency record of scope s: a claim (fingerprint,
+                   owner; PX = the claim's expiry) or a finished reply (fingerprint,
+                   session, reply; the session's expiry)
     Pauth:{c}:fails    sorted set: failed-auth times of client c (µs), expiry = window
     Pauth:{c}:lockout  string with PX = the lockout: exists while c is locked out
     Psessions:by-updated   sorted set of session keys by last update (for listing)
     Psessions:by-expiry    sorted set of session keys by expiry (for purging)
 
 A turn is one Lua script (see :mod:`.redis_lua`): the messages, the turn boundary,
-the counters, the same ``PEXPIRE`` on the three session keys and both index entries
-go in together or not at all. Expiry is Redis's own: an expired session's keys are
-gone and it reads as absent everywhere; ``purge_expired`` (also run from
-``append_turn`` at most once a minute per process) only drops index entries of
-sessions that Redis has expired. Timestamps come from the Redis server's clock, so
-hosts with skewed clocks still agree. The two index keys are the only ones shared by
-all sessions: a future Redis Cluster mode would have to update them separately.
+the turn id, the counters, the request's finished reply, the same ``PEXPIRE`` on the
+session keys and on every finished reply of the session (one command per reply,
+each turn), and both index entries go in together or not at all. Expiry is Redis's
+own: an expired session's keys are gone and it reads as absent everywhere;
+``purge_expired`` (also run from ``append_turn`` at most once a minute per process)
+only drops index entries of sessions that Redis has expired. Timestamps come from
+the Redis server's clock, so hosts with skewed clocks still agree. The two index
+keys and the idempotency records are the only keys outside a session's hash slot: a
+future Redis Cluster mode would have to update them separately.
 
 The client is built lazily with :meth:`redis.Redis.from_url`, once per process (it is
 rebuilt after a fork), so nothing connects at import or in the gunicorn master and
@@ -47,6 +54,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import redis_lua
+from .base import IdempotencyRecord
+from .base import KeyedReply
 from .base import Message
 from .base import SessionInfo
 from .base import SessionStore
@@ -88,6 +97,8 @@ class _Scripts:
         self.acquire = client.register_script(redis_lua.ACQUIRE_LOCK)
         self.release = client.register_script(redis_lua.RELEASE_LOCK)
         self.auth_failure = client.register_script(redis_lua.AUTH_FAILURE)
+        self.claim = client.register_script(redis_lua.CLAIM)
+        self.release_claim = client.register_script(redis_lua.RELEASE_CLAIM)
 
 
 class RedisStore(SessionStore):
@@ -168,7 +179,11 @@ class RedisStore(SessionStore):
 
     def _session_keys(self, key: str) -> list[str]:
         base = f"{self.prefix}{{{key}}}"
-        return [f"{base}:meta", f"{base}:msgs", f"{base}:turns", self._by_updated, self._by_expiry]
+        parts = ("meta", "msgs", "turns", "turn-ids", "replies")
+        return [f"{base}:{part}" for part in parts] + [self._by_updated, self._by_expiry]
+
+    def _record_key(self, scope: str) -> str:
+        return f"{self.prefix}idem:{{{scope}}}"
 
     def _auth_keys(self, client: str) -> list[str]:
         base = f"{self.prefix}auth:{{{client}}}"
@@ -210,18 +225,28 @@ class RedisStore(SessionStore):
         *,
         sticky: bool,
         ttl_seconds: float,
-    ) -> None:
+        turn_id: str | None = None,
+        keyed_reply: KeyedReply | None = None,
+    ) -> bool:
         """Append one turn atomically (one Lua script) and move the expiry of the whole
-        session to ``now + ttl_seconds``.
+        session, its finished replies included, to ``now + ttl_seconds``.
 
+        :return: False (nothing stored) when the session already has ``turn_id`` or
+            the scope of ``keyed_reply`` already holds a finished reply.
         :raises StoreError: when ``messages`` is empty or not JSON-serialisable.
         """
         if not messages:
             raise StoreError("a turn needs at least one message")
         bodies = [encode(message) for message in messages]
-        args = [key, agent_id, int(sticky), _ms(ttl_seconds), uuid.uuid4().hex, *bodies]
+        keys = self._session_keys(key)
+        fingerprint = reply = ""
+        if keyed_reply is not None:
+            keys.append(self._record_key(keyed_reply.scope))
+            fingerprint, reply = keyed_reply.fingerprint, encode(keyed_reply.reply)
+        turn_id = turn_id or uuid.uuid4().hex
+        args = [key, agent_id, int(sticky), _ms(ttl_seconds), turn_id, fingerprint, reply, *bodies]
         with self._boundary("store a turn"):
-            self._redis()[1].append(keys=self._session_keys(key), args=args)
+            stored = bool(self._redis()[1].append(keys=keys, args=args))
         now = time.monotonic()
         if now - self._last_purge >= PURGE_INTERVAL_SECONDS:
             self._last_purge = now  # keeps the indexes bounded without a purge job
@@ -229,6 +254,22 @@ class RedisStore(SessionStore):
                 self.purge_expired()
             except StoreError:
                 log.warning("purging expired sessions failed", exc_info=True)
+        return stored
+
+    def claim_idempotency(
+        self, scope: str, owner: str, fingerprint: str, ttl_seconds: float
+    ) -> IdempotencyRecord | None:
+        args = [owner, fingerprint, _ms(ttl_seconds)]
+        with self._boundary("claim an idempotency key"):
+            held = self._redis()[1].claim(keys=[self._record_key(scope)], args=args)
+        if not held:
+            return None
+        fingerprint, session_key, reply = held
+        return IdempotencyRecord(fingerprint, session_key, None if reply is None else decode(reply))
+
+    def release_idempotency(self, scope: str, owner: str) -> None:
+        with self._boundary("release an idempotency key"):
+            self._redis()[1].release_claim(keys=[self._record_key(scope)], args=[owner])
 
     def purge_expired(self) -> int:
         """Drop the index entries (and any leftover keys) of sessions Redis expired.

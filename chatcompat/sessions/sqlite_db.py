@@ -33,37 +33,54 @@ _T = t.TypeVar("_T")
 # 0.4 s freeze; x 1 ms: 28 ms). 1 ms still catches another worker's quick commit.
 BUSY_TIMEOUT_SECONDS = 0.001
 RETRY_BUDGET_SECONDS = 2.0
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-BEGIN IMMEDIATE;
-CREATE TABLE IF NOT EXISTS sessions (
-    key TEXT PRIMARY KEY, agent_id TEXT NOT NULL, sticky INTEGER NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL, expires REAL NOT NULL,
-    turns INTEGER NOT NULL, messages INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);
-CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
--- A rowid table: message bodies can be large (WITHOUT ROWID suits small rows only).
-CREATE TABLE IF NOT EXISTS messages (
-    key TEXT NOT NULL, turn INTEGER NOT NULL, seq INTEGER NOT NULL,
-    created REAL NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (key, turn, seq)
-);
-CREATE TABLE IF NOT EXISTS locks (
-    key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS locks_expires ON locks (expires);
--- failures: JSON array of the failure times still inside the window;
--- expires: when the row stops mattering (purge does not know the window).
-CREATE TABLE IF NOT EXISTS auth_failures (
-    client TEXT PRIMARY KEY, failures TEXT NOT NULL,
-    locked_until REAL NOT NULL, expires REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS auth_failures_expires ON auth_failures (expires);
-PRAGMA user_version = 1;
-COMMIT;
-"""
+# Each step brings a file from version n to n + 1 in one transaction (PRAGMA
+# user_version is the version): a file made by an older chatcompat is upgraded step
+# by step when a worker first opens it, and a new file runs them all. Steps only add
+# (tables, indexes); a released step is never edited, a change is a new step.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS sessions (
+            key TEXT PRIMARY KEY, agent_id TEXT NOT NULL, sticky INTEGER NOT NULL,
+            created REAL NOT NULL, updated REAL NOT NULL, expires REAL NOT NULL,
+            turns INTEGER NOT NULL, messages INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires)",
+        "CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated)",
+        # A rowid table: message bodies can be large (WITHOUT ROWID suits small rows).
+        """CREATE TABLE IF NOT EXISTS messages (
+            key TEXT NOT NULL, turn INTEGER NOT NULL, seq INTEGER NOT NULL,
+            created REAL NOT NULL, body TEXT NOT NULL,
+            PRIMARY KEY (key, turn, seq)
+        )""",
+        """CREATE TABLE IF NOT EXISTS locks (
+            key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS locks_expires ON locks (expires)",
+        # failures: JSON array of the failure times still inside the window;
+        # expires: when the row stops mattering (purge does not know the window).
+        """CREATE TABLE IF NOT EXISTS auth_failures (
+            client TEXT PRIMARY KEY, failures TEXT NOT NULL,
+            locked_until REAL NOT NULL, expires REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS auth_failures_expires ON auth_failures (expires)",
+    ),
+    (
+        # The id of every stored turn: a retried write of the same turn stores nothing.
+        """CREATE TABLE IF NOT EXISTS turn_ids (
+            key TEXT NOT NULL, turn_id TEXT NOT NULL, turn INTEGER NOT NULL,
+            PRIMARY KEY (key, turn_id)
+        ) WITHOUT ROWID""",
+        # Idempotency records: a claim (owner, expires; reply NULL) or a finished
+        # reply (session_key, reply; it lives as long as that session's row).
+        """CREATE TABLE IF NOT EXISTS idempotency (
+            scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, owner TEXT,
+            expires REAL, session_key TEXT, reply TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS idempotency_session ON idempotency (session_key)",
+        "CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 # Primary result codes meaning the file cannot be used at all (vs. a bug or bad data):
 # PERM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOLFS, NOTADB.
@@ -171,15 +188,29 @@ class Database:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            version = _user_version(conn)
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path} was created by a newer chatcompat")
             if version < SCHEMA_VERSION:
-                conn.executescript(SCHEMA)
+                self._migrate(conn)
         except BaseException:
-            conn.close()  # also rolls back a half-run schema script
+            conn.close()  # also rolls back a half-run step
             raise
         return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Run the steps the file still lacks, one transaction each.
+
+        The version is read again under the write lock: another worker may have run
+        a step since this one looked.
+        """
+        for version, statements in enumerate(MIGRATIONS, start=1):
+            with self.transaction(conn):
+                if _user_version(conn) >= version:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid != os.getpid():
@@ -238,6 +269,10 @@ def decode(text: str) -> t.Any:
         return json.loads(text)
     except ValueError as exc:
         raise StoreError("a stored message is not valid JSON") from exc
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _result_code(exc: sqlite3.Error) -> int:

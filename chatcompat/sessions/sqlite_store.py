@@ -2,8 +2,11 @@
 
 Tables: ``sessions`` (one row per session, with its expiry and counters),
 ``messages`` (the transcript, one compact JSON message per row, ordered by turn and
-position), ``locks`` (run locks) and ``auth_failures`` (per client address). The
-connection handling, retries and DDL live in :mod:`.sqlite_db`.
+position), ``turn_ids`` (the id of each stored turn), ``idempotency`` (claims and
+finished replies by scope), ``locks`` (run locks) and ``auth_failures`` (per client
+address). A finished reply has no expiry of its own: it is live while its session's
+row is, and goes when that row goes (expiry, purge, delete). The connection handling,
+retries and the versioned DDL live in :mod:`.sqlite_db`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import os
 import sqlite3
 import time
 import typing as t
+import uuid
 
+from .base import IdempotencyRecord
+from .base import KeyedReply
 from .base import Message
 from .base import SessionInfo
 from .base import SessionStore
@@ -88,21 +94,33 @@ class SQLiteStore(SessionStore):
         *,
         sticky: bool,
         ttl_seconds: float,
-    ) -> None:
+        turn_id: str | None = None,
+        keyed_reply: KeyedReply | None = None,
+    ) -> bool:
         """Append one turn atomically; ``sticky`` and ``agent_id`` take the latest value.
 
-        A session whose expiry passed starts afresh (its old turns are deleted).
-        Expired sessions are purged from here at most every 60 s.
+        A session whose expiry passed starts afresh (its old turns and replies are
+        deleted). Expired sessions are purged from here at most every 60 s.
 
+        :return: False (nothing stored) when the session already has ``turn_id`` or
+            the scope of ``keyed_reply`` already holds a finished reply.
         :raises StoreError: when ``messages`` is empty or not JSON-serialisable.
         """
         if not messages:
             raise StoreError("a turn needs at least one message")
         bodies = [encode(message) for message in messages]  # before taking any lock
+        reply = None if keyed_reply is None else encode(keyed_reply.reply)
+        turn_id = turn_id or uuid.uuid4().hex
 
-        def op(conn: sqlite3.Connection) -> float:
+        def op(conn: sqlite3.Connection) -> tuple[float, bool]:
             now = self._clock()
             with self._db.transaction(conn):
+                if conn.execute(
+                    "SELECT 1 FROM turn_ids WHERE key = ? AND turn_id = ?", (key, turn_id)
+                ).fetchone() or (
+                    keyed_reply is not None and _finished(conn, keyed_reply.scope, now) is not None
+                ):
+                    return now, False
                 row = conn.execute(
                     "SELECT expires, turns FROM sessions WHERE key = ?", (key,)
                 ).fetchone()
@@ -122,9 +140,20 @@ class SQLiteStore(SessionStore):
                     "INSERT INTO messages (key, turn, seq, created, body) VALUES (?, ?, ?, ?, ?)",
                     [(key, turn, seq, now, body) for seq, body in enumerate(bodies)],
                 )
-            return now
+                conn.execute(
+                    "INSERT INTO turn_ids (key, turn_id, turn) VALUES (?, ?, ?)",
+                    (key, turn_id, turn),
+                )
+                if keyed_reply is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO idempotency"
+                        " (scope, fingerprint, owner, expires, session_key, reply)"
+                        " VALUES (?, ?, NULL, NULL, ?, ?)",
+                        (keyed_reply.scope, keyed_reply.fingerprint, key, reply),
+                    )
+            return now, True
 
-        now = self._db.run(op)
+        now, stored = self._db.run(op)
         if now - self._last_purge >= PURGE_INTERVAL_SECONDS:
             # So the file stays bounded even when nobody calls purge_expired.
             self._last_purge = now
@@ -133,6 +162,40 @@ class SQLiteStore(SessionStore):
             except StoreError:
                 # The turn is stored: failing the request for housekeeping would lie.
                 log.warning("purging expired sessions failed", exc_info=True)
+        return stored
+
+    def claim_idempotency(
+        self, scope: str, owner: str, fingerprint: str, ttl_seconds: float
+    ) -> IdempotencyRecord | None:
+        def op(conn: sqlite3.Connection) -> IdempotencyRecord | None:
+            now = self._clock()
+            with self._db.transaction(conn):
+                finished = _finished(conn, scope, now)
+                if finished is not None:
+                    return finished
+                row = conn.execute(
+                    "SELECT fingerprint, owner, expires FROM idempotency"
+                    " WHERE scope = ? AND reply IS NULL",
+                    (scope,),
+                ).fetchone()
+                if row is not None and row[1] != owner and row[2] > now:
+                    return IdempotencyRecord(row[0], None, None)
+                # Free, an expired claim, ours, or the reply of a session gone.
+                conn.execute(
+                    "INSERT OR REPLACE INTO idempotency"
+                    " (scope, fingerprint, owner, expires, session_key, reply)"
+                    " VALUES (?, ?, ?, ?, NULL, NULL)",
+                    (scope, fingerprint, owner, now + ttl_seconds),
+                )
+            return None
+
+        return self._db.run(op)
+
+    def release_idempotency(self, scope: str, owner: str) -> None:
+        self._db.write(
+            "DELETE FROM idempotency WHERE scope = ? AND owner = ? AND reply IS NULL",
+            (scope, owner),
+        )
 
     def acquire_lock(self, key: str, owner: str, ttl_seconds: float) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -161,6 +224,7 @@ class SQLiteStore(SessionStore):
             with self._db.transaction(conn):
                 if first:
                     conn.execute("DELETE FROM locks WHERE expires <= ?", (now,))
+                    conn.execute("DELETE FROM idempotency WHERE expires <= ?", (now,))
                     conn.execute("DELETE FROM auth_failures WHERE expires <= ?", (now,))
                 sql = "SELECT key FROM sessions WHERE expires <= ? LIMIT ?"
                 keys = [key for (key,) in conn.execute(sql, (now, PURGE_BATCH))]
@@ -256,9 +320,22 @@ def _is_live(conn: sqlite3.Connection, key: str, now: float) -> bool:
     return conn.execute(sql, (key, now)).fetchone() is not None
 
 
+def _finished(conn: sqlite3.Connection, scope: str, now: float) -> IdempotencyRecord | None:
+    """The finished reply under ``scope`` while its session is live, else None."""
+    row = conn.execute(
+        "SELECT i.fingerprint, i.session_key, i.reply FROM idempotency AS i"
+        " JOIN sessions AS s ON s.key = i.session_key"
+        " WHERE i.scope = ? AND i.reply IS NOT NULL AND s.expires > ?",
+        (scope, now),
+    ).fetchone()
+    return None if row is None else IdempotencyRecord(row[0], row[1], decode(row[2]))
+
+
 def _delete_rows(conn: sqlite3.Connection, keys: list[str]) -> None:
     params = [(key,) for key in keys]
     conn.executemany("DELETE FROM messages WHERE key = ?", params)
+    conn.executemany("DELETE FROM turn_ids WHERE key = ?", params)
+    conn.executemany("DELETE FROM idempotency WHERE session_key = ?", params)
     conn.executemany("DELETE FROM sessions WHERE key = ?", params)
 
 

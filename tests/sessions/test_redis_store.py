@@ -19,6 +19,7 @@ import typing as t
 import pytest
 
 from chatcompat.config import RateLimit
+from chatcompat.sessions import KeyedReply
 from chatcompat.sessions import StoreError
 from chatcompat.sessions import StoreUnavailable
 from chatcompat.sessions import open_store
@@ -28,8 +29,9 @@ from tests.redis_server import RedisServer
 
 KEY = "agent:main:openai-user:alice"
 REPO = pathlib.Path(__file__).resolve().parents[2]
-META, MSGS, TURNS, LOCK = (
-    f"chatcompat:{{{KEY}}}:{part}" for part in ("meta", "msgs", "turns", "lock")
+META, MSGS, TURNS, TURN_IDS, REPLIES, LOCK = (
+    f"chatcompat:{{{KEY}}}:{part}"
+    for part in ("meta", "msgs", "turns", "turn-ids", "replies", "lock")
 )
 
 
@@ -123,14 +125,39 @@ def test_timestamps_come_from_the_redis_clock(store: RedisStore, raw: t.Any) -> 
     assert 0 <= info.created - (seconds + micros / 1e6) < 1
 
 
-def test_a_resent_turn_is_stored_once(store: RedisStore) -> None:
+def test_a_resent_turn_is_stored_once(store: RedisStore, raw: t.Any) -> None:
     """The guard that makes redis-py's resend after a broken connection safe."""
-    scripts = store._redis()[1]
-    args = [KEY, "main", 1, 60_000, "turn-id-1", json.dumps(user("q"))]
-    assert scripts.append(keys=store._session_keys(KEY), args=args) == 1
-    assert scripts.append(keys=store._session_keys(KEY), args=args) == 0
+    for _ in range(2):
+        store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=60, turn_id="t-1")
     assert store.load_history(KEY, 100) == [user("q")]
     assert store.get_session(KEY).turns == 1  # type: ignore[union-attr]
+    assert raw.smembers(TURN_IDS) == {"t-1"}
+    assert 59_000 < raw.pttl(TURN_IDS) <= 60_000
+
+
+def test_a_reply_expires_and_is_refreshed_with_its_session(store: RedisStore, raw: t.Any) -> None:
+    keyed = KeyedReply("scope-1", "fp", {"id": "chatcmpl-1"})
+    store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=100, keyed_reply=keyed)
+    record = "chatcompat:idem:{scope-1}"
+    assert raw.hget(record, "session") == KEY
+    ttls = [raw.pttl(key) for key in (META, MSGS, TURNS, TURN_IDS, REPLIES, record)]
+    assert max(ttls) - min(ttls) <= 5 and 99_000 < min(ttls) <= 100_000
+    append(store, KEY, "q2", ttl=500)  # a later turn refreshes the reply with the session
+    ttls = [raw.pttl(key) for key in (META, REPLIES, record)]
+    assert max(ttls) - min(ttls) <= 5 and 499_000 < min(ttls) <= 500_000
+    assert store.delete_session(KEY) is True
+    assert raw.exists(record, REPLIES, TURN_IDS) == 0
+
+
+def test_a_claim_has_its_own_short_expiry(store: RedisStore, raw: t.Any) -> None:
+    assert store.claim_idempotency("scope-1", "run-1", "fp", 30) is None
+    assert raw.hget("chatcompat:idem:{scope-1}", "owner") == "run-1"
+    assert 29_000 < raw.pttl("chatcompat:idem:{scope-1}") <= 30_000
+    raw.pexpire("chatcompat:idem:{scope-1}", 1000)
+    assert store.claim_idempotency("scope-1", "run-1", "fp", 30) is None  # renewed
+    assert 29_000 < raw.pttl("chatcompat:idem:{scope-1}") <= 30_000
+    raw.delete("chatcompat:idem:{scope-1}")  # what Redis does when nobody renewed it
+    assert store.claim_idempotency("scope-1", "run-2", "fp", 30) is None
 
 
 def test_a_huge_first_turn_fits(store: RedisStore) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import shutil
 import sqlite3
 import stat
 import typing as t
@@ -11,13 +12,20 @@ import typing as t
 import pytest
 
 from chatcompat.config import RateLimit
+from chatcompat.sessions import IdempotencyRecord
+from chatcompat.sessions import KeyedReply
 from chatcompat.sessions import SQLiteStore
 from chatcompat.sessions import StoreError
 from chatcompat.sessions import StoreUnavailable
 from chatcompat.sessions import open_store
+from chatcompat.sessions import sqlite_db
 from chatcompat.sessions import sqlite_store
 
 KEY = "agent:main:openai-user:alice"
+# Made by chatcompat at 9c060c2 (schema version 1, before turn ids and idempotency
+# records), with its clock at 1_700_000_000 and a TTL of 3600 s: alice's two turns,
+# one stateless session, bob's run lock and one failed authentication.
+OLD_DATABASE = pathlib.Path(__file__).parent / "data" / "sessions-v1.db"
 
 
 def user(text: str) -> dict[str, t.Any]:
@@ -200,6 +208,116 @@ def test_auth_window_and_lockout(clocked: SQLiteStore, clock: t.Any) -> None:
     clocked.record_auth_failure("c", limit)
     clocked.record_auth_failure("c", limit)
     assert clocked.auth_lockout_remaining("c") == 0.0  # counting started from zero
+
+
+def test_claim_expiry_boundary(clocked: SQLiteStore, clock: t.Any) -> None:
+    assert clocked.claim_idempotency("scope", "run-1", "fp", 30) is None
+    clock.advance(29.5)
+    assert clocked.claim_idempotency("scope", "run-2", "fp", 30) == IdempotencyRecord(
+        "fp", None, None
+    )
+    clock.advance(0.5)  # the worker that claimed it died: nobody renewed it
+    assert clocked.claim_idempotency("scope", "run-2", "fp", 30) is None
+
+
+def test_a_reply_lives_as_long_as_its_session(
+    clocked: SQLiteStore, clock: t.Any, db_path: pathlib.Path
+) -> None:
+    reply = {"id": "chatcmpl-1"}
+    keyed = KeyedReply("scope", "fp", reply)
+    clocked.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=100, keyed_reply=keyed)
+    clock.advance(90)
+    clocked.append_turn(KEY, "main", [user("q2")], sticky=True, ttl_seconds=100)  # refreshes
+    clock.advance(90)  # 180 s after the reply, 90 s after the last turn
+    assert clocked.claim_idempotency("scope", "run", "fp", 30) == IdempotencyRecord(
+        "fp", KEY, reply
+    )
+    clock.advance(10)  # the session expired: its reply went with it
+    assert clocked.claim_idempotency("scope", "run", "fp", 30) is None
+    clocked.release_idempotency("scope", "run")
+    clocked.append_turn(KEY, "main", [user("new")], sticky=True, ttl_seconds=100)  # afresh
+    assert clocked.claim_idempotency("scope", "run", "fp", 30) is None
+    assert raw_rows(db_path, "SELECT count(*) FROM idempotency") == [(1,)]  # the new claim
+
+
+def test_purge_removes_expired_replies_and_claims(
+    clocked: SQLiteStore, clock: t.Any, db_path: pathlib.Path
+) -> None:
+    for n in range(3):
+        keyed = KeyedReply(f"scope-{n}", "fp", {"n": n})
+        clocked.append_turn(
+            f"s{n}", "main", [user("q")], sticky=False, ttl_seconds=10 + n * 100, keyed_reply=keyed
+        )
+    assert clocked.claim_idempotency("claim-dead", "run", "fp", 5) is None
+    assert clocked.claim_idempotency("claim-live", "run", "fp", 500) is None
+    clock.advance(50)
+    assert clocked.purge_expired() == 1
+    assert raw_rows(db_path, "SELECT scope FROM idempotency ORDER BY scope") == [
+        ("claim-live",),
+        ("scope-1",),
+        ("scope-2",),
+    ]
+    assert raw_rows(db_path, "SELECT DISTINCT key FROM turn_ids ORDER BY key") == [
+        ("s1",),
+        ("s2",),
+    ]
+
+
+# -- schema versions ---------------------------------------------------------------
+
+
+def test_a_database_of_the_previous_version_is_migrated(
+    tmp_path: pathlib.Path, clock: t.Any
+) -> None:
+    path = tmp_path / "sessions.db"
+    shutil.copyfile(OLD_DATABASE, path)
+    assert raw_rows(path, "PRAGMA user_version") == [(1,)]
+    clock.now = 1_700_000_010.0  # bob's lock (30 s) is still held
+    with SQLiteStore(str(path), clock=clock) as store:
+        # What the old version stored reads as before.
+        assert [turn.messages for turn in store.transcript(KEY)] == [
+            [user("q1"), {"role": "assistant", "content": "a1"}],
+            [user("q2"), {"role": "assistant", "content": "a2"}],
+        ]
+        assert store.acquire_lock("agent:main:openai-user:bob", "run", 10) is False
+        # What the new version adds works on it.
+        keyed = KeyedReply("scope", "fp", {"id": "chatcmpl-1"})
+        assert store.append_turn(
+            KEY,
+            "main",
+            [user("q3")],
+            sticky=True,
+            ttl_seconds=60,
+            turn_id="t3",
+            keyed_reply=keyed,
+        )
+        assert not store.append_turn(
+            KEY, "main", [user("q3")], sticky=True, ttl_seconds=60, turn_id="t3"
+        )
+        assert store.claim_idempotency("scope", "run", "fp", 30) == IdempotencyRecord(
+            "fp", KEY, {"id": "chatcmpl-1"}
+        )
+        assert store.get_session(KEY).turns == 3  # type: ignore[union-attr]
+    assert raw_rows(path, "PRAGMA user_version") == [(sqlite_db.SCHEMA_VERSION,)]
+    with SQLiteStore(str(path), clock=clock) as store:  # opening it again changes nothing
+        assert len(store.transcript(KEY)) == 3
+
+
+def test_a_migration_interrupted_half_way_is_redone(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "sessions.db"
+    shutil.copyfile(OLD_DATABASE, path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        # A worker that created one table of the next version, then died before the
+        # version was written (each step is one transaction, so only a crash between
+        # steps or a hand-made file gets here).
+        conn.execute(
+            "CREATE TABLE turn_ids (key TEXT, turn_id TEXT, turn INTEGER,"
+            " PRIMARY KEY (key, turn_id)) WITHOUT ROWID"
+        )
+    with SQLiteStore(str(path)) as store:
+        store.append_turn("k", "main", [user("q")], sticky=True, ttl_seconds=60, turn_id="t")
+        assert store.claim_idempotency("scope", "run", "fp", 30) is None
+    assert raw_rows(path, "PRAGMA user_version") == [(sqlite_db.SCHEMA_VERSION,)]
 
 
 # -- open_store --------------------------------------------------------------------

@@ -12,6 +12,8 @@ import typing as t
 import pytest
 
 from chatcompat.config import RateLimit
+from chatcompat.sessions import IdempotencyRecord
+from chatcompat.sessions import KeyedReply
 from chatcompat.sessions import SessionStore
 from chatcompat.sessions import StoreError
 
@@ -27,10 +29,21 @@ def assistant(text: str) -> dict[str, t.Any]:
     return {"role": "assistant", "content": text}
 
 
-def append(store: SessionStore, key: str, *messages: dict[str, t.Any], **kw: t.Any) -> None:
+def append(store: SessionStore, key: str, *messages: dict[str, t.Any], **kw: t.Any) -> bool:
     kw.setdefault("sticky", True)
     kw.setdefault("ttl_seconds", TTL)
-    store.append_turn(key, kw.pop("agent_id", "main"), list(messages), **kw)
+    return store.append_turn(key, kw.pop("agent_id", "main"), list(messages), **kw)
+
+
+def completion(text: str) -> dict[str, t.Any]:
+    """The reply a request stores with its turn (its shape is the caller's business)."""
+    return {
+        "id": "chatcmpl-1",
+        "created": 1700000000,
+        "model": "openclaw",
+        "choices": [{"index": 0, "message": assistant(text), "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
 
 
 # -- sessions and history ----------------------------------------------------------
@@ -160,6 +173,87 @@ def test_unencodable_turn_stores_nothing(store: SessionStore) -> None:
     assert store.load_history(KEY, 100) == [user("q1"), assistant("a1")]
     info = store.get_session(KEY)
     assert info is not None and (info.turns, info.messages) == (1, 2)
+
+
+# -- idempotent writes -------------------------------------------------------------
+
+
+def test_the_same_turn_id_is_stored_once(store: SessionStore) -> None:
+    assert append(store, KEY, user("q1"), assistant("a1"), turn_id="t1") is True
+    assert append(store, KEY, user("q1"), assistant("a1"), turn_id="t1") is False
+    assert append(store, KEY, user("q2"), turn_id="t2") is True
+    assert append(store, KEY, user("q1"), assistant("a1"), turn_id="t1") is False  # not the last
+    assert [turn.messages for turn in store.transcript(KEY)] == [
+        [user("q1"), assistant("a1")],
+        [user("q2")],
+    ]
+    info = store.get_session(KEY)
+    assert info is not None and (info.turns, info.messages) == (2, 3)
+    assert append(store, "other", user("q1"), turn_id="t1") is True  # ids are per session
+    assert append(store, KEY, user("q3")) is True  # no id given: a fresh one
+
+
+def test_claim_then_finished_reply(make_store: t.Callable[[], SessionStore]) -> None:
+    worker1, worker2 = make_store(), make_store()
+    assert worker1.claim_idempotency("scope-1", "run-1", "fp", 30) is None
+    running = worker2.claim_idempotency("scope-1", "run-2", "fp", 30)
+    assert running == IdempotencyRecord("fp", None, None) and running.running
+    assert worker1.claim_idempotency("scope-1", "run-1", "fp", 30) is None  # refreshed
+    assert worker2.claim_idempotency("scope-2", "run-2", "fp2", 30) is None  # independent
+
+    reply = completion("a1")
+    keyed = KeyedReply("scope-1", "fp", reply)
+    assert append(worker1, KEY, user("q1"), assistant("a1"), turn_id="t1", keyed_reply=keyed)
+    finished = worker2.claim_idempotency("scope-1", "run-3", "other-fp", 30)
+    assert finished == IdempotencyRecord("fp", KEY, reply) and not finished.running
+    worker1.release_idempotency("scope-1", "run-1")  # a finished reply is never released
+    assert worker2.claim_idempotency("scope-1", "run-1", "fp", 30) == finished
+
+
+def test_a_finished_scope_is_not_stored_again(store: SessionStore) -> None:
+    keyed = KeyedReply("scope-1", "fp", completion("a1"))
+    assert append(store, KEY, user("q"), assistant("a1"), turn_id="t1", keyed_reply=keyed)
+    # A second run of the same request (its claim had expired): a new turn id, same scope.
+    again = KeyedReply("scope-1", "fp", completion("a2"))
+    assert append(store, KEY, user("q"), assistant("a2"), turn_id="t2", keyed_reply=again) is False
+    assert [turn.messages for turn in store.transcript(KEY)] == [[user("q"), assistant("a1")]]
+    assert store.claim_idempotency("scope-1", "run", "fp", 30) == IdempotencyRecord(
+        "fp", KEY, completion("a1")
+    )
+
+
+def test_a_stateless_reply_remembers_its_session(store: SessionStore) -> None:
+    stateless = "agent:main:openai:8c6f"
+    keyed = KeyedReply("scope-1", "fp", completion("a"))
+    append(store, stateless, user("q"), assistant("a"), sticky=False, keyed_reply=keyed)
+    record = store.claim_idempotency("scope-1", "run", "fp", 30)
+    assert record is not None and record.session_key == stateless
+
+
+def test_release_drops_only_the_owners_claim(store: SessionStore) -> None:
+    assert store.claim_idempotency("scope-1", "run-1", "fp", 30) is None
+    store.release_idempotency("scope-1", "run-2")
+    assert store.claim_idempotency("scope-1", "run-2", "fp", 30) is not None
+    store.release_idempotency("scope-1", "run-1")
+    assert store.claim_idempotency("scope-1", "run-2", "fp2", 30) is None  # free again
+    store.release_idempotency("never-claimed", "run-1")
+
+
+def test_records_go_with_their_session(store: SessionStore) -> None:
+    keyed = KeyedReply("scope-1", "fp", completion("a"))
+    append(store, KEY, user("q"), assistant("a"), keyed_reply=keyed)
+    append(store, "other", user("q"), keyed_reply=KeyedReply("scope-2", "fp", completion("b")))
+    assert store.delete_session(KEY) is True
+    assert store.claim_idempotency("scope-1", "run", "fp", 30) is None  # a fresh claim
+    assert store.claim_idempotency("scope-2", "run", "fp", 30) is not None
+
+
+def test_unencodable_reply_stores_nothing(store: SessionStore) -> None:
+    keyed = KeyedReply("scope-1", "fp", {"bad": float("nan")})
+    with pytest.raises(StoreError):
+        append(store, KEY, user("q"), keyed_reply=keyed)
+    assert store.get_session(KEY) is None
+    assert store.claim_idempotency("scope-1", "run", "fp", 30) is None
 
 
 # -- expiry ------------------------------------------------------------------------
