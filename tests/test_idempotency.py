@@ -201,7 +201,8 @@ def test_a_request_cancelled_by_its_client_frees_its_key(client, agent_log):
     [
         body("something else"),
         body(user="carol"),
-        body(temperature=0.5),
+        # A field this agent takes would do too; the scripted backend takes none.
+        body(messages=[{"role": "system", "content": "Be brief."}, user("hello there")]),
         {**body(), "model": "openclaw/main"},
     ],
 )
