@@ -32,6 +32,9 @@ from gunicorn.http import errors as http_errors
 from . import errors
 from .gunicorn_errors import from_gunicorn
 
+# Released entries in the heap before it is compacted (see Watchdog.release).
+_COMPACT_AT = 1000
+
 # The worker puts a callable here on ``wsgi.input`` (chatcompat.gunicorn_workers): it
 # makes gunicorn answer with "Connection: close" and close after the response. Called
 # when the body failed in any way.
@@ -44,7 +47,7 @@ class _Watch:
     __slots__ = ("sock", "deadline", "expired", "released")
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock = sock
+        self.sock: socket.socket | None = sock
         self.deadline = deadline
         self.expired = False
         self.released = False
@@ -58,6 +61,7 @@ class Watchdog:
         self._start_lock = threading.Lock()
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, _Watch]] = []
+        self._released = 0  # released entries still in the heap
         self._order = itertools.count()
 
     def watch(self, sock: socket.socket, seconds: float) -> _Watch:
@@ -77,6 +81,17 @@ class Watchdog:
         the socket is then shut)."""
         with self._cond:
             entry.released = True
+            entry.sock = None  # the connection may go; the entry waits for its deadline
+            if entry.expired:
+                return True  # already out of the heap
+            self._released += 1
+            # Released entries leave the heap when their deadline comes up: with every
+            # request's deadline ``bodyTimeoutSeconds`` ahead, that is a whole timeout's
+            # worth of requests. Drop them in one pass once they are most of the heap.
+            if self._released > _COMPACT_AT and 2 * self._released > len(self._heap):
+                self._heap = [item for item in self._heap if not item[2].released]
+                heapq.heapify(self._heap)
+                self._released = 0
             return entry.expired
 
     def _start(self) -> None:
@@ -88,6 +103,7 @@ class Watchdog:
                 return
             self._cond = threading.Condition()
             self._heap = []
+            self._released = 0
             self._pid = os.getpid()
         threading.Thread(target=self._run, name="chatcompat-body-watchdog", daemon=True).start()
 
@@ -98,6 +114,7 @@ class Watchdog:
                 while not self._heap or self._heap[0][2].released:
                     if self._heap:
                         heapq.heappop(self._heap)
+                        self._released -= 1
                     else:
                         cond.wait()
                 wait = self._heap[0][0] - time.monotonic()
@@ -109,7 +126,7 @@ class Watchdog:
                 # socket is never shut after its request moved on.
                 entry.expired = True
                 try:
-                    entry.sock.shutdown(socket.SHUT_RD)
+                    entry.sock.shutdown(socket.SHUT_RD)  # type: ignore[union-attr]
                 except OSError:
                     pass  # already closed by the client or the worker
 
