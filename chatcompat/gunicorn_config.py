@@ -7,8 +7,7 @@ Environment (``CHATCOMPAT_*`` wins over ``GUNICORN_*``):
     CHATCOMPAT_CONFIG              the config file (else the usual discovery)
     CHATCOMPAT_BIND                host:port, overrides gateway.bind/gateway.port
     CHATCOMPAT_WORKERS             worker processes [number of CPUs]
-    CHATCOMPAT_WORKER_CLASS        gevent [default] or gthread (chatcompat's subclasses of
-                                   gunicorn's, see gunicorn_workers.py)
+    CHATCOMPAT_WORKER_CLASS        gevent [default] or gthread
     CHATCOMPAT_WORKER_CONNECTIONS  open connections (streams) per worker [4096]
     CHATCOMPAT_GRACEFUL_TIMEOUT    seconds running streams get on shutdown [60]
 """
@@ -49,12 +48,14 @@ bind = [f"[{_host}]:{_settings.port}" if ":" in _host else f"{_host}:{_settings.
 backlog = 2048
 
 # Workers
-# gunicorn's workers, answering its HTTP parser's errors as JSON (chatcompat/gunicorn_workers.py).
+# gevent and gthread are gunicorn's workers answering its HTTP parser's errors as JSON
+# (chatcompat/gunicorn_workers.py); any other value goes to gunicorn as it is.
 _WORKER_CLASSES = {
     "gevent": "chatcompat.gunicorn_workers.GeventWorker",
     "gthread": "chatcompat.gunicorn_workers.ThreadWorker",
 }
-worker_class = _WORKER_CLASSES.get(_env("WORKER_CLASS", "gevent"), _env("WORKER_CLASS", "gevent"))
+_worker_class = _env("WORKER_CLASS", "gevent")
+worker_class = _WORKER_CLASSES.get(_worker_class, _worker_class)
 workers = int(_env("WORKERS", str(os.cpu_count() or 1)))
 threads = int(_env("THREADS", "32"))  # gthread only: concurrent requests per worker
 # Every open SSE stream holds one connection: this caps streams per worker.

@@ -18,6 +18,7 @@ next request. The connection is closed without writing anything.
 
 from __future__ import annotations
 
+import functools
 import http
 import typing as t
 import uuid
@@ -74,8 +75,9 @@ class JSONErrorsMixin:
 
     def _started(self, req: t.Any, sock: t.Any) -> None:
         self._requests[sock] = req
-        # request_body.read_body calls this after a body timeout: "Connection: close".
-        setattr(req.body, CLOSE_CONNECTION_ATTR, req.force_close)
+        # request_body.read_body calls this when the body failed: "Connection: close".
+        # Through a weak reference: the body must not keep its request alive.
+        setattr(req.body, CLOSE_CONNECTION_ATTR, functools.partial(_force_close, weakref.ref(req)))
 
     def handle_error(self, req: t.Any, client: t.Any, addr: t.Any, exc: BaseException) -> None:
         try:
@@ -104,6 +106,12 @@ class JSONErrorsMixin:
         except OSError:
             self.log.debug("Failed to send the error answer.")
         _log_request(req, request_id, error.status)
+
+
+def _force_close(req_ref: weakref.ref[t.Any]) -> None:
+    req = req_ref()
+    if req is not None:
+        req.force_close()  # gunicorn then answers "Connection: close" and closes
 
 
 def _log_request(req: t.Any, request_id: str, status: int) -> None:

@@ -172,8 +172,7 @@ def read_body(
         close()
     if expired:
         raise errors.RequestTimeout(
-            f"Request body timeout: the request body did not arrive within "
-            f"{timeout_seconds:g} seconds."
+            f"Request body timeout: the request body did not arrive within {timeout_seconds:g} s."
         ) from failure
     if isinstance(failure, (http_errors.ParseException, http_errors.NoMoreData)):
         raise from_gunicorn(failure) from failure

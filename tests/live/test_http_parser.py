@@ -45,7 +45,7 @@ class Reply:
         assert len(values) <= 1, f"{name} sent {len(values)} times"
         return values[0] if values else None
 
-    def error(self, status: int, code: str) -> dict:
+    def error(self, status: int, code: str | None) -> dict:
         """The one response is ``status`` with our envelope; returns its ``error``."""
         assert self.status == status, (self.status_line, self.body[:300])
         assert self.header("Content-Type") == "application/json", self.headers
