@@ -19,9 +19,6 @@ if t.TYPE_CHECKING:
 __all__ = ["create_app"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-# On every response, as OpenClaw's gateway sends them: no content sniffing of a JSON
-# or event-stream body, and no Referer carrying a URL onwards.
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flask:
@@ -47,6 +44,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     from .gateway import Gateway
     from .request_end import RequestEnd
     from .requestlog import RequestRecord
+    from .security_headers import SECURITY_HEADERS
 
     if settings is None:
         # Under chatcompat's gunicorn config the master has read the file (and keeps

@@ -21,6 +21,7 @@ from .gateway import Gateway
 from .gateway import current_gateway
 from .history import MissingUserMessage
 from .history import split_request
+from .request_body import read_body
 from .request_end import on_request_end
 from .routing import agent_id_from_model
 from .routing import resolve_agent
@@ -43,7 +44,9 @@ ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 @bp.route("/chat/completions", methods=ANY_METHOD)
 def chat_completions() -> Response:
     gateway = _enabled_gateway(allowed="POST")
-    body = read_json_body(request, gateway.settings.max_body_bytes)
+    body = read_json_body(
+        request, gateway.settings.max_body_bytes, gateway.settings.body_timeout_seconds
+    )
     validate_request(body)
     try:  # part of the body's checks (SPEC 3 step 5), so before routing
         conversation = split_request(body["messages"])
@@ -163,16 +166,25 @@ def _enabled_gateway(allowed: str) -> Gateway:
     return gateway
 
 
-def read_json_body(req: Request, limit: int) -> t.Any:
+def read_json_body(req: Request, limit: int, timeout_seconds: float) -> t.Any:
     """Read and parse the body (SPEC 3 step 4).
 
+    :param timeout_seconds: the total time the body may take to arrive.
     :raise errors.PayloadTooLarge: over ``limit`` bytes (by Content-Length before
         reading, else while reading).
+    :raise errors.RequestTimeout: not all there within ``timeout_seconds``.
+    :raise errors.InvalidBody: malformed (chunked encoding) or cut off.
     :raise errors.InvalidJSON: not JSON (an empty body counts as ``{}``).
     """
     if req.content_length is not None and req.content_length > limit:
         raise _too_large(limit)
-    raw = req.stream.read(limit + 1)
+    raw = read_body(
+        req.stream,
+        limit + 1,
+        content_length=req.content_length,
+        sock=req.environ.get("gunicorn.socket"),
+        timeout_seconds=timeout_seconds,
+    )
     if len(raw) > limit:
         raise _too_large(limit)
     if not raw.strip():

@@ -83,6 +83,7 @@ class Settings:
     chat_completions_enabled: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     sse_keepalive_seconds: float = 15.0
+    body_timeout_seconds: float = 30.0
     agents: tuple[AgentConfig, ...] = (AgentConfig(id="main", backend="echo"),)
     default_agent_id: str = "main"
     session_store: str = ""
@@ -115,6 +116,7 @@ _SCALARS: tuple[tuple[_Path, str, t.Callable[[t.Any], t.Any]], ...] = (
     ((*_CHAT, "enabled"), "chat_completions_enabled", bool),
     ((*_CHAT, "maxBodyBytes"), "max_body_bytes", int),
     (("gateway", "http", "sseKeepaliveSeconds"), "sse_keepalive_seconds", float),
+    (("gateway", "http", "bodyTimeoutSeconds"), "body_timeout_seconds", float),
     (("sessions", "historyLimit"), "history_limit", int),
     (("sessions", "ttlSeconds"), "session_ttl_seconds", float),
     (("sessions", "statelessTtlSeconds"), "stateless_ttl_seconds", float),

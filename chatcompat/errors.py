@@ -8,6 +8,10 @@ Tree::
     APIError                          500 api_error / internal_error
     ├── InvalidRequest                400 invalid_request_error / invalid_value
     │   ├── InvalidJSON               400 invalid_json
+    │   ├── InvalidBody               400 invalid_body (cut off, unreadable)
+    │   │   └── InvalidChunkedEncoding 400 invalid_chunked_encoding
+    │   ├── BadRequestLine            400 invalid_request_line  (from gunicorn's parser)
+    │   ├── BadHeader                 400 invalid_header        (from gunicorn's parser)
     │   ├── MissingParameter          400 missing_required_parameter
     │   ├── UnknownParameter          400 unknown_parameter (not a field of OpenAI's request)
     │   ├── UnsupportedParameter      400 unsupported_parameter (the gateway or the
@@ -20,12 +24,17 @@ Tree::
     │   ├── EndpointDisabled          404 endpoint_disabled
     │   └── ModelNotFound             404 model_not_found
     ├── MethodNotAllowed              405 method_not_allowed (+ Allow)
+    ├── RequestTimeout                408 request_timeout (the body did not arrive in time)
     ├── SessionBusy                   409 session_busy
     ├── IdempotencyKeyInUse           409 idempotency_key_in_use
     ├── PayloadTooLarge               413 payload_too_large
+    ├── RequestLineTooLong            414 request_line_too_long   (from gunicorn's parser)
+    ├── ExpectationFailed             417 expectation_failed      (from gunicorn's parser)
     ├── IdempotencyKeyReused          422 idempotency_key_reused
     ├── TooManyAuthFailures           429 rate_limit_error (+ Retry-After)
+    ├── HeaderFieldsTooLarge          431 header_fields_too_large (from gunicorn's parser)
     ├── UpstreamRejected              upstream's 4xx status, type and code
+    ├── TransferCodingNotImplemented  501 unsupported_transfer_coding (from gunicorn's parser)
     ├── UpstreamFailed                502 api_error / upstream_error
     ├── StoreUnavailable              503 api_error / store_unavailable
     │   └── TurnMayNotBeStored        503 store_unavailable (the turn's write failed)
@@ -74,10 +83,13 @@ class APIError(Exception):
     def headers(self) -> dict[str, str]:
         return {}
 
+    def body(self) -> bytes:
+        """The envelope as sent: compact JSON."""
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
     def get_response(self) -> Response:
-        body = json.dumps(self.to_dict(), separators=(",", ":"))
         return Response(
-            body,
+            self.body(),
             status=self.status,
             headers=self.headers(),
             content_type="application/json",
@@ -94,6 +106,26 @@ class InvalidRequest(APIError):
 class InvalidJSON(InvalidRequest):
     code = "invalid_json"
     message = "The request body is not valid JSON."
+
+
+class InvalidBody(InvalidRequest):
+    code = "invalid_body"
+    message = "The request body could not be read."
+
+
+class InvalidChunkedEncoding(InvalidBody):
+    code = "invalid_chunked_encoding"
+    message = "The request body's chunked transfer encoding is malformed."
+
+
+class BadRequestLine(InvalidRequest):
+    code = "invalid_request_line"
+    message = "The request line is not valid HTTP/1.1 ('METHOD target HTTP/1.1')."
+
+
+class BadHeader(InvalidRequest):
+    code = "invalid_header"
+    message = "A request header is not valid HTTP/1.1."
 
 
 class MissingParameter(InvalidRequest):
@@ -162,6 +194,13 @@ class MethodNotAllowed(APIError):
         return {"Allow": ", ".join(self.allowed)}
 
 
+class RequestTimeout(APIError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    message = "Request body timeout: the request body did not arrive in time."
+
+
 class SessionBusy(APIError):
     status = 409
     type = "invalid_request_error"
@@ -195,6 +234,27 @@ class PayloadTooLarge(APIError):
     code = "payload_too_large"
 
 
+class RequestLineTooLong(APIError):
+    status = 414
+    type = "invalid_request_error"
+    code = "request_line_too_long"
+    message = "The request line (method, target, version) is too long."
+
+
+class ExpectationFailed(APIError):
+    status = 417
+    type = "invalid_request_error"
+    code = "expectation_failed"
+    message = "The Expect header asks for something this server does not do."
+
+
+class HeaderFieldsTooLarge(APIError):
+    status = 431
+    type = "invalid_request_error"
+    code = "header_fields_too_large"
+    message = "The request's header fields are too large or too many."
+
+
 class TooManyAuthFailures(APIError):
     status = 429
     type = "rate_limit_error"
@@ -225,6 +285,13 @@ class UpstreamFailed(APIError):
     status = 502
     code = "upstream_error"
     message = "The agent failed to produce a reply."
+
+
+class TransferCodingNotImplemented(APIError):
+    status = 501
+    type = "invalid_request_error"
+    code = "unsupported_transfer_coding"
+    message = "The request's Transfer-Encoding is not supported; use chunked or none."
 
 
 class StoreUnavailable(APIError):

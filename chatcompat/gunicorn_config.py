@@ -50,7 +50,14 @@ bind = [f"[{_host}]:{_settings.port}" if ":" in _host else f"{_host}:{_settings.
 backlog = 2048
 
 # Workers
-worker_class = _env("WORKER_CLASS", "gevent")
+# gevent and gthread are gunicorn's workers answering its HTTP parser's errors as JSON
+# (chatcompat/gunicorn_workers.py); any other value goes to gunicorn as it is.
+_WORKER_CLASSES = {
+    "gevent": "chatcompat.gunicorn_workers.GeventWorker",
+    "gthread": "chatcompat.gunicorn_workers.ThreadWorker",
+}
+_worker_class = _env("WORKER_CLASS", "gevent")
+worker_class = _WORKER_CLASSES.get(_worker_class, _worker_class)
 workers = int(_env("WORKERS", str(os.cpu_count() or 1)))
 threads = int(_env("THREADS", "32"))  # gthread only: concurrent requests per worker
 # Every open SSE stream holds one connection: this caps streams per worker.

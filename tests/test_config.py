@@ -211,6 +211,7 @@ def _schema_default(*path):
         (("gateway", "auth", "rateLimit", "exemptLoopback"), RateLimit.exempt_loopback),
         (("gateway", "trustedProxies"), list(Settings.trusted_proxies)),
         (("gateway", "http", "sseKeepaliveSeconds"), Settings.sse_keepalive_seconds),
+        (("gateway", "http", "bodyTimeoutSeconds"), Settings.body_timeout_seconds),
         (("sessions", "historyLimit"), Settings.history_limit),
         (("sessions", "ttlSeconds"), Settings.session_ttl_seconds),
         (("sessions", "statelessTtlSeconds"), Settings.stateless_ttl_seconds),
@@ -312,6 +313,7 @@ CHAT = {"gateway": {"http": {"endpoints": {"chatCompletions": {}}}}}
             1024,
         ),
         ({"gateway": {"http": {"sseKeepaliveSeconds": 0.5}}}, "sse_keepalive_seconds", 0.5),
+        ({"gateway": {"http": {"bodyTimeoutSeconds": 2.5}}}, "body_timeout_seconds", 2.5),
         ({"sessions": {"historyLimit": 0}}, "history_limit", 0),
         ({"sessions": {"ttlSeconds": 60}}, "session_ttl_seconds", 60.0),
         ({"sessions": {"statelessTtlSeconds": 10.5}}, "stateless_ttl_seconds", 10.5),
@@ -404,6 +406,10 @@ def test_bad_mode_and_bad_port_give_two_lines():
         (
             {"gateway": {"http": {"sseKeepaliveSeconds": 0}}},
             "gateway.http.sseKeepaliveSeconds: 0 is less than or equal to the minimum of 0",
+        ),
+        (
+            {"gateway": {"http": {"bodyTimeoutSeconds": 0}}},
+            "gateway.http.bodyTimeoutSeconds: 0 is less than or equal to the minimum of 0",
         ),
         (
             {"gateway": {"auth": {"rateLimit": {"maxAttempts": 0}}}},

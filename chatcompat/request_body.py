@@ -1,0 +1,184 @@
+"""Read a request body whole, within a size limit and a total time limit.
+
+gunicorn reads the body off the socket as the app asks for it, so what can go wrong
+with it shows up here, on ``wsgi.input``:
+
+- a malformed chunked encoding, or a client that stops sending mid-body, raises
+  gunicorn's parser errors: they become our 400s (:mod:`chatcompat.gunicorn_errors`);
+- a Content-Length body that ends early (the client half-closed) reads short: 400;
+- a body that does not arrive in time, trickling or stalled with the connection open,
+  is cut at ``gateway.http.bodyTimeoutSeconds`` in total: a watchdog shuts the read
+  side of the socket, the blocked read returns, and the answer is 408. The connection
+  then closes (where the next request would start is unknown).
+
+The watchdog is one thread per process (a greenlet under gevent, as gevent patches
+``threading``). Shutting the socket's read side works the same under both worker
+classes, where a timeout on each ``recv`` would not bound the total: a client sending
+a byte a second never lets one expire.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import socket
+import threading
+import time
+import typing as t
+
+from gunicorn.http import errors as http_errors
+
+from . import errors
+from .gunicorn_errors import from_gunicorn
+
+# Released entries in the heap before it is compacted (see Watchdog.release).
+_COMPACT_AT = 1000
+
+# The worker puts a callable here on ``wsgi.input`` (chatcompat.gunicorn_workers): it
+# makes gunicorn answer with "Connection: close" and close after the response. Called
+# when the body failed in any way.
+CLOSE_CONNECTION_ATTR = "chatcompat_close_connection"
+
+
+class _Watch:
+    """One socket being read under a deadline."""
+
+    __slots__ = ("sock", "deadline", "expired", "released")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock: socket.socket | None = sock
+        self.deadline = deadline
+        self.expired = False
+        self.released = False
+
+
+class Watchdog:
+    """Shuts the read side of each watched socket whose deadline passes first."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+        self._start_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._released = 0  # released entries still in the heap
+        self._order = itertools.count()
+
+    def watch(self, sock: socket.socket, seconds: float) -> _Watch:
+        """Start watching ``sock``: its read side is shut in ``seconds`` unless
+        :meth:`release` comes first."""
+        if self._pid != os.getpid():
+            self._start()  # first use in this process (a forked worker has no thread)
+        entry = _Watch(sock, time.monotonic() + seconds)
+        with self._cond:
+            heapq.heappush(self._heap, (entry.deadline, next(self._order), entry))
+            if self._heap[0][2] is entry:
+                self._cond.notify()
+        return entry
+
+    def release(self, entry: _Watch) -> bool:
+        """Stop watching; True when the deadline had already passed (the read side of
+        the socket is then shut)."""
+        with self._cond:
+            entry.released = True
+            entry.sock = None  # the connection may go; the entry waits for its deadline
+            if entry.expired:
+                return True  # already out of the heap
+            self._released += 1
+            # Released entries leave the heap when their deadline comes up: with every
+            # request's deadline ``bodyTimeoutSeconds`` ahead, that is a whole timeout's
+            # worth of requests. Drop them in one pass once they are most of the heap.
+            if self._released > _COMPACT_AT and 2 * self._released > len(self._heap):
+                self._heap = [item for item in self._heap if not item[2].released]
+                heapq.heapify(self._heap)
+                self._released = 0
+            return entry.expired
+
+    def _start(self) -> None:
+        # The condition is made here, not at import: gevent patches threading in the
+        # worker, after this module may have been imported. Nothing under the lock can
+        # yield to another greenlet (Thread.start() can), so even an unpatched lock is safe.
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            self._cond = threading.Condition()
+            self._heap = []
+            self._released = 0
+            self._pid = os.getpid()
+        threading.Thread(target=self._run, name="chatcompat-body-watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._heap or self._heap[0][2].released:
+                    if self._heap:
+                        heapq.heappop(self._heap)
+                        self._released -= 1
+                    else:
+                        cond.wait()
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    cond.wait(wait)
+                    continue
+                entry = heapq.heappop(self._heap)[2]
+                # Under the lock: release() cannot return before this is done, so the
+                # socket is never shut after its request moved on.
+                entry.expired = True
+                try:
+                    entry.sock.shutdown(socket.SHUT_RD)  # type: ignore[union-attr]
+                except OSError:
+                    pass  # already closed by the client or the worker
+
+
+WATCHDOG = Watchdog()
+
+
+def read_body(
+    stream: t.BinaryIO,
+    size: int,
+    *,
+    content_length: int | None,
+    sock: socket.socket | None,
+    timeout_seconds: float,
+) -> bytes:
+    """Read up to ``size`` bytes of the body, all of it within ``timeout_seconds``.
+
+    :param stream: the body (``wsgi.input``).
+    :param size: the most bytes to read (the caller's limit plus one shows an overflow).
+    :param content_length: the declared length, None for a chunked body.
+    :param sock: the client's socket (gunicorn's ``gunicorn.socket``); without one
+        (the test client) there is no deadline.
+    :param timeout_seconds: the total time the body may take.
+    :raise errors.RequestTimeout: the body was not complete in time.
+    :raise errors.InvalidBody: the body is malformed or ended early (subclasses say how).
+    """
+    entry = WATCHDOG.watch(sock, timeout_seconds) if sock is not None else None
+    failure: Exception | None = None
+    raw = b""
+    try:
+        raw = stream.read(size)
+    except (http_errors.ParseException, OSError) as exc:  # NoMoreData is an OSError
+        failure = exc
+    finally:
+        expired = entry is not None and WATCHDOG.release(entry)
+    short = content_length is not None and len(raw) < min(content_length, size)
+    if failure is None and not short:
+        return raw
+    # Where the next request would start on this connection is unknown: close it after
+    # the answer, and say so in it.
+    close = getattr(stream, CLOSE_CONNECTION_ATTR, None)
+    if close is not None:
+        close()
+    if expired:
+        raise errors.RequestTimeout(
+            f"Request body timeout: the request body did not arrive within {timeout_seconds:g} s."
+        ) from failure
+    if isinstance(failure, (http_errors.ParseException, http_errors.NoMoreData)):
+        raise from_gunicorn(failure) from failure
+    if failure is not None:
+        raise errors.InvalidBody(f"The request body could not be read: {failure}.") from failure
+    raise errors.InvalidBody(
+        f"The request body ended after {len(raw)} of the {content_length} bytes its "
+        "Content-Length announced."
+    )
