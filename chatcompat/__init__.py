@@ -38,6 +38,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     from . import ops
     from . import redaction
     from . import reloading
+    from . import request_body
     from .config import Settings as SettingsClass
     from .config import load_settings
     from .config import settings_from_document
@@ -60,6 +61,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     app.extensions["chatcompat"] = Gateway(settings)
     _configure_logging()
     errors.init_app(app)
+    request_body.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
 

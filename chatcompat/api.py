@@ -21,6 +21,7 @@ from .gateway import Gateway
 from .gateway import current_gateway
 from .history import MissingUserMessage
 from .history import split_request
+from .request_body import mark_read_whole
 from .request_body import read_body
 from .request_end import on_request_end
 from .routing import agent_id_from_model
@@ -187,6 +188,7 @@ def read_json_body(req: Request, limit: int, timeout_seconds: float) -> t.Any:
     )
     if len(raw) > limit:
         raise _too_large(limit)
+    mark_read_whole(req.environ)
     if not raw.strip():
         return {}
     try:

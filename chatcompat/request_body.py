@@ -27,10 +27,15 @@ import threading
 import time
 import typing as t
 
+from flask import Response
+from flask import request
 from gunicorn.http import errors as http_errors
 
 from . import errors
 from .gunicorn_errors import from_gunicorn
+
+if t.TYPE_CHECKING:
+    from flask import Flask
 
 # Released entries in the heap before it is compacted (see Watchdog.release).
 _COMPACT_AT = 1000
@@ -39,6 +44,8 @@ _COMPACT_AT = 1000
 # makes gunicorn answer with "Connection: close" and close after the response. Called
 # when the body failed in any way.
 CLOSE_CONNECTION_ATTR = "chatcompat_close_connection"
+# Set in the environ once the body was read to its end.
+_READ_WHOLE = "chatcompat.body_read"
 
 
 class _Watch:
@@ -167,9 +174,7 @@ def read_body(
         return raw
     # Where the next request would start on this connection is unknown: close it after
     # the answer, and say so in it.
-    close = getattr(stream, CLOSE_CONNECTION_ATTR, None)
-    if close is not None:
-        close()
+    close_connection(stream)
     if expired:
         raise errors.RequestTimeout(
             f"Request body timeout: the request body did not arrive within {timeout_seconds:g} s."
@@ -182,3 +187,37 @@ def read_body(
         f"The request body ended after {len(raw)} of the {content_length} bytes its "
         "Content-Length announced."
     )
+
+
+def close_connection(stream: t.Any) -> None:
+    """Have the server answer ``Connection: close`` and close after the response
+    (a no-op where the server offers no way: the test client)."""
+    close = getattr(stream, CLOSE_CONNECTION_ATTR, None)
+    if close is not None:
+        close()
+
+
+def mark_read_whole(environ: t.MutableMapping[str, t.Any]) -> None:
+    """Note that the request's body was read to its end (see :func:`init_app`)."""
+    environ[_READ_WHOLE] = True
+
+
+def init_app(app: Flask) -> None:
+    """Close the connection after any answer that left a request body unread.
+
+    A request answered before its body was read (401, 404, 405, a 413 by
+    ``Content-Length``) leaves the body on the connection, and gunicorn would read
+    all of it, with no time limit, to find the next request: a client trickling it
+    in would hold a gthread worker's thread, and a large upload would be read just
+    to be thrown away.
+    """
+
+    @app.after_request
+    def close_after_an_unread_body(response: Response) -> Response:
+        environ = request.environ
+        has_body = bool(request.content_length) or "chunked" in request.headers.get(
+            "Transfer-Encoding", ""
+        ).lower()
+        if has_body and not environ.get(_READ_WHOLE):
+            close_connection(environ.get("wsgi.input"))
+        return response

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import typing as t
 
-from werkzeug.wsgi import ClosingIterator
-
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIApplication
@@ -53,7 +51,27 @@ class RequestEnd:
             raise
         if not callbacks:  # most requests: nothing to wrap
             return body
-        return ClosingIterator(body, lambda: _run(callbacks))
+        return _Body(body, callbacks)
+
+
+class _Body:
+    """The app's body, whose ``close()`` runs the callbacks even when the body's own
+    close raises (werkzeug's ClosingIterator would skip them then)."""
+
+    def __init__(self, body: t.Iterable[bytes], callbacks: list[t.Callable[[], t.Any]]) -> None:
+        self._body = body
+        self._callbacks = callbacks
+
+    def __iter__(self) -> t.Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            _run(self._callbacks)
 
 
 def _run(callbacks: list[t.Callable[[], t.Any]]) -> None:

@@ -19,7 +19,7 @@ _MODEL_PREFIXES = ("openclaw/", "openclaw:", "agent:")
 # percent-encoded from four UTF-8 bytes, and its prefix) must be one a client can send back.
 MAX_SESSION_KEY_CHARS = 4096
 _PRINTABLE_ASCII = re.compile(rf"[\x20-\x7e]{{1,{MAX_SESSION_KEY_CHARS}}}")
-# What a user-derived key may carry as is: printable ASCII, except "%" (the escape).
+# What an encoded user key carries as is: printable ASCII, except "%" (the escape).
 _UNSAFE_IN_KEY = re.compile(r"[^\x20-\x24\x26-\x7e]")
 HEADER = "x-openclaw-session-key"
 ACCEPTED_FORMS = (
@@ -119,7 +119,12 @@ def session_key(agent_id: str, header_key: str | None, user: str | None) -> tupl
             return f"agent:{agent_id}:{rest}", True
         return f"agent:{agent_id}:{key}", True
     if user is not None and user.strip():
-        return f"agent:{agent_id}:openai-user:{header_safe(user.strip().lower())}", True
+        name = user.strip().lower()
+        if _UNSAFE_IN_KEY.search(name.replace("%", "")):
+            # Its own namespace: keys of printable-ASCII users (OpenClaw's form, "%"
+            # included) stay as they were, and no literal user can spell an encoded one.
+            return f"agent:{agent_id}:openai-user-enc:{header_safe(name)}", True
+        return f"agent:{agent_id}:openai-user:{name}", True
     return f"agent:{agent_id}:openai:{uuid.uuid4()}", False
 
 

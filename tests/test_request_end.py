@@ -80,3 +80,21 @@ def test_callbacks_run_once_each_even_when_one_fails():
 def test_a_request_without_callbacks_gets_its_body_unwrapped():
     body = [b"as is"]
     assert RequestEnd(lambda environ, start_response: body)({}, None) is body
+
+
+def test_callbacks_run_even_when_the_body_fails_to_close():
+    ran = []
+
+    class Body(list):
+        def close(self):
+            raise RuntimeError("the body's own cleanup failed")
+
+    def app(environ, start_response):
+        on_request_end(environ, lambda: ran.append("released"))
+        return Body([b"body"])
+
+    body = RequestEnd(app)({}, lambda *args: None)
+    assert list(body) == [b"body"]
+    with pytest.raises(RuntimeError):
+        body.close()
+    assert ran == ["released"]

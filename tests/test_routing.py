@@ -15,11 +15,12 @@ from chatcompat.routing import session_key
     [
         ("Alice", "agent:main:openai-user:alice"),  # as OpenClaw, unchanged
         ("bob smith", "agent:main:openai-user:bob smith"),
-        ("zoë", "agent:main:openai-user:zo%C3%AB"),
-        ("a\r\nb", "agent:main:openai-user:a%0D%0Ab"),
-        ("nul\x00", "agent:main:openai-user:nul%00"),
-        ("100%", "agent:main:openai-user:100%25"),
-        ("日本", "agent:main:openai-user:%E6%97%A5%E6%9C%AC"),
+        ("100%", "agent:main:openai-user:100%"),  # printable ASCII: as before
+        ("zoë", "agent:main:openai-user-enc:zo%C3%AB"),
+        ("a\r\nb", "agent:main:openai-user-enc:a%0D%0Ab"),
+        ("nul\x00", "agent:main:openai-user-enc:nul%00"),
+        ("100% ë", "agent:main:openai-user-enc:100%25 %C3%AB"),
+        ("日本", "agent:main:openai-user-enc:%E6%97%A5%E6%9C%AC"),
     ],
 )
 def test_user_keys_are_printable_ascii(user, key):
@@ -28,6 +29,7 @@ def test_user_keys_are_printable_ascii(user, key):
 
 def test_a_literal_escape_and_the_character_it_spells_are_different_users():
     assert header_safe("zo%C3%AB") != header_safe("zoë")
+    assert session_key("main", None, "zo%C3%AB") != session_key("main", None, "zoë")
 
 
 def test_the_longest_key_from_a_user_can_be_sent_back():

@@ -245,3 +245,37 @@ def test_parser_errors_are_json(any_live, case):
     assert b"<html" not in reply.body
     assert get_status(any_live.port, "/healthz") == 200
     assert any_live.worker_pids() == workers  # no worker died or was replaced
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Answered 401 before the body is read; the body would then trickle on.
+        ("no-token", False, "Content-Length: 15000\r\n", 401),
+        # Answered 413 by Content-Length; gunicorn would then read a gigabyte.
+        ("too-large", True, "Content-Length: 1000000000\r\n", 413),
+    ],
+    ids=lambda case: case[0],
+)
+def test_an_answer_that_left_the_body_unread_closes_the_connection(make_server, worker_class, case):
+    _, auth, extra, status = case
+    server = make_server(
+        worker_class,
+        workers=1,
+        worker_class=worker_class,
+        overrides={"gateway": {"http": {"bodyTimeoutSeconds": 1}}},
+    )
+    head = _post_head(extra)
+    if not auth:
+        head = head.replace(f"Authorization: Bearer {TOKEN}\r\n".encode(), b"")
+    trickle = Trickle(server.port, head + b"{", pause=0.2)
+    # The answer comes, says it closes, and the server closes without reading the
+    # rest of the body (read_until_closed would time out while the body trickles).
+    reply = trickle.reply()
+    reply.error(status, None)
+    assert reply.header("Connection") == "close"
+    # gthread closes "gracefully" on its main thread, reading what is left for up to
+    # 2 s; a client gone for good lets it finish at once.
+    trickle.sock.close()
+    assert get_status(server.port, "/healthz") == 200
