@@ -209,7 +209,7 @@ def _make_client(name: str, port: int, concurrency: int) -> t.Callable[[], int]:
         from chatcompat.agents.base import Cancellation
         from chatcompat.agents.base import TextDelta
         from chatcompat.agents.openai_upstream import OpenAIAgent
-        from chatcompat.config import AgentConfig
+        from chatcompat.settings import AgentConfig
 
         options = {"baseUrl": f"http://127.0.0.1:{port}/v1", "model": "bench"}
         agent = OpenAIAgent(AgentConfig(id="bench", backend="openai", options=options))

@@ -43,7 +43,7 @@ from chatcompat.agents.base import TextDelta  # noqa: E402
 from chatcompat.agents.pi_process import parse_line  # noqa: E402
 from chatcompat.agents.pi_rpc import LOCAL_PI  # noqa: E402
 from chatcompat.agents.pi_rpc import PiAgent  # noqa: E402
-from chatcompat.config import AgentConfig  # noqa: E402
+from chatcompat.settings import AgentConfig  # noqa: E402
 
 
 def pi_command() -> list[str]:

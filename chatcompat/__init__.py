@@ -14,7 +14,7 @@ from flask import g
 from flask import request
 
 if t.TYPE_CHECKING:
-    from .config import Settings
+    from .settings import Settings
 
 __all__ = ["create_app"]
 
@@ -24,7 +24,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flask:
     """Build the WSGI app.
 
-    :param settings: a :class:`~chatcompat.config.Settings`, a configuration
+    :param settings: a :class:`~chatcompat.settings.Settings`, a configuration
         document (validated like a config file), or None: in a gunicorn worker of
         ``chatcompat serve``, what the master accepted (:mod:`chatcompat.reloading`),
         else the config file found the usual way (``--config``/``$CHATCOMPAT_CONFIG``/...
@@ -39,13 +39,13 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     from . import redaction
     from . import reloading
     from . import request_body
-    from .config import Settings as SettingsClass
     from .config import load_settings
     from .config import settings_from_document
     from .gateway import Gateway
     from .request_end import RequestEnd
     from .requestlog import RequestRecord
     from .security_headers import SECURITY_HEADERS
+    from .settings import Settings as SettingsClass
 
     if settings is None:
         # Under chatcompat's gunicorn config the master has read the file (and keeps

@@ -19,8 +19,8 @@ from .errors import AuthenticationFailed
 from .errors import TooManyAuthFailures
 
 if t.TYPE_CHECKING:
-    from .config import Settings
     from .sessions.base import SessionStore
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 

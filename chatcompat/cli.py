@@ -13,11 +13,11 @@ import typing as t
 import json5
 
 from .config import ConfigError
-from .config import Settings
 from .config import load_settings
 from .config import settings_from_document
 from .config import state_dir
 from .config import without_credentials
+from .settings import Settings
 
 CONFIG_TEMPLATE = """\
 // chatcompat configuration (JSON5: comments and trailing commas are fine).

@@ -5,12 +5,15 @@ The file is found at (first hit wins): ``--config PATH``, ``$CHATCOMPAT_CONFIG``
 ``~/.chatcompat``). Without a file the built-in defaults apply (endpoint disabled).
 
 The whole document is checked against one JSON Schema; every problem is reported
-with its key path, and :class:`ConfigError` carries all of them at once.
+with its key path, and :class:`ConfigError` carries all of them at once. Each agent's
+backend checks its own options (:meth:`~chatcompat.agents.base.Agent.check_options`)
+and the store its URL (:meth:`~chatcompat.sessions.base.SessionStore.check_url`); both
+are looked up only when a file names them, so importing this module loads neither.
+The values built here are the plain types of :mod:`chatcompat.settings`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import ipaddress
 import json
@@ -23,11 +26,14 @@ import json5
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from .agents import UnknownBackend
-from .agents import backend_class
+from .settings import UNSENDABLE
+from .settings import AgentConfig
+from .settings import RateLimit
+from .settings import Settings
+from .settings import StoreURL
+from .settings import StoreURLError
+from .settings import unsendable
 
-DEFAULT_PORT = 18789
-DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
@@ -37,68 +43,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-@dataclasses.dataclass(frozen=True)
-class RateLimit:
-    """Failed-auth lockout (``gateway.auth.rateLimit``)."""
-
-    max_attempts: int = 10
-    window_seconds: float = 60.0
-    lockout_seconds: float = 300.0
-    exempt_loopback: bool = True
-
-
-@dataclasses.dataclass(frozen=True)
-class AgentConfig:
-    """One entry of ``agents.list`` with ``agents.defaults`` merged in.
-
-    ``options`` holds the backend-specific keys (everything that is not one of the
-    generic keys below), already validated against the backend's ``options_schema``.
-    """
-
-    id: str
-    backend: str
-    options: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
-    system_prompt: str | None = None
-    timeout_seconds: float = 600.0
-    history_limit: int | None = None
-    default: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """The validated configuration, with defaults and environment fallbacks applied."""
-
-    state_dir: str
-    config_path: str | None = None
-    bind: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    auth_mode: str = "token"
-    # The token (token mode) or the password (password mode); None in mode "none".
-    auth_secret: str | None = None
-    allow_unauthenticated: bool = False
-    rate_limit: RateLimit | None = RateLimit()
-    trusted_proxies: tuple[str, ...] = ()
-    chat_completions_enabled: bool = False
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    sse_keepalive_seconds: float = 15.0
-    body_timeout_seconds: float = 30.0
-    agents: tuple[AgentConfig, ...] = (AgentConfig(id="main", backend="echo"),)
-    default_agent_id: str = "main"
-    session_store: str = ""
-    history_limit: int = 100
-    session_ttl_seconds: float = 30 * 86400.0
-    stateless_ttl_seconds: float = 3600.0
-    # None: wait as long as the agent's own timeout.
-    lock_timeout_seconds: float | None = None
-
-    def agent(self, agent_id: str) -> AgentConfig | None:
-        """Return the configured agent with this (lowercased) id, or None."""
-        for agent in self.agents:
-            if agent.id == agent_id:
-                return agent
-        return None
 
 
 CONFIG_FILE_NAME = "chatcompat.json5"
@@ -131,17 +75,6 @@ _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # A value under a key named like this is a secret: error messages must not quote it.
 _SECRET_KEY = re.compile(r"(auth|token|password|secret|api_?key|authorization|credentials?)$", re.I)
-
-
-# A secret or header value that cannot be sent as it is (http.client would refuse it,
-# quoting it in its error, or the upstream would not recognise it): a start-up problem,
-# whose message never shows the value.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_UNSENDABLE = "has control characters or leading/trailing whitespace (value not shown)"
-
-
-def _unsendable(value: t.Any) -> bool:
-    return isinstance(value, str) and (value != value.strip() or bool(_CONTROL.search(value)))
 
 
 class _NonFinite(Exception):
@@ -415,8 +348,8 @@ def _auth(
             message = f"{mode} mode needs a {mode} (set gateway.auth.{mode} or {names[1]})"
             problems.append((("gateway", "auth", mode), message))
             return {"auth_secret": None}
-        if _unsendable(chosen[1]):
-            problems.append((chosen[0], _UNSENDABLE))
+        if unsendable(chosen[1]):
+            problems.append((chosen[0], UNSENDABLE))
         return {"auth_secret": chosen[1]}
     if mode == "none" and not _is_loopback(bind) and auth.get("allowUnauthenticated") is not True:
         message = (
@@ -474,8 +407,7 @@ def _agents(
         if not isinstance(entry, dict):
             continue
         merged = {**defaults, **entry}
-        problems.extend(_secret_problems(at, merged, environ))
-        agent = _agent(at, merged, problems)
+        agent = _agent(at, merged, environ, problems)
         if agent is None:
             continue
         if agent.id in first_at:
@@ -494,7 +426,9 @@ def _agents(
     return {"agents": tuple(agents), "default_agent_id": default_id}
 
 
-def _agent(at: _Path, merged: dict[str, t.Any], problems: list[_Problem]) -> AgentConfig | None:
+def _agent(
+    at: _Path, merged: dict[str, t.Any], environ: t.Mapping[str, str], problems: list[_Problem]
+) -> AgentConfig | None:
     if not isinstance(merged.get("id"), str):
         return None  # the schema reported it
     agent_id = merged["id"].lower()
@@ -508,7 +442,7 @@ def _agent(at: _Path, merged: dict[str, t.Any], problems: list[_Problem]) -> Age
     if backend is None:
         problems.append((at, "'backend' is a required property (here or in agents.defaults)"))
     elif isinstance(backend, str):
-        problems.extend(_options_problems(at, backend, options, generic))
+        problems.extend(_options_problems(at, backend, options, generic, environ))
     kwargs: dict[str, t.Any] = {}
     if isinstance(merged.get("timeoutSeconds"), (int, float)):
         kwargs["timeout_seconds"] = float(merged["timeoutSeconds"])
@@ -521,37 +455,29 @@ def _agent(at: _Path, merged: dict[str, t.Any], problems: list[_Problem]) -> Age
     return AgentConfig(id=agent_id, backend=backend, options=options, default=default, **kwargs)
 
 
-def _secret_problems(
-    at: _Path, merged: t.Mapping[str, t.Any], environ: t.Mapping[str, str]
-) -> list[_Problem]:
-    """An agent's key (``apiKey``, else the variable ``apiKeyEnv`` names when it is set)
-    and its header values must be sendable as they are (any backend: the convention
-    of :meth:`~chatcompat.agents.base.Agent.api_key`)."""
-    problems: list[_Problem] = []
-    key, variable = merged.get("apiKey"), merged.get("apiKeyEnv")
-    if _unsendable(key):
-        problems.append(((*at, "apiKey"), _UNSENDABLE))
-    elif not key and isinstance(variable, str):
-        value = environ.get(variable, "")  # unset or blank: the run says so
-        if value.strip() and _unsendable(value):
-            problems.append(((*at, "apiKeyEnv"), f"the variable {variable} {_UNSENDABLE}"))
-    headers = merged.get("headers")
-    for name, value in headers.items() if isinstance(headers, dict) else ():
-        if _unsendable(value):
-            problems.append(((*at, "headers", name), _UNSENDABLE))
-    return problems
-
-
 def _options_problems(
-    at: _Path, backend: str, options: dict[str, t.Any], generic: t.Any
+    at: _Path,
+    backend: str,
+    options: dict[str, t.Any],
+    generic: t.Any,
+    environ: t.Mapping[str, str],
 ) -> list[_Problem]:
+    """What the backend finds wrong with its options: its own checks
+    (:meth:`~chatcompat.agents.base.Agent.check_options`), then its ``options_schema``."""
+    # Looked up here, not at import: the backend modules are the agents layer, above
+    # this loader's settings, and only the backends a file names are imported.
+    from .agents import UnknownBackend
+    from .agents import backend_class
+
     try:
-        validator = _options_validator(backend_class(backend))
+        cls = backend_class(backend)
+        validator = _options_validator(cls)
     except UnknownBackend as exc:
         return [((*at, "backend"), str(exc))]
     except SchemaError as exc:  # a plugin's bug; still one readable line, not a traceback
         return [((*at, "backend"), f"{backend!r} has a broken options schema: {exc.message}")]
-    return _schema_problems(validator, options, at, also_known=generic)
+    found = [((*at, *path), message) for path, message in cls.check_options(options, environ)]
+    return found + _schema_problems(validator, options, at, also_known=generic)
 
 
 def _store_url(
@@ -565,31 +491,18 @@ def _store_url(
         return "sqlite:///" + os.path.join(state_dir(environ), "sessions.db")
     if not isinstance(url, str) or not url:
         return ""  # the schema reported it
-    # Messages never quote the URL: a Redis URL may carry a password.
-    scheme, separator, rest = url.partition("://")
-    scheme = scheme.lower() if separator else ""
-    if scheme in ("redis", "rediss"):
-        # Check the URL now (this connects to nothing): a malformed one would
-        # otherwise only fail in the workers, on every request.
-        from .sessions.redis_store import RedisStore
+    try:
+        parsed = StoreURL.parse(url)
+    except StoreURLError as exc:  # the message never quotes the URL
+        problems.append((("sessions", "store"), str(exc)))
+        return ""
+    # The store checks the rest now (this connects to nothing): a URL it cannot use
+    # would otherwise only fail in the workers, on every request. Looked up here: a
+    # store module imports its driver.
+    from .sessions import store_class
 
-        try:
-            RedisStore(url)
-        except ValueError as exc:
-            problems.append((("sessions", "store"), str(exc)))
-            return ""
-        return url
-    path, question, query = rest.partition("?")
-    if scheme == "sqlite" and path.startswith("/") and path != "/":
-        # As in SQLAlchemy: three slashes and a relative path, four and an absolute one.
-        base = os.path.dirname(config_path) if config_path else os.getcwd()
-        absolute = os.path.abspath(os.path.join(base, os.path.expanduser(path[1:])))
-        return f"sqlite:///{absolute}{question}{query}"
-    expected = "sqlite:///relative/path.db, sqlite:////absolute/path.db, redis:// or rediss://"
-    if scheme == "sqlite":
-        message = f"a SQLite URL has no host (expected {expected})"
-    else:
-        message = f"unsupported scheme {scheme!r}" if scheme else "not a URL"
-        message += f" (expected {expected})"
-    problems.append((("sessions", "store"), message))
-    return ""
+    found = store_class(parsed.scheme).check_url(parsed)
+    problems.extend((("sessions", "store"), message) for message in found)
+    # Relative SQLite paths are relative to the file's directory.
+    base = os.path.dirname(config_path) if config_path else os.getcwd()
+    return "" if found else parsed.resolved(base)

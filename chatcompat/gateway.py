@@ -18,8 +18,8 @@ from .auth import Authenticator
 from .sessions import open_store
 
 if t.TYPE_CHECKING:
-    from .config import Settings
     from .sessions.base import SessionStore
+    from .settings import Settings
 
 
 class Gateway:

@@ -33,7 +33,7 @@ import typing as t
 import urllib.parse
 
 if t.TYPE_CHECKING:
-    from .config import Settings
+    from .settings import Settings
 
 REDACTED = "<redacted>"
 MIN_LENGTH = 8

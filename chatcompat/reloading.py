@@ -26,7 +26,7 @@ from .config import ConfigError
 from .config import load_settings
 
 if t.TYPE_CHECKING:
-    from .config import Settings
+    from .settings import Settings
 
 
 class _Log(t.Protocol):

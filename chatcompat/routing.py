@@ -10,8 +10,8 @@ from .errors import InvalidSessionKey
 from .errors import ModelNotFound
 
 if t.TYPE_CHECKING:
-    from .config import AgentConfig
-    from .config import Settings
+    from .settings import AgentConfig
+    from .settings import Settings
 
 AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _MODEL_PREFIXES = ("openclaw/", "openclaw:", "agent:")

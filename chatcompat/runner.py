@@ -48,12 +48,12 @@ from .streaming import peer_closed
 
 if t.TYPE_CHECKING:
     from .agents.base import Agent
-    from .config import AgentConfig
-    from .config import Settings
     from .idempotency import Idempotency
     from .requestlog import RequestRecord
     from .sessions.base import IdempotencyRecord
     from .sessions.base import SessionStore
+    from .settings import AgentConfig
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 

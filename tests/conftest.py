@@ -8,9 +8,9 @@ import typing as t
 import pytest
 
 from chatcompat import create_app
-from chatcompat.config import AgentConfig
-from chatcompat.config import RateLimit
-from chatcompat.config import Settings
+from chatcompat.settings import AgentConfig
+from chatcompat.settings import RateLimit
+from chatcompat.settings import Settings
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

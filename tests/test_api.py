@@ -99,7 +99,7 @@ def test_missing_credential_does_not_count_and_success_resets(client):
 
 
 def test_max_attempts_one(make_app, settings):
-    from chatcompat.config import RateLimit
+    from chatcompat.settings import RateLimit
 
     client = make_app(rate_limit=RateLimit(max_attempts=1, exempt_loopback=False)).test_client()
     assert post(client, headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -111,7 +111,7 @@ def test_max_attempts_one(make_app, settings):
     [("203.0.113.9", "::ffff:203.0.113.9"), ("::ffff:203.0.113.9", "203.0.113.9")],
 )
 def test_an_ipv4_mapped_address_is_the_same_client_for_the_lockout(make_app, first, second):
-    from chatcompat.config import RateLimit
+    from chatcompat.settings import RateLimit
 
     client = make_app(rate_limit=RateLimit(max_attempts=1)).test_client()
     bad = {"Authorization": "Bearer nope"}
@@ -120,7 +120,7 @@ def test_an_ipv4_mapped_address_is_the_same_client_for_the_lockout(make_app, fir
 
 
 def test_an_ipv4_mapped_forwarded_address_is_the_same_client(make_app):
-    from chatcompat.config import RateLimit
+    from chatcompat.settings import RateLimit
 
     client = make_app(
         rate_limit=RateLimit(max_attempts=1), trusted_proxies=("127.0.0.1/32",)
@@ -148,7 +148,7 @@ def test_every_response_carries_the_security_headers(client, method, path):
 
 
 def test_loopback_is_exempt_when_configured(make_app):
-    from chatcompat.config import RateLimit
+    from chatcompat.settings import RateLimit
 
     client = make_app(rate_limit=RateLimit(max_attempts=1)).test_client()
     for _ in range(3):
@@ -156,7 +156,7 @@ def test_loopback_is_exempt_when_configured(make_app):
 
 
 def test_trusted_proxy_forwarded_for_is_the_client(make_app):
-    from chatcompat.config import RateLimit
+    from chatcompat.settings import RateLimit
 
     client = make_app(
         rate_limit=RateLimit(max_attempts=1), trusted_proxies=("127.0.0.1/32",)
@@ -568,7 +568,7 @@ def test_new_session_uses_the_request_history_and_stores_it(client, tmp_path, mo
 
 
 def test_agent_system_prompt_comes_before_request_system_text(client, tmp_path, monkeypatch):
-    from chatcompat.config import AgentConfig  # noqa: F401  (documentation of the shape)
+    from chatcompat.settings import AgentConfig  # noqa: F401  (documentation of the shape)
 
     runs = _scripted_log(tmp_path, monkeypatch)
     post(

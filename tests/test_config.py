@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from chatcompat.agents.base import Agent
-from chatcompat.config import DEFAULT_MAX_BODY_BYTES
-from chatcompat.config import AgentConfig
 from chatcompat.config import ConfigError
-from chatcompat.config import RateLimit
-from chatcompat.config import Settings
 from chatcompat.config import config_schema
 from chatcompat.config import find_config_file
 from chatcompat.config import load_document
 from chatcompat.config import load_settings
 from chatcompat.config import settings_from_document
 from chatcompat.config import state_dir
+from chatcompat.settings import DEFAULT_MAX_BODY_BYTES
+from chatcompat.settings import AgentConfig
+from chatcompat.settings import RateLimit
+from chatcompat.settings import Settings
 
 TOKEN_ENV = {"CHATCOMPAT_GATEWAY_TOKEN": "test-token"}
 SECRET = "s3cret-value-42"
@@ -36,6 +38,26 @@ class KeyedAgent(Agent):
         },
         "additionalProperties": False,
     }
+
+
+CHECKED = "tests.test_config.CheckedAgent"
+
+
+class CheckedAgent(Agent):
+    """A backend with a rule its schema cannot say: ``low`` below ``high``."""
+
+    options_schema = {
+        "type": "object",
+        "properties": {"low": {"type": "integer"}, "high": {"type": "integer", "maximum": 9}},
+        "additionalProperties": False,
+    }
+
+    @classmethod
+    def check_options(cls, options, environ):
+        low, high = options.get("low", 0), options.get("high", 0)
+        if isinstance(low, int) and isinstance(high, int) and low >= high:
+            return [(("low",), f"must be below high ({high}; {environ.get('HINT', 'no hint')})")]
+        return []
 
 
 @pytest.fixture(autouse=True)
@@ -697,6 +719,29 @@ def test_agents_defaults_are_merged_and_entries_win():
 )
 def test_agent_problems(doc, expected):
     assert problems(doc) == expected
+
+
+def test_each_backend_checks_its_own_options_through_the_loader():
+    doc = agents_doc({"id": "a", "backend": CHECKED, "low": 12, "high": 10})
+    assert problems(doc, environ={**TOKEN_ENV, "HINT": "from env"}) == [
+        "agents.list[0].high: 10 is greater than the maximum of 9",
+        "agents.list[0].low: must be below high (10; from env)",
+    ]
+    assert build(agents_doc({"id": "a", "backend": CHECKED, "low": 1, "high": 2})).agents
+
+
+def test_the_loader_imports_no_backend_module_until_a_file_names_it():
+    # A fresh interpreter: this test process has imported the backends already.
+    code = (
+        "import sys\n"
+        "import chatcompat.config\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('chatcompat.agents',"
+        " 'chatcompat.sessions', 'redis'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
 
 
 # --- session store ------------------------------------------------------------------

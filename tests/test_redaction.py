@@ -9,13 +9,13 @@ import logging
 import pytest
 
 from chatcompat import errors
-from chatcompat.config import AgentConfig
-from chatcompat.config import Settings
 from chatcompat.redaction import REDACTED
 from chatcompat.redaction import Redactor
 from chatcompat.redaction import protect
 from chatcompat.redaction import secrets_of
 from chatcompat.requestlog import JsonFormatter
+from chatcompat.settings import AgentConfig
+from chatcompat.settings import Settings
 from tests.conftest import AUTH
 from tests.fake_upstream import FakeUpstream
 from tests.wire import parse_sse

@@ -10,7 +10,7 @@ import pytest
 
 from chatcompat.agents import backend_class
 from chatcompat.agents.base import BACKEND_FIELDS
-from chatcompat.config import AgentConfig
+from chatcompat.settings import AgentConfig
 from tests.conftest import AUTH
 from tests.wire import check_completion
 from tests.wire import check_error

@@ -11,7 +11,6 @@ import pytest
 
 from chatcompat import errors
 from chatcompat.agents import backend_class
-from chatcompat.config import AgentConfig
 from chatcompat.history import split_request
 from chatcompat.idempotency import Idempotency
 from chatcompat.requestlog import RequestRecord
@@ -20,6 +19,7 @@ from chatcompat.runner import ClientGone
 from chatcompat.runner import Run
 from chatcompat.sessions import open_store
 from chatcompat.sessions.base import StoreUnavailable
+from chatcompat.settings import AgentConfig
 from tests.conftest import SCRIPTED
 from tests.scripted_agent import read_log
 

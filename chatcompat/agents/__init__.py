@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from .base import Agent
 
 if t.TYPE_CHECKING:
-    from ..config import AgentConfig
+    from ..settings import AgentConfig
 
 BUILTIN_BACKENDS = {
     "echo": "chatcompat.agents.echo.EchoAgent",

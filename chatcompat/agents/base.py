@@ -35,11 +35,15 @@ import threading
 import typing as t
 
 from .. import redaction
+from ..settings import UNSENDABLE
+from ..settings import unsendable
 
 if t.TYPE_CHECKING:
-    from ..config import AgentConfig
+    from ..settings import AgentConfig
 
 Message = dict[str, t.Any]
+# What an option check finds: the key path below the agent's entry, and what is wrong.
+OptionProblem = tuple[tuple[str | int, ...], str]
 
 # The optional request fields (OpenAI's names) that reach a backend in
 # AgentRequest.params when it declares them in Agent.request_fields. The gateway itself
@@ -267,7 +271,8 @@ class Agent:
     opened at import or construction time in the master).
 
     ``options_schema`` is the JSON Schema of the backend's own options in
-    ``agents.list[]``; the configuration loader validates them with it.
+    ``agents.list[]``; the configuration loader validates them with it, and calls
+    :meth:`check_options` for what a schema cannot say.
     ``accepts_images`` says whether ``image_url`` content parts reach the agent.
     ``request_fields`` names the optional request fields (of :data:`BACKEND_FIELDS`)
     the backend takes: they reach it in ``AgentRequest.params``; a request that sends
@@ -288,6 +293,36 @@ class Agent:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+
+    @classmethod
+    def check_options(
+        cls, options: t.Mapping[str, t.Any], environ: t.Mapping[str, str]
+    ) -> list[OptionProblem]:
+        """Check the options beyond ``options_schema``, at start-up; the configuration
+        loader calls it for every configured agent of this backend (before the schema,
+        on options it may also find wrong). Messages never quote a secret.
+
+        By default: a key (``apiKey``, else the variable ``apiKeyEnv`` names, when it
+        is set) and the ``headers`` values must be sendable as they are (the
+        convention of :meth:`api_key`).
+
+        :param options: the agent's backend-specific options, not yet validated.
+        :param environ: the gateway's environment (``apiKeyEnv`` is read from it).
+        :return: one (key path below the agent's entry, message) per problem.
+        """
+        problems: list[OptionProblem] = []
+        key, variable = options.get("apiKey"), options.get("apiKeyEnv")
+        if unsendable(key):
+            problems.append((("apiKey",), UNSENDABLE))
+        elif not key and isinstance(variable, str):
+            value = environ.get(variable, "")  # unset or blank: the run says so
+            if value.strip() and unsendable(value):
+                problems.append((("apiKeyEnv",), f"the variable {variable} {UNSENDABLE}"))
+        headers = options.get("headers")
+        for name, value in headers.items() if isinstance(headers, dict) else ():
+            if unsendable(value):
+                problems.append((("headers", name), UNSENDABLE))
+        return problems
 
     def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
         """Run the agent and yield its events, ending with one :class:`Finish`.

@@ -59,7 +59,7 @@ from .upstream_http import SSEDecoder
 from .upstream_http import mapped_errors
 
 if t.TYPE_CHECKING:
-    from ..config import AgentConfig
+    from ..settings import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class OpenAIAgent(Agent):
                 "type": "object",
                 "propertyNames": {"pattern": _HEADER_NAME},
                 # Control characters and surrounding whitespace are refused by the
-                # config loader, without quoting the value (chatcompat.config).
+                # config loader, without quoting the value (Agent.check_options).
                 "additionalProperties": {"type": "string"},
                 "description": "Extra request headers (they win over the defaults).",
             },

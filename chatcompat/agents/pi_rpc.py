@@ -62,7 +62,7 @@ from .pi_turn import PiTurn
 from .pi_turn import session_file
 
 if t.TYPE_CHECKING:
-    from ..config import AgentConfig
+    from ..settings import AgentConfig
 
 # `npm install --prefix .tools/pi ...` in a checkout (see README, "The pi backend").
 LOCAL_PI = pathlib.Path(__file__).resolve().parents[2] / ".tools/pi/node_modules/.bin/pi"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import os
+import importlib
 
+from ..settings import StoreURL
 from .base import IdempotencyRecord
 from .base import KeyedReply
 from .base import Message
@@ -14,8 +14,6 @@ from .base import StoreError
 from .base import StoreUnavailable
 from .base import Turn
 from .sqlite_store import SQLiteStore
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "IdempotencyRecord",
@@ -28,39 +26,38 @@ __all__ = [
     "StoreUnavailable",
     "Turn",
     "open_store",
+    "store_class",
 ]
 
 
-def open_store(url: str) -> SessionStore:
-    """Open the store named by ``sessions.store``.
+# The store class of each URL scheme (a dotted path: a store module imports its driver
+# only when a configuration names it).
+STORE_CLASSES = {
+    "sqlite": "chatcompat.sessions.sqlite_store.SQLiteStore",
+    "redis": "chatcompat.sessions.redis_store.RedisStore",
+    "rediss": "chatcompat.sessions.redis_store.RedisStore",
+}
 
-    ``sqlite:////abs/path.db`` (or ``sqlite:///rel/path.db``, relative to the current
-    directory; the path is taken verbatim, not percent-decoded; ``?options`` are
-    ignored with a warning) opens a :class:`SQLiteStore`. ``redis://[:password@]host:port/db``
-    (or ``rediss://`` for TLS) opens a
-    :class:`~chatcompat.sessions.redis_store.RedisStore`. Nothing is opened yet: the
-    connection is made on first use.
 
-    :raises ValueError: for any other URL. The message never repeats the URL, which
-        may carry a password.
+def store_class(scheme: str) -> type[SessionStore]:
+    """The store class of a scheme :meth:`StoreURL.parse` accepts.
+
+    :raise KeyError: for any other scheme.
     """
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep:
-        raise ValueError("the session store must be a URL (sqlite:///path or redis://host)")
-    if scheme == "sqlite":
-        # rest is "/" + path: "//abs/x.db" for an absolute path, "/rel/x.db" otherwise.
-        path, _, query = rest.partition("?")
-        if not path.startswith("/") or path in ("/", "//"):
-            raise ValueError("a sqlite session store URL must look like sqlite:///path/to/file.db")
-        if query:
-            # The config accepts SQLAlchemy-style options; none applies here (a longer
-            # busy timeout, say, would freeze gevent workers). Names only: no values.
-            names = sorted({part.partition("=")[0] for part in query.split("&") if part})
-            log.warning("the sqlite session store ignores the URL options %s", ", ".join(names))
-        return SQLiteStore(os.path.abspath(path[1:]))
-    if scheme in ("redis", "rediss"):
-        from .redis_store import RedisStore  # imports redis-py only when used
+    module_name, _, class_name = STORE_CLASSES[scheme].rpartition(".")
+    cls: type[SessionStore] = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
-        return RedisStore(url)
-    raise ValueError(f"unsupported session store scheme {scheme!r} (use sqlite or redis)")
+
+def open_store(url: str) -> SessionStore:
+    """Open the store named by ``sessions.store``: a :class:`SQLiteStore` or a
+    :class:`~chatcompat.sessions.redis_store.RedisStore` (the URL forms:
+    :class:`~chatcompat.settings.StoreURL`; a relative SQLite path is relative to the
+    current directory, ``?options`` of a SQLite URL are ignored with a warning).
+    Nothing is opened yet: the connection is made on first use.
+
+    :raises ValueError: for a URL that is not a store's. The message never repeats the
+        URL, which may carry a password.
+    """
+    parsed = StoreURL.parse(url)
+    return store_class(parsed.scheme).from_url(parsed)

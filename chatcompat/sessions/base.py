@@ -27,7 +27,8 @@ import dataclasses
 import typing as t
 
 if t.TYPE_CHECKING:
-    from ..config import RateLimit
+    from ..settings import RateLimit
+    from ..settings import StoreURL
 
 Message = dict[str, t.Any]
 
@@ -93,7 +94,30 @@ class SessionStore:
     raise :class:`StoreUnavailable`; none may raise a foreign exception (translate
     ``sqlite3``/``redis`` errors at the boundary). Methods that wait must do it with
     ``time.sleep`` so gevent can switch greenlets: never block inside the database.
+
+    A store is named by a URL (:class:`~chatcompat.settings.StoreURL`): the
+    configuration loader calls :meth:`check_url` at start-up, and
+    :func:`~chatcompat.sessions.open_store` opens it with :meth:`from_url`.
     """
+
+    @classmethod
+    def check_url(cls, url: StoreURL) -> list[str]:
+        """What this store finds wrong with a parsed URL of its scheme, beyond the
+        shared syntax (nothing by default). Connects to nothing.
+
+        :param url: a URL :meth:`StoreURL.parse` accepted, of this store's scheme.
+        :return: one message per problem; none quotes the URL (it may hold a password).
+        """
+        return []
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> SessionStore:
+        """Build the store named by ``url``; nothing is opened before first use.
+
+        :param url: a URL of this store's scheme.
+        :raise ValueError: the URL cannot be used (the message does not repeat it).
+        """
+        raise NotImplementedError("The 'from_url' method must be implemented.")
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers."""

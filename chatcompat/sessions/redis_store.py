@@ -53,6 +53,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..settings import REDIS_SCHEMES
+from ..settings import REDIS_URL_FORM
+from ..settings import StoreURL
 from . import redis_lua
 from .base import IdempotencyRecord
 from .base import KeyedReply
@@ -66,7 +69,7 @@ from .sqlite_db import decode
 from .sqlite_db import encode
 
 if t.TYPE_CHECKING:
-    from ..config import RateLimit
+    from ..settings import RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ SOCKET_TIMEOUT_SECONDS = 2.0
 PURGE_INTERVAL_SECONDS = 60.0
 PURGE_BATCH = 100
 LIST_BATCH = 100
+_NOT_REDIS = f"a redis session store URL must look like {REDIS_URL_FORM}"
 
 # Errors meaning "cannot be used right now" (HTTP 503) rather than a bug (500).
 _UNAVAILABLE = (
@@ -111,23 +115,14 @@ class RedisStore(SessionStore):
 
     def __init__(self, url: str, *, prefix: str = "chatcompat:") -> None:
         self._url = url
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port or 6379
-            if parts.path.strip("/") and not parts.path.strip("/").isdigit():
-                raise ValueError("the database must be a number")  # redis-py would use 0
-            redis.connection.parse_url(url)  # what from_url would reject, now, not later
-        except ValueError:
-            raise ValueError(
-                "a redis session store URL must look like redis://[:password@]host[:port][/db]"
-            ) from None
-        self._secrets = [
-            s for s in {parts.password, urllib.parse.unquote(parts.password or "")} if s
-        ]
-        host = parts.hostname or "localhost"
-        where = f"[{host}]" if ":" in host else host
+        parsed = StoreURL.parse(url)  # a StoreURLError is a ValueError
+        problems = self.check_url(parsed) if parsed.scheme in REDIS_SCHEMES else [_NOT_REDIS]
+        if problems:
+            raise ValueError(problems[0])
+        password = urllib.parse.urlsplit(url).password
+        self._secrets = [s for s in {password, urllib.parse.unquote(password or "")} if s]
         # What messages name: never the password (nor the user name).
-        self.location = f"{parts.scheme}://{where}:{port}/{parts.path.strip('/') or 0}"
+        self.location = parsed.location
         self.prefix = prefix
         self._by_updated = f"{prefix}sessions:by-updated"
         self._by_expiry = f"{prefix}sessions:by-expiry"
@@ -137,6 +132,18 @@ class RedisStore(SessionStore):
         self._scripts: _Scripts | None = None
         self._pid = 0
         self._last_purge = float("-inf")
+
+    @classmethod
+    def check_url(cls, url: StoreURL) -> list[str]:
+        try:
+            redis.connection.parse_url(url.url)  # what from_url would refuse, now, not later
+        except ValueError as exc:  # its messages name an option, never a value
+            return [f"{_NOT_REDIS} ({exc})"]
+        return []
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> RedisStore:
+        return cls(url.url)
 
     def __repr__(self) -> str:
         return f"<RedisStore {self.location}>"

@@ -31,7 +31,8 @@ from .sqlite_db import decode
 from .sqlite_db import encode
 
 if t.TYPE_CHECKING:
-    from ..config import RateLimit
+    from ..settings import RateLimit
+    from ..settings import StoreURL
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,17 @@ class SQLiteStore(SessionStore):
         self._db = Database(self.path, retry_budget=retry_budget)
         self._clock = clock
         self._last_purge = float("-inf")
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> SQLiteStore:
+        """The store in the URL's file; a relative path is relative to the current
+        directory (the loader has made the configured one absolute)."""
+        if url.query:
+            # The config accepts SQLAlchemy-style options; none applies here (a longer
+            # busy timeout, say, would freeze gevent workers). Names only: no values.
+            names = ", ".join(url.option_names)
+            log.warning("the sqlite session store ignores the URL options %s", names)
+        return cls(url.sqlite_file(os.getcwd()))
 
     def ping(self) -> None:
         self._db.read("SELECT count(*) FROM locks", ())

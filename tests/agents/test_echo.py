@@ -11,7 +11,7 @@ from chatcompat.agents.base import Finish
 from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
 from chatcompat.agents.echo import EchoAgent
-from chatcompat.config import AgentConfig
+from chatcompat.settings import AgentConfig
 
 
 def run(agent, text, cancel=None, system=None):

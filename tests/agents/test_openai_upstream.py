@@ -24,9 +24,9 @@ from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
 from chatcompat.agents.base import ToolCallDelta
 from chatcompat.agents.openai_upstream import OpenAIAgent
-from chatcompat.config import AgentConfig
 from chatcompat.config import ConfigError
 from chatcompat.config import settings_from_document
+from chatcompat.settings import AgentConfig
 from tests.conftest import AUTH
 from tests.conftest import TOKEN
 from tests.fake_upstream import FakeUpstream

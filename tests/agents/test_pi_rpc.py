@@ -34,13 +34,13 @@ from chatcompat.agents.pi_process import parse_line
 from chatcompat.agents.pi_rpc import BASE_ENV
 from chatcompat.agents.pi_rpc import PiAgent
 from chatcompat.agents.pi_turn import session_file
-from chatcompat.config import AgentConfig
 from chatcompat.config import ConfigError
-from chatcompat.config import RateLimit
-from chatcompat.config import Settings
 from chatcompat.config import settings_from_document
 from chatcompat.history import flatten_prompt
 from chatcompat.sessions import SQLiteStore
+from chatcompat.settings import AgentConfig
+from chatcompat.settings import RateLimit
+from chatcompat.settings import Settings
 from tests.conftest import AUTH
 from tests.conftest import TOKEN
 from tests.fake_upstream import FakeUpstream

@@ -18,12 +18,12 @@ import typing as t
 
 import pytest
 
-from chatcompat.config import RateLimit
 from chatcompat.sessions import KeyedReply
 from chatcompat.sessions import StoreError
 from chatcompat.sessions import StoreUnavailable
 from chatcompat.sessions import open_store
 from chatcompat.sessions.redis_store import RedisStore
+from chatcompat.settings import RateLimit
 from tests.conftest import AUTH
 from tests.redis_server import RedisServer
 

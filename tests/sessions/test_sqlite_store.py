@@ -11,7 +11,6 @@ import typing as t
 
 import pytest
 
-from chatcompat.config import RateLimit
 from chatcompat.sessions import IdempotencyRecord
 from chatcompat.sessions import KeyedReply
 from chatcompat.sessions import SQLiteStore
@@ -20,6 +19,7 @@ from chatcompat.sessions import StoreUnavailable
 from chatcompat.sessions import open_store
 from chatcompat.sessions import sqlite_db
 from chatcompat.sessions import sqlite_store
+from chatcompat.settings import RateLimit
 
 KEY = "agent:main:openai-user:alice"
 # Made by chatcompat at 9c060c2 (schema version 1, before turn ids and idempotency

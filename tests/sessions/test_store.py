@@ -11,11 +11,11 @@ import typing as t
 
 import pytest
 
-from chatcompat.config import RateLimit
 from chatcompat.sessions import IdempotencyRecord
 from chatcompat.sessions import KeyedReply
 from chatcompat.sessions import SessionStore
 from chatcompat.sessions import StoreError
+from chatcompat.settings import RateLimit
 
 KEY = "agent:main:openai-user:alice"
 TTL = 600.0

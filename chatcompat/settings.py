@@ -1,0 +1,208 @@
+"""The gateway's settings as plain values: what :mod:`chatcompat.config` builds from
+the configuration file and every other module reads.
+
+This module is the bottom layer of the package: it imports nothing of chatcompat
+(and no third-party package), so any module may import it without pulling in the
+loader, its JSON5 and JSON Schema libraries, the agents or the stores. Besides the
+settings types it holds the value rules both the loader and the code using a value
+must agree on: :class:`StoreURL`, the one parser of ``sessions.store`` (used by the
+loader and by :func:`chatcompat.sessions.open_store`), and :func:`unsendable`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing as t
+import urllib.parse
+
+DEFAULT_PORT = 18789
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimit:
+    """Failed-auth lockout (``gateway.auth.rateLimit``)."""
+
+    max_attempts: int = 10
+    window_seconds: float = 60.0
+    lockout_seconds: float = 300.0
+    exempt_loopback: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """One entry of ``agents.list`` with ``agents.defaults`` merged in.
+
+    ``options`` holds the backend-specific keys (everything that is not one of the
+    generic keys below), already checked by the backend (its ``options_schema`` and
+    its ``check_options``).
+    """
+
+    id: str
+    backend: str
+    options: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+    system_prompt: str | None = None
+    timeout_seconds: float = 600.0
+    history_limit: int | None = None
+    default: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The validated configuration, with defaults and environment fallbacks applied."""
+
+    state_dir: str
+    config_path: str | None = None
+    bind: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    auth_mode: str = "token"
+    # The token (token mode) or the password (password mode); None in mode "none".
+    auth_secret: str | None = None
+    allow_unauthenticated: bool = False
+    rate_limit: RateLimit | None = RateLimit()
+    trusted_proxies: tuple[str, ...] = ()
+    chat_completions_enabled: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    sse_keepalive_seconds: float = 15.0
+    body_timeout_seconds: float = 30.0
+    agents: tuple[AgentConfig, ...] = (AgentConfig(id="main", backend="echo"),)
+    default_agent_id: str = "main"
+    # A URL :meth:`StoreURL.parse` accepts; a SQLite path in it is absolute.
+    session_store: str = ""
+    history_limit: int = 100
+    session_ttl_seconds: float = 30 * 86400.0
+    stateless_ttl_seconds: float = 3600.0
+    # None: wait as long as the agent's own timeout.
+    lock_timeout_seconds: float | None = None
+
+    def agent(self, agent_id: str) -> AgentConfig | None:
+        """Return the configured agent with this (lowercased) id, or None."""
+        for agent in self.agents:
+            if agent.id == agent_id:
+                return agent
+        return None
+
+
+# -- value rules -------------------------------------------------------------------
+
+# A secret or header value that cannot be sent as it is (http.client would refuse it,
+# quoting it in its error, or the upstream would not recognise it): a start-up problem,
+# whose message never shows the value.
+UNSENDABLE = "has control characters or leading/trailing whitespace (value not shown)"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unsendable(value: t.Any) -> bool:
+    """Whether ``value`` is a string that cannot go in an HTTP header as it is.
+
+    :param value: any configured value; only strings can be unsendable.
+    """
+    return isinstance(value, str) and (value != value.strip() or bool(_CONTROL.search(value)))
+
+
+STORE_URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db, redis:// or rediss://"
+REDIS_URL_FORM = "redis://[:password@]host[:port][/db]"
+REDIS_SCHEMES = ("redis", "rediss")
+DEFAULT_REDIS_PORT = 6379
+
+
+class StoreURLError(ValueError):
+    """``sessions.store`` is not a store URL. The message never quotes the URL, which
+    may carry a password."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreURL:
+    """A parsed ``sessions.store`` URL.
+
+    ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (as in
+    SQLAlchemy: three slashes and a relative path, four and an absolute one; the path
+    is taken verbatim, not percent-decoded; ``?options`` are kept) names a SQLite file.
+    ``redis://[:password@]host[:port][/db]`` or ``rediss://`` (TLS) names a Redis
+    database; its query options are the Redis store's to check.
+    """
+
+    # "sqlite", "redis" or "rediss" (lowercased).
+    scheme: str
+    # The URL as written; it may hold a password, so it is kept out of the repr.
+    url: str = dataclasses.field(repr=False)
+    # SQLite: the file as written, relative to a base directory unless absolute.
+    path: str = ""
+    # The text after "?", undecoded (an option may be a password: not in the repr).
+    query: str = dataclasses.field(default="", repr=False)
+    # Redis: where it is, with the defaults applied.
+    host: str = ""
+    port: int = 0
+    db: int = 0
+
+    @classmethod
+    def parse(cls, url: str) -> StoreURL:
+        """Parse a store URL (nothing is opened or resolved).
+
+        :param url: the ``sessions.store`` value.
+        :raise StoreURLError: the URL is none of the forms above (the message names
+            what is wrong and the forms expected, never the URL).
+        """
+        scheme, separator, rest = url.partition("://")
+        scheme = scheme.lower() if separator else ""
+        if scheme == "sqlite":
+            # rest is "/" + path: "//abs/x.db" for an absolute path, "/rel/x.db" otherwise.
+            path, _, query = rest.partition("?")
+            if not path.startswith("/") or path in ("/", "//"):
+                raise StoreURLError(f"a SQLite URL has no host (expected {STORE_URL_FORMS})")
+            return cls(scheme=scheme, url=url, path=path[1:], query=query)
+        if scheme in REDIS_SCHEMES:
+            try:
+                parts = urllib.parse.urlsplit(url)
+                port = parts.port or DEFAULT_REDIS_PORT  # .port raises for a bad port
+            except ValueError:
+                message = f"a redis session store URL must look like {REDIS_URL_FORM}"
+                raise StoreURLError(message) from None
+            db = parts.path.strip("/")
+            if db and not db.isdigit():  # redis-py would silently use database 0
+                raise StoreURLError(
+                    f"a redis session store URL must look like {REDIS_URL_FORM}"
+                    " (the database must be a number)"
+                )
+            return cls(
+                scheme=scheme,
+                url=url,
+                query=parts.query,
+                host=parts.hostname or "localhost",
+                port=port,
+                db=int(db or 0),
+            )
+        message = f"unsupported scheme {scheme!r}" if scheme else "not a URL"
+        raise StoreURLError(f"{message} (expected {STORE_URL_FORMS})")
+
+    @property
+    def option_names(self) -> list[str]:
+        """The names of the query options, sorted (their values may be secrets)."""
+        return sorted({part.partition("=")[0] for part in self.query.split("&") if part})
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: never a password nor a user name."""
+        if self.scheme == "sqlite":
+            return f"sqlite:///{self.path}"
+        where = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{where}:{self.port}/{self.db}"
+
+    def sqlite_file(self, base: str) -> str:
+        """The SQLite file as an absolute path (``~`` expanded).
+
+        :param base: the directory a relative path is relative to.
+        """
+        return os.path.abspath(os.path.join(base, os.path.expanduser(self.path)))
+
+    def resolved(self, base: str) -> str:
+        """The URL with a relative SQLite path made absolute (others unchanged).
+
+        :param base: the directory a relative SQLite path is relative to.
+        """
+        if self.scheme != "sqlite":
+            return self.url
+        query = f"?{self.query}" if self.query else ""
+        return f"sqlite:///{self.sqlite_file(base)}{query}"
