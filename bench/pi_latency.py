@@ -36,13 +36,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import harness  # noqa: E402
 
-from chatcompat.agents import pi_process  # noqa: E402
 from chatcompat.agents.base import AgentRequest  # noqa: E402
 from chatcompat.agents.base import Cancellation  # noqa: E402
 from chatcompat.agents.base import TextDelta  # noqa: E402
-from chatcompat.agents.pi_process import parse_line  # noqa: E402
-from chatcompat.agents.pi_rpc import LOCAL_PI  # noqa: E402
-from chatcompat.agents.pi_rpc import PiAgent  # noqa: E402
+from chatcompat.agents.pi import process as pi_process  # noqa: E402
+from chatcompat.agents.pi.agent import LOCAL_PI  # noqa: E402
+from chatcompat.agents.pi.agent import PiAgent  # noqa: E402
+from chatcompat.agents.pi.process import parse_line  # noqa: E402
 from chatcompat.settings import AgentConfig  # noqa: E402
 
 

@@ -20,7 +20,7 @@ if t.TYPE_CHECKING:
 BUILTIN_BACKENDS = {
     "echo": "chatcompat.agents.echo.EchoAgent",
     "openai": "chatcompat.agents.openai_upstream.OpenAIAgent",
-    "pi": "chatcompat.agents.pi_rpc.PiAgent",
+    "pi": "chatcompat.agents.pi.agent.PiAgent",
 }
 
 

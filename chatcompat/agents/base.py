@@ -29,14 +29,8 @@ Exceptions an agent may raise (anything else becomes a 500 ``internal_error``)::
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import threading
 import typing as t
-
-from .. import redaction
-from ..settings import UNSENDABLE
-from ..settings import unsendable
 
 if t.TYPE_CHECKING:
     from ..settings import AgentConfig
@@ -79,7 +73,6 @@ BACKEND_FIELDS: frozenset[str] = frozenset(
     }
 )
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,29 +293,14 @@ class Agent:
     ) -> list[OptionProblem]:
         """Check the options beyond ``options_schema``, at start-up; the configuration
         loader calls it for every configured agent of this backend (before the schema,
-        on options it may also find wrong). Messages never quote a secret.
-
-        By default: a key (``apiKey``, else the variable ``apiKeyEnv`` names, when it
-        is set) and the ``headers`` values must be sendable as they are (the
-        convention of :meth:`api_key`).
+        on options it may also find wrong). Messages never quote a secret. None by
+        default.
 
         :param options: the agent's backend-specific options, not yet validated.
-        :param environ: the gateway's environment (``apiKeyEnv`` is read from it).
+        :param environ: the gateway's environment.
         :return: one (key path below the agent's entry, message) per problem.
         """
-        problems: list[OptionProblem] = []
-        key, variable = options.get("apiKey"), options.get("apiKeyEnv")
-        if unsendable(key):
-            problems.append((("apiKey",), UNSENDABLE))
-        elif not key and isinstance(variable, str):
-            value = environ.get(variable, "")  # unset or blank: the run says so
-            if value.strip() and unsendable(value):
-                problems.append((("apiKeyEnv",), f"the variable {variable} {UNSENDABLE}"))
-        headers = options.get("headers")
-        for name, value in headers.items() if isinstance(headers, dict) else ():
-            if unsendable(value):
-                problems.append((("headers", name), UNSENDABLE))
-        return problems
+        return []
 
     def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
         """Run the agent and yield its events, ending with one :class:`Finish`.
@@ -331,34 +309,6 @@ class Agent:
         the generator). May raise only :class:`AgentError` subclasses.
         """
         raise NotImplementedError("The 'run' method must be implemented.")
-
-    def api_key(self) -> str | None:
-        """The upstream key from the options ``apiKey`` or ``apiKeyEnv`` (read now, from
-        the gateway's environment); None when neither is set.
-
-        :raise AgentError: ``apiKeyEnv`` names a variable that is unset, empty or holds
-            control characters (the message never quotes it).
-        """
-        key = self.config.options.get("apiKey")
-        variable = self.config.options.get("apiKeyEnv")
-        source = "apiKey"
-        if variable and not key:
-            source = f"the environment variable {variable} (apiKeyEnv)"
-            key = os.environ.get(variable, "").strip()
-            if not key:
-                raise AgentError(
-                    f"The API key of agent {self.config.id!r} is missing: the environment"
-                    f" variable {variable} (apiKeyEnv) is not set in the gateway's environment."
-                )
-        # The variable may have changed since the app was built: protect what is sent.
-        redaction.SECRETS.add(key)
-        if key and _CONTROL.search(key):
-            # It cannot go in a header, and the error saying so would quote it.
-            raise AgentError(
-                f"The API key of agent {self.config.id!r} is unusable: {source} holds"
-                " control characters."
-            )
-        return key or None
 
     def close(self) -> None:
         """Release connections or child processes."""

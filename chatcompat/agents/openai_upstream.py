@@ -37,6 +37,8 @@ import typing as t
 import urllib.parse
 
 from .. import fastjson
+from .api_keys import key_problems
+from .api_keys import read_api_key
 from .base import BACKEND_FIELDS
 from .base import Agent
 from .base import AgentError
@@ -47,6 +49,7 @@ from .base import Event
 from .base import Finish
 from .base import Logprobs
 from .base import Message
+from .base import OptionProblem
 from .base import RefusalDelta
 from .base import ReplyInfo
 from .base import Started
@@ -90,6 +93,12 @@ class OpenAIAgent(Agent):
     # The upstream decides on keys OpenAI's API does not have (vLLM takes top_k,
     # OpenAI refuses it with a 400 that comes back as it is).
     takes_extension_fields = True
+
+    @classmethod
+    def check_options(
+        cls, options: t.Mapping[str, t.Any], environ: t.Mapping[str, str]
+    ) -> list[OptionProblem]:
+        return key_problems(options, environ)
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {
@@ -288,7 +297,7 @@ class OpenAIAgent(Agent):
             "Accept": "text/event-stream",
             "User-Agent": "chatcompat",
         }
-        key = self.api_key()
+        key = read_api_key(self.config.options, self.config.id)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         headers.update(self._extra_headers)

@@ -106,8 +106,8 @@ class Database:
         self._pid = 0
         _LIVE.add(self)
 
-    def run(self, op: t.Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``op`` on the connection, retrying while the database is locked.
+    def with_retries(self, op: t.Callable[[sqlite3.Connection], _T]) -> _T:
+        """Call ``op`` with the connection, again while the database is locked.
 
         :raises StoreUnavailable: the file cannot be opened or used, or it stayed
             locked for ``retry_budget`` seconds.
@@ -159,7 +159,7 @@ class Database:
 
     def read(self, sql: str, params: tuple[t.Any, ...]) -> list[tuple[t.Any, ...]]:
         """Run one query (its own implicit read transaction)."""
-        return self.run(lambda conn: conn.execute(sql, params).fetchall())
+        return self.with_retries(lambda conn: conn.execute(sql, params).fetchall())
 
     def write(self, sql: str, params: tuple[t.Any, ...]) -> None:
         """Run one statement in a write transaction."""
@@ -168,7 +168,7 @@ class Database:
             with self.transaction(conn):
                 conn.execute(sql, params)
 
-        self.run(op)
+        self.with_retries(op)
 
     def close(self) -> None:
         """Close the connection; the next call reopens it."""

@@ -95,7 +95,7 @@ class SQLiteStore(SessionStore):
                 ).fetchall()
             return [body for (body,) in reversed(rows)]
 
-        bodies = self._db.run(op)
+        bodies = self._db.with_retries(op)
         return None if bodies is None else [decode(body) for body in bodies]
 
     def append_turn(
@@ -165,7 +165,7 @@ class SQLiteStore(SessionStore):
                     )
             return now, True
 
-        now, stored = self._db.run(op)
+        now, stored = self._db.with_retries(op)
         if now - self._last_purge >= PURGE_INTERVAL_SECONDS:
             # So the file stays bounded even when nobody calls purge_expired.
             self._last_purge = now
@@ -201,7 +201,7 @@ class SQLiteStore(SessionStore):
                 )
             return None
 
-        return self._db.run(op)
+        return self._db.with_retries(op)
 
     def release_idempotency(self, scope: str, owner: str) -> None:
         self._db.write(
@@ -223,7 +223,7 @@ class SQLiteStore(SessionStore):
                 )
                 return cursor.rowcount == 1
 
-        return self._db.run(op)
+        return self._db.with_retries(op)
 
     def release_lock(self, key: str, owner: str) -> None:
         self._db.write("DELETE FROM locks WHERE key = ? AND owner = ?", (key, owner))
@@ -243,10 +243,10 @@ class SQLiteStore(SessionStore):
                 _delete_rows(conn, keys)
             return len(keys)
 
-        total = batch = self._db.run(lambda conn: op(conn, True))
+        total = batch = self._db.with_retries(lambda conn: op(conn, True))
         while batch >= PURGE_BATCH:
             time.sleep(0)  # let other greenlets run between batches
-            batch = self._db.run(lambda conn: op(conn, False))
+            batch = self._db.with_retries(lambda conn: op(conn, False))
             total += batch
         return total
 
@@ -276,7 +276,7 @@ class SQLiteStore(SessionStore):
 
         turns: list[Turn] = []
         last = None
-        for turn, created, body in self._db.run(op):
+        for turn, created, body in self._db.with_retries(op):
             if turn != last:
                 turns.append(Turn(created=created, messages=[]))
                 last = turn
@@ -292,7 +292,7 @@ class SQLiteStore(SessionStore):
                 _delete_rows(conn, [key])  # the rows of an expired session go too
             return live
 
-        return self._db.run(op)
+        return self._db.with_retries(op)
 
     def auth_lockout_remaining(self, client: str) -> float:
         rows = self._db.read("SELECT locked_until FROM auth_failures WHERE client = ?", (client,))
@@ -321,7 +321,7 @@ class SQLiteStore(SessionStore):
                     (client, encode(times), locked_until, expires),
                 )
 
-        self._db.run(op)
+        self._db.with_retries(op)
 
     def clear_auth_failures(self, client: str) -> None:
         self._db.write("DELETE FROM auth_failures WHERE client = ?", (client,))

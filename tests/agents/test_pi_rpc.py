@@ -21,7 +21,6 @@ import pytest
 
 from chatcompat import create_app
 from chatcompat.agents import backend_class
-from chatcompat.agents import pi_turn
 from chatcompat.agents.base import AgentError
 from chatcompat.agents.base import AgentRequest
 from chatcompat.agents.base import AgentUnavailable
@@ -30,10 +29,11 @@ from chatcompat.agents.base import Finish
 from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
 from chatcompat.agents.base import Usage
-from chatcompat.agents.pi_process import parse_line
-from chatcompat.agents.pi_rpc import BASE_ENV
-from chatcompat.agents.pi_rpc import PiAgent
-from chatcompat.agents.pi_turn import session_file
+from chatcompat.agents.pi import turn as pi_turn
+from chatcompat.agents.pi.agent import BASE_ENV
+from chatcompat.agents.pi.agent import PiAgent
+from chatcompat.agents.pi.process import parse_line
+from chatcompat.agents.pi.turn import session_file
 from chatcompat.config import ConfigError
 from chatcompat.config import settings_from_document
 from chatcompat.history import flatten_prompt

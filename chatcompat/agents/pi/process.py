@@ -33,7 +33,7 @@ import threading
 import time
 import typing as t
 
-from .base import AgentError
+from ..base import AgentError
 
 log = logging.getLogger(__name__)
 

@@ -17,18 +17,18 @@ import time
 import typing as t
 import uuid
 
-from ..history import message_body
-from ..history import sender_label
-from .base import AgentError
-from .base import Cancellation
-from .base import Event
-from .base import Finish
-from .base import Message
-from .base import Started
-from .base import TextDelta
-from .base import Usage
-from .pi_process import PiProcess
-from .pi_process import ProcessGone
+from ...history import message_body
+from ...history import sender_label
+from ..base import AgentError
+from ..base import Cancellation
+from ..base import Event
+from ..base import Finish
+from ..base import Message
+from ..base import Started
+from ..base import TextDelta
+from ..base import Usage
+from .process import PiProcess
+from .process import ProcessGone
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The ``pi`` backend: the Pi coding agent in RPC mode (``pi --mode rpc``), kept warm.
 
-Each worker keeps a small pool of pi processes (:mod:`.pi_pool`), started on demand;
+Each worker keeps a small pool of pi processes (:mod:`.pool`), started on demand;
 each runs isolated in a private directory: its own ``PI_CODING_AGENT_DIR`` (with a
 ``models.json`` for ``baseUrl`` and a ``settings.json`` that turns pi's own retries
 and auto-compaction off, so one run is one upstream attempt ending in one
@@ -49,20 +49,23 @@ import tempfile
 import threading
 import typing as t
 
-from ..history import flatten_prompt
-from .base import Agent
-from .base import AgentError
-from .base import AgentRejected
-from .base import AgentRequest
-from .base import Cancellation
-from .base import Event
-from .pi_pool import ProcessPool
-from .pi_process import PiProcess
-from .pi_turn import PiTurn
-from .pi_turn import session_file
+from ...history import flatten_prompt
+from ..api_keys import key_problems
+from ..api_keys import read_api_key
+from ..base import Agent
+from ..base import AgentError
+from ..base import AgentRejected
+from ..base import AgentRequest
+from ..base import Cancellation
+from ..base import Event
+from ..base import OptionProblem
+from .pool import ProcessPool
+from .process import PiProcess
+from .turn import PiTurn
+from .turn import session_file
 
 if t.TYPE_CHECKING:
-    from ..settings import AgentConfig
+    from ...settings import AgentConfig
 
 # `npm install --prefix .tools/pi ...` in a checkout (see README, "The pi backend").
 LOCAL_PI = pathlib.Path(__file__).resolve().parents[2] / ".tools/pi/node_modules/.bin/pi"
@@ -92,6 +95,12 @@ class PiAgent(Agent):
     # None: pi takes one prompt per run, with no way to set sampling, token limits,
     # client tools or response formats per prompt; requests with them are refused.
     request_fields: t.ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def check_options(
+        cls, options: t.Mapping[str, t.Any], environ: t.Mapping[str, str]
+    ) -> list[OptionProblem]:
+        return key_problems(options, environ)
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {
@@ -317,7 +326,7 @@ class PiAgent(Agent):
         environ.update(options.get("env") or {})
         if options.get("baseUrl"):
             environ[KEY_VARIABLE] = (
-                self.api_key() or "none"
+                read_api_key(self.config.options, self.config.id) or "none"
             )  # pi wants a key, even for a local server
         return environ
 

@@ -20,10 +20,10 @@ import threading
 import time
 import typing as t
 
-from .base import AgentError
-from .base import AgentUnavailable
-from .base import Cancellation
-from .pi_process import PiProcess
+from ..base import AgentError
+from ..base import AgentUnavailable
+from ..base import Cancellation
+from .process import PiProcess
 
 log = logging.getLogger(__name__)
 
