@@ -13,7 +13,7 @@ import json
 import logging
 import typing as t
 
-Message = dict[str, t.Any]
+from .messages import Message
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 

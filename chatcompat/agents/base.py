@@ -32,10 +32,11 @@ import dataclasses
 import threading
 import typing as t
 
+from ..messages import Message
+
 if t.TYPE_CHECKING:
     from ..settings import AgentConfig
 
-Message = dict[str, t.Any]
 # What an option check finds: the key path below the agent's entry, and what is wrong.
 OptionProblem = tuple[tuple[str | int, ...], str]
 

@@ -37,6 +37,7 @@ import typing as t
 import urllib.parse
 
 from .. import fastjson
+from ..messages import Message
 from .api_keys import key_problems
 from .api_keys import read_api_key
 from .base import BACKEND_FIELDS
@@ -48,7 +49,6 @@ from .base import Cancellation
 from .base import Event
 from .base import Finish
 from .base import Logprobs
-from .base import Message
 from .base import OptionProblem
 from .base import RefusalDelta
 from .base import ReplyInfo

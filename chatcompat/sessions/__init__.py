@@ -7,7 +7,6 @@ import importlib
 from ..settings import StoreURL
 from .base import IdempotencyRecord
 from .base import KeyedReply
-from .base import Message
 from .base import SessionInfo
 from .base import SessionStore
 from .base import StoreError
@@ -18,7 +17,6 @@ from .sqlite_store import SQLiteStore
 __all__ = [
     "IdempotencyRecord",
     "KeyedReply",
-    "Message",
     "SQLiteStore",
     "SessionInfo",
     "SessionStore",

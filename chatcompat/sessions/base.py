@@ -26,11 +26,11 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
+from ..messages import Message
+
 if t.TYPE_CHECKING:
     from ..settings import RateLimit
     from ..settings import StoreURL
-
-Message = dict[str, t.Any]
 
 
 class StoreError(Exception):

@@ -53,13 +53,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..messages import Message
 from ..settings import REDIS_SCHEMES
 from ..settings import REDIS_URL_FORM
 from ..settings import StoreURL
 from . import redis_lua
 from .base import IdempotencyRecord
 from .base import KeyedReply
-from .base import Message
 from .base import SessionInfo
 from .base import SessionStore
 from .base import StoreError

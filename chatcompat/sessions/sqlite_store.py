@@ -18,9 +18,9 @@ import time
 import typing as t
 import uuid
 
+from ..messages import Message
 from .base import IdempotencyRecord
 from .base import KeyedReply
-from .base import Message
 from .base import SessionInfo
 from .base import SessionStore
 from .base import StoreError

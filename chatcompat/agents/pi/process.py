@@ -43,7 +43,8 @@ _PARTIAL = b',"partial":'
 _AGENT_END = (b'{"type":"agent_end",', b'{"type":"agent_end"}')
 _TURN_END = (b'{"type":"turn_end",', b'{"type":"turn_end"}')
 
-Message = dict[str, t.Any]
+# One JSON object of pi's RPC protocol: a command sent, or a line it printed.
+RpcLine = dict[str, t.Any]
 
 
 class ProcessGone(AgentError):
@@ -57,7 +58,7 @@ class _Exited:
 _EXITED = _Exited()
 
 
-def parse_line(line: bytes) -> Message | None:
+def parse_line(line: bytes) -> RpcLine | None:
     """One stdout line as a dict (None for lines nobody needs, or that are not JSON).
 
     ``message_update`` lines keep only ``type`` and ``assistantMessageEvent`` without
@@ -67,7 +68,7 @@ def parse_line(line: bytes) -> Message | None:
         cut = line.find(_PARTIAL)
         if cut != -1:
             try:
-                return t.cast(Message, json.loads(line[:cut] + b"}}"))
+                return t.cast(RpcLine, json.loads(line[:cut] + b"}}"))
             except ValueError:
                 pass  # a "partial" key nested deeper (a tool call's arguments): parse it all
     elif line.startswith(_AGENT_END):
@@ -109,7 +110,7 @@ class PiProcess:
         self.ready_seconds = 0.0
         self._on_exit = on_exit
         self._proc: subprocess.Popen[bytes] | None = None
-        self._messages: queue.Queue[Message | _Exited] = queue.Queue()
+        self._messages: queue.Queue[RpcLine | _Exited] = queue.Queue()
         self._write_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._exited = threading.Event()
@@ -197,7 +198,7 @@ class PiProcess:
     def next_id(self, kind: str) -> str:
         return f"{kind}-{next(self._ids)}"
 
-    def send(self, command: Message) -> None:
+    def send(self, command: RpcLine) -> None:
         """Write one command line.
 
         :raise ProcessGone: stdin is closed or broken.
@@ -213,7 +214,7 @@ class PiProcess:
             except (OSError, ValueError) as exc:
                 raise ProcessGone(f"The pi process is gone ({self.exit_text()}).") from exc
 
-    def receive(self, timeout: float) -> Message | None:
+    def receive(self, timeout: float) -> RpcLine | None:
         """The next message from pi, or None after ``timeout`` seconds of silence.
 
         :raise ProcessGone: pi has exited (every later call raises it too).
@@ -227,7 +228,7 @@ class PiProcess:
             raise ProcessGone(f"The pi process exited ({self.exit_text()}).")
         return item
 
-    def call(self, kind: str, timeout: float, **fields: t.Any) -> Message:
+    def call(self, kind: str, timeout: float, **fields: t.Any) -> RpcLine:
         """Send a command and return its response's ``data``; only while no run is going
         on (other messages are dropped).
 

@@ -19,11 +19,11 @@ import uuid
 
 from ...history import message_body
 from ...history import sender_label
+from ...messages import Message
 from ..base import AgentError
 from ..base import Cancellation
 from ..base import Event
 from ..base import Finish
-from ..base import Message
 from ..base import Started
 from ..base import TextDelta
 from ..base import Usage
