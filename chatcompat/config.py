@@ -159,7 +159,7 @@ def _document_validator() -> Draft202012Validator:
 
 
 @functools.cache
-def _options_validator(cls: type[t.Any]) -> Draft202012Validator:
+def _options_validator(cls: t.Any) -> Draft202012Validator:
     Draft202012Validator.check_schema(cls.options_schema)
     return Draft202012Validator(cls.options_schema)
 
@@ -471,7 +471,7 @@ def _options_problems(
 
     try:
         cls = backend_class(backend)
-        validator = _options_validator(cls)
+        validator = _options_validator(cls)  # type: ignore[arg-type]  # classes hash
     except UnknownBackend as exc:
         return [((*at, "backend"), str(exc))]
     except SchemaError as exc:  # a plugin's bug; still one readable line, not a traceback

@@ -22,7 +22,7 @@ import typing as t
 try:
     import orjson
 except ImportError:  # pragma: no cover - a platform without its wheel
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 def loads(data: bytes | str) -> t.Any:

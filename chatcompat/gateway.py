@@ -63,4 +63,4 @@ class Gateway:
 
 
 def current_gateway() -> Gateway:
-    return current_app.extensions["chatcompat"]
+    return t.cast(Gateway, current_app.extensions["chatcompat"])

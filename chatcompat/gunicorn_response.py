@@ -15,6 +15,8 @@ class ``gunicorn.http.wsgi.create`` makes by default), for gunicorn versions who
 
 from __future__ import annotations
 
+import typing as t
+
 from gunicorn.http import wsgi
 
 # A larger first body piece goes out on its own rather than being copied behind the head.
@@ -32,6 +34,7 @@ class _Capture:
 
 
 class OneWriteResponse(wsgi.Response):
+    sock: t.Any
     _head: bytes | None = None
     _in_write = False
 
@@ -74,5 +77,5 @@ def install() -> bool:
     gunicorn has no ``_emit_body`` hook (its own class then stays)."""
     if not hasattr(wsgi.Response, "_emit_body"):
         return False
-    wsgi.Response = OneWriteResponse  # type: ignore[misc]
+    wsgi.Response = OneWriteResponse
     return True

@@ -88,12 +88,12 @@ def _request_components() -> dict[str, Schema]:
     schema.pop("$schema", None)
     text = json.dumps({"ChatCompletionRequest": schema, **definitions})
     text = text.replace('"#/$defs/', '"#/components/schemas/')
-    return json.loads(text)
+    return t.cast(dict[str, dict[str, t.Any]], json.loads(text))
 
 
 @functools.cache
 def openapi_document() -> dict[str, t.Any]:
-    secured = [{"bearer": []}]
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
         "info": {

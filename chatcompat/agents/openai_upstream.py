@@ -206,7 +206,7 @@ class OpenAIAgent(Agent):
                         raise AgentError(
                             f"The upstream {self._where} sent a malformed completion."
                         ) from exc
-                    finish = events.pop()
+                    finish = t.cast(Finish, events.pop())  # always the last event
                     yield Started()
                     yield from events
                 else:

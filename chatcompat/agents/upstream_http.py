@@ -89,7 +89,9 @@ class _OneWrite:
     """
 
     _buffer: list[bytes]
-    send: t.Callable[[bytes], None]
+
+    def send(self, data: t.Any) -> None:  # http.client's, the class mixed with
+        super().send(data)  # type: ignore[misc]
 
     def _send_output(self, message_body: t.Any = None, encode_chunked: bool = False) -> None:
         if isinstance(message_body, bytes) and not encode_chunked:

@@ -136,7 +136,7 @@ class RedisStore(SessionStore):
     @classmethod
     def check_url(cls, url: StoreURL) -> list[str]:
         try:
-            redis.connection.parse_url(url.url)  # what from_url would refuse, now, not later
+            redis.connection.parse_url(url.url)  # type: ignore[no-untyped-call]  # as from_url
         except ValueError as exc:  # its messages name an option, never a value
             return [f"{_NOT_REDIS} ({exc})"]
         return []
@@ -251,7 +251,16 @@ class RedisStore(SessionStore):
             keys.append(self._record_key(keyed_reply.scope))
             fingerprint, reply = keyed_reply.fingerprint, encode(keyed_reply.reply)
         turn_id = turn_id or uuid.uuid4().hex
-        args = [key, agent_id, int(sticky), _ms(ttl_seconds), turn_id, fingerprint, reply, *bodies]
+        args: list[t.Any] = [
+            key,
+            agent_id,
+            int(sticky),
+            _ms(ttl_seconds),
+            turn_id,
+            fingerprint,
+            reply,
+            *bodies,
+        ]
         with self._boundary("store a turn"):
             stored = bool(self._redis()[1].append(keys=keys, args=args))
         now = time.monotonic()
@@ -266,7 +275,7 @@ class RedisStore(SessionStore):
     def claim_idempotency(
         self, scope: str, owner: str, fingerprint: str, ttl_seconds: float
     ) -> IdempotencyRecord | None:
-        args = [owner, fingerprint, _ms(ttl_seconds)]
+        args: list[t.Any] = [owner, fingerprint, _ms(ttl_seconds)]
         with self._boundary("claim an idempotency key"):
             held = self._redis()[1].claim(keys=[self._record_key(scope)], args=args)
         if not held:
@@ -288,7 +297,8 @@ class RedisStore(SessionStore):
             client, scripts = self._redis()
             while True:
                 seconds, micros = client.time()
-                due = client.zrangebyscore(
+                # The client decodes responses: members are str.
+                due: list[str] = client.zrangebyscore(  # type: ignore[assignment]
                     self._by_expiry, "-inf", seconds * 1_000_000 + micros, start=0, num=PURGE_BATCH
                 )
                 pruned = self._prune(client, scripts, due)
@@ -311,13 +321,15 @@ class RedisStore(SessionStore):
         with self._boundary("list sessions"):
             client, scripts = self._redis()
             while len(found) < limit:
-                keys = client.zrevrange(self._by_updated, start, start + LIST_BATCH - 1)
+                keys: list[str] = client.zrevrange(  # type: ignore[assignment]
+                    self._by_updated, start, start + LIST_BATCH - 1
+                )
                 if not keys:
                     break
                 pipe = client.pipeline(transaction=False)
                 for key in keys:
                     pipe.hgetall(self._session_keys(key)[0])
-                gone = []
+                gone: list[str] = []
                 for key, fields in zip(keys, pipe.execute(), strict=True):
                     if fields:
                         found.append(_session_info(key, fields))
@@ -375,7 +387,7 @@ class RedisStore(SessionStore):
 
     def record_auth_failure(self, client: str, limit: RateLimit) -> None:
         """Count a failure. One that arrives during a lockout is ignored (no extension)."""
-        args = [
+        args: list[t.Any] = [
             _ms(limit.window_seconds),
             limit.max_attempts,
             _ms(limit.lockout_seconds),
@@ -394,7 +406,7 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000 + 0.999))
 
 
-def _session_info(key: str, fields: dict[str, str]) -> SessionInfo:
+def _session_info(key: str, fields: t.Mapping[t.Any, t.Any]) -> SessionInfo:
     return SessionInfo(
         key=key,
         agent_id=fields["agent_id"],
