@@ -26,6 +26,7 @@ import json5
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from .settings import SECRET_KEY
 from .settings import UNSENDABLE
 from .settings import AgentConfig
 from .settings import RateLimit
@@ -74,7 +75,6 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # A value under a key named like this is a secret: error messages must not quote it.
-_SECRET_KEY = re.compile(r"(auth|token|password|secret|api_?key|authorization|credentials?)$", re.I)
 
 
 class _NonFinite(Exception):
@@ -255,7 +255,7 @@ def _schema_problems(
             continue
         last_key = next((key for key in reversed(path) if isinstance(key, str)), "")
         message = error.message
-        if _SECRET_KEY.search(last_key) or _holds_secret(error.instance):
+        if SECRET_KEY.search(last_key) or _holds_secret(error.instance):
             message = message.replace(repr(error.instance), "<redacted>")
         problems.append((path, message))
     return problems
@@ -263,7 +263,7 @@ def _schema_problems(
 
 def _holds_secret(value: t.Any) -> bool:
     if isinstance(value, dict):
-        return any(bool(_SECRET_KEY.search(k)) or _holds_secret(v) for k, v in value.items())
+        return any(bool(SECRET_KEY.search(k)) or _holds_secret(v) for k, v in value.items())
     return isinstance(value, list) and any(_holds_secret(item) for item in value)
 
 

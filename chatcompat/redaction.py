@@ -7,7 +7,7 @@ Redis session store, the agents' keys (``apiKey``; the value of the variable
 key; ``apiKey`` at any depth, so also in pi's ``models``), and the values of
 ``headers``, of pi's ``env`` and of the variables pi's ``passEnv`` passes whose names
 say they hold a secret (``Authorization``, ``api-key``, ``ANTHROPIC_API_KEY``,
-``GITHUB_TOKEN``: :data:`SECRET_NAME`); other ``env`` values are configuration.
+``GITHUB_TOKEN``: :data:`~chatcompat.settings.SECRET_NAME`); other ``env`` values are configuration.
 
 What is replaced by :data:`REDACTED`: every occurrence of a secret, and of its
 leading part once that part is long enough to matter (half the secret or
@@ -32,17 +32,15 @@ import threading
 import typing as t
 import urllib.parse
 
+from .settings import SECRET_KEY
+from .settings import SECRET_NAME
+
 if t.TYPE_CHECKING:
     from .settings import Settings
 
 REDACTED = "<redacted>"
 MIN_LENGTH = 8
 LEADING_PART = 20
-# A header or environment variable named like this holds a secret.
-SECRET_NAME = re.compile(r"auth|key|token|secret|passw|credential|cookie", re.I)
-# An option holding a secret itself (apiKey, models.providers.*.apiKey...); other
-# options are too varied (maxTokensField holds "max_tokens") to go by SECRET_NAME.
-_SECRET_OPTION = re.compile(r"api_?key|token|password|secret|credentials?", re.I)
 # "Bearer <token>", "Basic <base64>": the credential is also quoted without its scheme.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_-]* +(\S.*)")
 
@@ -175,7 +173,9 @@ def _named_secrets(value: t.Any, name: str = "", parent: str = "") -> set[str]:
         return found
     if not isinstance(value, str):
         return set()
-    if _SECRET_OPTION.fullmatch(name) or (
+    # Options go by SECRET_KEY: they are too varied (maxTokensField holds "max_tokens")
+    # for the looser SECRET_NAME.
+    if SECRET_KEY.search(name) or (
         parent in ("headers", "env") and SECRET_NAME.search(name)
     ):
         credential = _SCHEME.fullmatch(value)

@@ -94,6 +94,14 @@ UNSENDABLE = "has control characters or leading/trailing whitespace (value not s
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+# A configuration key or option whose value is a secret itself: its name ends in one
+# of these (token, password, apiKey, a pi provider's apiKey, an Authorization value).
+SECRET_KEY = re.compile(r"(auth|token|password|secret|api_?key|authorization|credentials?)$", re.I)
+# A header or environment variable named like this holds a secret (X-Api-Key,
+# GITHUB_TOKEN, Cookie): looser, as those names are not ours.
+SECRET_NAME = re.compile(r"auth|key|token|secret|passw|credential|cookie", re.I)
+
+
 def unsendable(value: t.Any) -> bool:
     """Whether ``value`` is a string that cannot go in an HTTP header as it is.
 
