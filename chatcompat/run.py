@@ -42,8 +42,8 @@ from .agents.base import Started
 from .background import call_later
 from .background import spawn
 from .client_socket import peer_closed
+from .lease import Lease
 from .sessions.base import KeyedReply
-from .sessions.base import StoreError
 from .sessions.base import StoreUnavailable
 
 if t.TYPE_CHECKING:
@@ -62,11 +62,6 @@ Message = dict[str, t.Any]
 
 # How often a waiting response checks that its client is still there.
 DISCONNECT_POLL_SECONDS = 0.5
-LOCK_POLL_SECONDS = (0.01, 0.25)  # first and longest pause between lock attempts
-# A held lock is short-lived and renewed while its run is alive, so the lock of a
-# worker that died (SIGKILL, host lost) frees itself within LOCK_TTL_SECONDS.
-LOCK_TTL_SECONDS = 30.0
-LOCK_RENEW_SECONDS = 10.0
 # A stream whose client stopped reading holds the server in a send, where the event
 # pump cannot look at the deadline: a watchdog ends the run this long after it.
 DEADLINE_GRACE_SECONDS = 1.0
@@ -125,12 +120,9 @@ class Run:
         self.record = record
         self.idempotency = idempotency
         self._socket = client_socket
-        self._owner = uuid.uuid4().hex
+        self._lease = Lease(store, session_key, idempotency)
         self._turn_id = uuid.uuid4().hex
-        self._locked = False
-        self._claimed = False
         self._write_unknown = False  # a turn write whose outcome nobody knows
-        self._lock_renewed = 0.0
         self._closed = False
         self._finished = False
         self._cancel = Cancellation()
@@ -154,21 +146,7 @@ class Run:
         :raise errors.IdempotencyKeyInUse: the request with the key is still running.
         :raise errors.StoreUnavailable: the store cannot say.
         """
-        if self.idempotency is None:
-            return None
-        with errors.map_store_errors():
-            held = self.store.claim_idempotency(
-                self.idempotency.scope, self._owner, self.idempotency.fingerprint, LOCK_TTL_SECONDS
-            )
-        if held is None:
-            self._claimed = True
-            self._lock_renewed = time.monotonic()
-            return None
-        if held.fingerprint != self.idempotency.fingerprint:
-            raise errors.IdempotencyKeyReused(param="Idempotency-Key")
-        if held.running:
-            raise errors.IdempotencyKeyInUse(param="Idempotency-Key")
-        return held
+        return self._lease.claim()
 
     def start(self, conversation: history.Conversation, params: dict[str, t.Any]) -> None:
         """Lock the session, build the input, start the agent and wait until it has
@@ -186,7 +164,7 @@ class Run:
         try:
             if self.sticky:
                 lock_wait = self.settings.lock_timeout_seconds
-                self._acquire_lock(timeout if lock_wait is None else lock_wait)
+                self._lease.lock(timeout if lock_wait is None else lock_wait, self._waiting)
                 with errors.map_store_errors():
                     stored = self.store.load_history(self.session_key, limit)
             else:
@@ -220,41 +198,9 @@ class Run:
             self.close()
             raise
 
-    def _acquire_lock(self, wait_seconds: float) -> None:
-        give_up = time.monotonic() + wait_seconds
-        pause, longest = LOCK_POLL_SECONDS
-        while True:
-            with errors.map_store_errors():
-                if self.store.acquire_lock(self.session_key, self._owner, LOCK_TTL_SECONDS):
-                    break
-            now = time.monotonic()
-            if now >= give_up:
-                raise errors.SessionBusy()
-            if now >= self._peer_check_at:
-                self._check_client(now)
-            if self._claimed and now - self._lock_renewed >= LOCK_RENEW_SECONDS:
-                self._renew_lock()
-            # time.sleep is cooperative under gevent: the worker keeps serving.
-            time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
-            pause = min(pause * 2, longest)
-        self._locked = True
-        self._lock_renewed = time.monotonic()
-
-    def _renew_lock(self) -> None:
-        """Keep the lock and the idempotency claim while the run is alive (taking them
-        again refreshes our own)."""
-        self._lock_renewed = time.monotonic()
-        try:
-            if self._locked and not self.store.acquire_lock(
-                self.session_key, self._owner, LOCK_TTL_SECONDS
-            ):
-                log.warning("the lock of a running session expired and was taken by another run")
-            if self._claimed and self.idempotency is not None:
-                scope, fingerprint = self.idempotency.scope, self.idempotency.fingerprint
-                if self.store.claim_idempotency(scope, self._owner, fingerprint, LOCK_TTL_SECONDS):
-                    log.warning("the claim of a running request expired and was taken")
-        except StoreError:  # StoreUnavailable included
-            return  # the turn cannot be stored either; the end of the run will say so
+    def _waiting(self, now: float) -> None:
+        if now >= self._peer_check_at:
+            self._check_client(now)
 
     def _produce(self, request: AgentRequest) -> None:
         """The agent's own greenlet/thread: run it and feed the queue."""
@@ -316,8 +262,8 @@ class Run:
                 self._time_out()
             if now >= self._peer_check_at:
                 self._check_client(now)
-            if (self._locked or self._claimed) and now - self._lock_renewed >= LOCK_RENEW_SECONDS:
-                self._renew_lock()
+            if now >= self._lease.renew_at:
+                self._lease.renew()
             wait = min(DISCONNECT_POLL_SECONDS, self._deadline - now)
             if keepalive_at is not None:
                 wait = min(wait, keepalive_at - now)
@@ -497,20 +443,8 @@ class Run:
         self._closed = True
         self._unwatch()
         self._cancel.cancel()
-        claimed, self._claimed = self._claimed, False
-        if claimed and not self._finished and not self._write_unknown and self.idempotency:
-            # Nothing was stored: the key is free at once. After a write with an
-            # unknown outcome the claim stays until it expires: a write that Redis
-            # still holds may land after a release sent later (a paused Redis serves
-            # its queued connections in any order), and the key must not run twice.
-            try:
-                self.store.release_idempotency(self.idempotency.scope, self._owner)
-            except Exception:
-                log.warning("could not release an idempotency key; its claim will expire")
-        if self._locked:
-            self._locked = False
-            try:
-                self.store.release_lock(self.session_key, self._owner)
-            except Exception:
-                # The lock expires by itself; a failed release must not hide the reply.
-                log.warning("could not release the lock of a session; it will expire")
+        # Nothing was stored: the key is free at once. After a write with an unknown
+        # outcome the claim stays until it expires: a write that Redis still holds may
+        # land after a release sent later (a paused Redis serves its queued connections
+        # in any order), and the key must not run twice.
+        self._lease.release(keep_claim=self._finished or self._write_unknown)

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from chatcompat import errors
+from chatcompat import lease
 from chatcompat import run as run_module
 from chatcompat.history import split_request
 from chatcompat.idempotency import Idempotency
@@ -165,8 +166,8 @@ def test_after_an_unknown_write_the_claim_stays_until_it_expires(settings, store
 def test_a_claim_is_renewed_while_the_run_lives_and_released_when_it_fails(
     settings, store, monkeypatch
 ):
-    monkeypatch.setattr(run_module, "LOCK_TTL_SECONDS", 0.4)
-    monkeypatch.setattr(run_module, "LOCK_RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(lease, "LOCK_TTL_SECONDS", 0.4)
+    monkeypatch.setattr(lease, "LOCK_RENEW_SECONDS", 0.1)
     keyed = Idempotency("scope", "fp")
     run = make_run(settings, store, SCRIPTED_AGENT, sticky=False, idempotency=keyed)
     assert run.claim() is None
@@ -181,8 +182,8 @@ def test_a_claim_is_renewed_while_the_run_lives_and_released_when_it_fails(
 
 
 def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store, monkeypatch):
-    monkeypatch.setattr(run_module, "LOCK_TTL_SECONDS", 0.4)
-    monkeypatch.setattr(run_module, "LOCK_RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(lease, "LOCK_TTL_SECONDS", 0.4)
+    monkeypatch.setattr(lease, "LOCK_RENEW_SECONDS", 0.1)
     run = make_run(settings, store, SCRIPTED_AGENT)
     run.start(split_request([{"role": "user", "content": "[[silent:1.2]] hi"}]), {})
     events = run.events(keepalive=0.05)
