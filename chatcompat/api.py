@@ -16,22 +16,25 @@ from flask import request
 from . import errors
 from . import idempotency
 from . import metrics
-from . import protocol
 from .gateway import Gateway
 from .gateway import current_gateway
 from .history import MissingUserMessage
 from .history import split_request
+from .protocol import chat_completions as chat_protocol
+from .protocol.jsonenc import json_response
+from .protocol.models import model_entry
+from .protocol.models import model_list
+from .protocol.sse import SSE_CONTENT_TYPE
+from .protocol.sse import SSE_HEADERS
 from .request_body import mark_read_whole
 from .request_body import read_body
 from .request_end import on_request_end
 from .routing import agent_id_from_model
 from .routing import resolve_agent
 from .routing import session_key
-from .runner import Run
+from .run import Run
 from .sessions.base import IdempotencyRecord
 from .sessions.base import StoreUnavailable as StoreUnreachable
-from .streaming import SSE_CONTENT_TYPE
-from .streaming import SSE_HEADERS
 from .validation import check_backend_fields
 from .validation import forwarded_params
 from .validation import validate_request
@@ -99,13 +102,14 @@ def chat_completions() -> Response:
         return _replay(stored, include_usage)
     run.start(conversation, forwarded_params(body))
     if not record.stream:
-        return Response(protocol.dumps_bytes(run.complete()), content_type="application/json")
+        return json_response(chat_protocol.complete(run))
     # The generator may never start (client gone before the first byte, a failure
     # after this view): the lock and the gauge are given back when the request ends.
     on_request_end(request.environ, run.close)
     metrics.ACTIVE_STREAMS.inc()
     on_request_end(request.environ, metrics.ACTIVE_STREAMS.dec)
-    return Response(run.sse(include_usage), content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)
+    body = chat_protocol.stream(run, include_usage)
+    return Response(body, content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)
 
 
 def _replay(stored: IdempotencyRecord, include_usage: bool) -> Response:
@@ -115,7 +119,7 @@ def _replay(stored: IdempotencyRecord, include_usage: bool) -> Response:
     g.record.session_key = stored.session_key
     g.record.outcome = "replayed"
     if g.record.stream:
-        body = idempotency.replay_stream(stored.reply, include_usage)
+        body = chat_protocol.replay_stream(stored.reply, include_usage)
         response = Response(body, content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)
     else:
         response = json_response(stored.reply)
@@ -127,7 +131,7 @@ def _replay(stored: IdempotencyRecord, include_usage: bool) -> Response:
 def list_models() -> Response:
     gateway = _enabled_gateway(allowed="GET")
     ids = ["openclaw", "openclaw/default"] + [f"openclaw/{a.id}" for a in gateway.settings.agents]
-    return json_response(protocol.model_list(ids))
+    return json_response(model_list(ids))
 
 
 @bp.route("/models/<path:model_id>", methods=ANY_METHOD)
@@ -136,7 +140,7 @@ def get_model(model_id: str) -> Response:
     agent_id = agent_id_from_model(model_id)
     if agent_id != "default" and (agent_id is None or gateway.settings.agent(agent_id) is None):
         raise errors.ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
-    return json_response(protocol.model_entry(model_id))
+    return json_response(model_entry(model_id))
 
 
 def _enabled_gateway(allowed: str) -> Gateway:
@@ -236,8 +240,3 @@ def _finite_float(text: str) -> float:
 
 def _too_large(limit: int) -> errors.PayloadTooLarge:
     return errors.PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-
-
-def json_response(obj: t.Any) -> Response:
-    """``obj`` as a JSON response (the routes' one encoder)."""
-    return Response(protocol.dumps_bytes(obj), content_type="application/json")

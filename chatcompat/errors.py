@@ -2,6 +2,9 @@
 
 Every error leaves the gateway as ``{"error": {"message", "type", "param", "code"}}``
 with ``Content-Type: application/json``: views raise, :func:`init_app` renders.
+What the layers below raise becomes one of them at one boundary each:
+:func:`from_agent_error` for an agent's failures, :func:`map_store_errors` for the
+session store's.
 
 Tree::
 
@@ -32,6 +35,8 @@ Tree::
     ├── ExpectationFailed             417 expectation_failed      (from gunicorn's parser)
     ├── IdempotencyKeyReused          422 idempotency_key_reused
     ├── TooManyAuthFailures           429 rate_limit_error (+ Retry-After)
+    ├── ClientGone                    499 client_closed_request (logged only: the client
+    │                                 closed its connection and the run was cancelled)
     ├── HeaderFieldsTooLarge          431 header_fields_too_large (from gunicorn's parser)
     ├── UpstreamRejected              upstream's 4xx status, type and code
     ├── TransferCodingNotImplemented  501 unsupported_transfer_coding (from gunicorn's parser)
@@ -44,6 +49,7 @@ Tree::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -53,6 +59,8 @@ from flask import Response
 from werkzeug.exceptions import HTTPException
 
 from . import redaction
+from .agents import base as agents_base
+from .sessions import base as sessions_base
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -248,6 +256,14 @@ class ExpectationFailed(APIError):
     message = "The Expect header asks for something this server does not do."
 
 
+class ClientGone(APIError):
+    """The client closed its connection; the run was cancelled (logged as 499, like nginx)."""
+
+    status = 499
+    code = "client_closed_request"
+    message = "The client closed the connection."
+
+
 class HeaderFieldsTooLarge(APIError):
     status = 431
     type = "invalid_request_error"
@@ -332,6 +348,52 @@ class GatewayTimeout(APIError):
     status = 504
     code = "timeout"
     message = "The agent did not answer in time."
+
+
+def from_agent_error(exc: BaseException) -> APIError:
+    """The error the client sees for what an agent's run raised.
+
+    :param exc: the agent's :class:`~chatcompat.agents.base.AgentError`, an
+        :class:`APIError` (kept as it is), or anything else (a bug: logged, 500).
+    """
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, agents_base.AgentRejected):
+        return UpstreamRejected(exc.status, exc.message, exc.type, exc.code, exc.param)
+    if isinstance(exc, agents_base.AgentUnavailable):
+        return AgentUnavailable(exc.message, exc.retry_after_seconds)
+    if isinstance(exc, agents_base.AgentTimeout):
+        return GatewayTimeout(exc.message)
+    if isinstance(exc, agents_base.AgentError):
+        return UpstreamFailed(exc.message)
+    log.error("agent run raised an unexpected error", exc_info=exc)
+    return APIError()
+
+
+@contextlib.contextmanager
+def map_store_errors(*, unknown_outcome: bool = False, keyed: bool = False) -> t.Iterator[None]:
+    """Raise the session store's failures inside the block as API errors.
+
+    :param unknown_outcome: the block sends a write again that an earlier attempt may
+        have made: whatever fails now, the client learns it may have been stored.
+    :param keyed: that write holds the reply to an Idempotency-Key (the 503 says how
+        to retry).
+    :raise StoreUnavailable: the store cannot be reached (503).
+    :raise TurnMayNotBeStored: with ``unknown_outcome``, any failure (503).
+    :raise APIError: the store refused the operation (500).
+    """
+    try:
+        yield
+    except sessions_base.StoreUnavailable as exc:
+        log.warning("session store unavailable: %s", exc)
+        if unknown_outcome:
+            raise TurnMayNotBeStored(keyed=keyed) from exc
+        raise StoreUnavailable() from exc
+    except sessions_base.StoreError as exc:
+        log.error("session store error: %s", exc)
+        if unknown_outcome:
+            raise TurnMayNotBeStored(keyed=keyed) from exc
+        raise APIError("The session store could not save or read this turn.") from exc
 
 
 def init_app(app: Flask) -> None:

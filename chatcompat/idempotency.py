@@ -1,4 +1,4 @@
-"""The ``Idempotency-Key`` request header: reading it, naming a request, replaying a reply.
+"""The ``Idempotency-Key`` request header: reading it and naming a request.
 
 A client that sends ``Idempotency-Key: <key>`` may send the same request again (after
 a timeout, a 503, a dropped connection) without the agent running twice:
@@ -20,7 +20,10 @@ a timeout, a 503, a dropped connection) without the agent running twice:
   and ``stream_options``. Anything else gets 422 ``idempotency_key_reused``.
 
 The statuses follow the IETF draft "The Idempotency-Key HTTP Header Field" (409 while
-the first request runs, 422 for a key reused with a different request).
+the first request runs, 422 for a key reused with a different request). The claim, the
+stored reply and the release belong to the run (:meth:`chatcompat.run.Run.claim`); a
+wire protocol replays a stored reply
+(:func:`chatcompat.protocol.chat_completions.replay_stream`).
 """
 
 from __future__ import annotations
@@ -32,9 +35,6 @@ import re
 import typing as t
 
 from . import errors
-from . import protocol
-from .streaming import DONE_FRAME
-from .streaming import data_frame
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")  # printable ASCII
@@ -86,24 +86,3 @@ def for_request(
 def _digest(value: t.Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
-def replay_stream(reply: dict[str, t.Any], include_usage: bool) -> t.Iterator[bytes]:
-    """A stored ``chat.completion`` as the stream that delivers it: the role chunk,
-    one content chunk, one chunk per tool call, the finish chunk, the usage chunk
-    when asked, ``[DONE]``; every chunk with the reply's id, created and model."""
-    choice = reply["choices"][0]
-    message = choice["message"]
-    encoder = protocol.ChunkEncoder(reply["id"], reply["created"], reply["model"])
-    frames = [data_frame(encoder.role())]
-    if message.get("content"):
-        frames.append(data_frame(encoder.content(message["content"])))
-    for index, call in enumerate(message.get("tool_calls") or ()):
-        function = call["function"]
-        chunk = encoder.tool_call(index, call["id"], function["name"], function["arguments"])
-        frames.append(data_frame(chunk))
-    frames.append(data_frame(encoder.finish(choice["finish_reason"])))
-    if include_usage:
-        frames.append(data_frame(encoder.usage(reply["usage"])))
-    frames.append(DONE_FRAME)
-    yield b"".join(frames)

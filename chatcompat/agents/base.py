@@ -1,9 +1,9 @@
 """The agent contract: what a backend receives, what it yields, what it may raise.
 
 An agent's :meth:`Agent.run` is a generator. It is called in its own greenlet (gevent
-workers) or thread (gthread workers) by :mod:`chatcompat.runner`, which relays the
-events to the client. Agents always stream; a non-streaming response is the runner
-draining the same events.
+workers) or thread (gthread workers) by :mod:`chatcompat.run`, whose wire protocol
+relays the events to the client. Agents always stream; a non-streaming response is
+the protocol draining the same events.
 
 Events, in order::
 

@@ -30,7 +30,7 @@ import threading
 import time
 import typing as t
 
-from ..streaming import readable_now
+from ..client_socket import readable_now
 from .base import AgentError
 from .base import AgentTimeout
 

@@ -400,9 +400,9 @@ def test_busy_pool_waits_then_gives_up(agent):
     with pytest.raises(AgentUnavailable) as caught:
         list(agent.run(request(user("no room")), Cancellation()))
     assert 0.9 < time.monotonic() - began < 2.0
-    from chatcompat.runner import _api_error
+    from chatcompat.errors import from_agent_error
 
-    shown = _api_error(caught.value)
+    shown = from_agent_error(caught.value)
     assert shown.status == 503 and shown.code == "agent_unavailable"
     assert shown.headers() == {"Retry-After": "1"}
     assert "busy" in caught.value.message and "poolSize" in caught.value.message

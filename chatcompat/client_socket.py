@@ -1,8 +1,7 @@
-"""Server-Sent Events framing, and noticing a client that went away.
+"""Looking at a socket without waiting: is there something to read, did the peer leave.
 
-A frame is ``data: <compact JSON>`` and a blank line; a keepalive is an SSE comment.
-All headers are fixed before the first frame (they cannot change once the body
-started).
+Used by the run to notice a client that went away (and cancel its agent), and by the
+upstream connection pool to drop a connection its server closed.
 """
 
 from __future__ import annotations
@@ -11,22 +10,6 @@ import select
 import socket
 import sys
 import typing as t
-
-from .protocol import encode
-
-SSE_HEADERS = {
-    "Cache-Control": "no-cache",
-    # nginx buffers proxied responses unless told otherwise per response.
-    "X-Accel-Buffering": "no",
-}
-SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
-
-KEEPALIVE_FRAME = b": keepalive\n\n"
-DONE_FRAME = b"data: [DONE]\n\n"
-
-
-def data_frame(payload: str) -> bytes:
-    return b"data: " + encode(payload) + b"\n\n"
 
 
 def _os_poll() -> t.Callable[[], t.Any] | None:

@@ -1,26 +1,30 @@
-"""The blocking adapter: locks, cancellation on a vanished client, keepalives, storage."""
+"""The protocol-neutral run: locks, claims, cancellation on a vanished client,
+keepalives, deadlines, storing the turn."""
 
 from __future__ import annotations
 
 import dataclasses
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from chatcompat import errors
-from chatcompat.agents import backend_class
+from chatcompat import lease
+from chatcompat import run as run_module
 from chatcompat.history import split_request
 from chatcompat.idempotency import Idempotency
-from chatcompat.requestlog import RequestRecord
-from chatcompat.runner import KEEPALIVE
-from chatcompat.runner import ClientGone
-from chatcompat.runner import Run
+from chatcompat.protocol.chat_completions import complete
+from chatcompat.protocol.reply import Reply
+from chatcompat.run import KEEPALIVE
 from chatcompat.sessions import open_store
 from chatcompat.sessions.base import StoreUnavailable
-from chatcompat.settings import AgentConfig
-from tests.conftest import SCRIPTED
+from tests.run_support import SCRIPTED_AGENT
+from tests.run_support import LostReplies
+from tests.run_support import make_run
 from tests.scripted_agent import read_log
 
 
@@ -31,32 +35,6 @@ def store(settings):
     store.close()
 
 
-def make_run(
-    settings,
-    store,
-    agent_config,
-    key="agent:scripted:k",
-    client_socket=None,
-    sticky=True,
-    idempotency=None,
-):
-    return Run(
-        settings=settings,
-        store=store,
-        agent=backend_class(agent_config.backend)(agent_config),
-        agent_config=agent_config,
-        session_key=key,
-        sticky=sticky,
-        model="m",
-        client_socket=client_socket,
-        record=RequestRecord("r", "POST", "/"),
-        idempotency=idempotency,
-    )
-
-
-SCRIPTED_AGENT = AgentConfig(id="scripted", backend=SCRIPTED, timeout_seconds=5)
-
-
 def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path, monkeypatch):
     log = tmp_path / "agent.log"
     monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
@@ -65,7 +43,7 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
     run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
     closed_at = time.monotonic()
     theirs.close()
-    with pytest.raises(ClientGone):
+    with pytest.raises(errors.ClientGone):
         for _ in run.events(keepalive=None):
             pass
     run.close()
@@ -80,17 +58,6 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
     assert store.load_history("agent:scripted:k", 10) is None
     assert store.acquire_lock("agent:scripted:k", "other", 5)  # released
     ours.close()
-
-
-def test_stream_generator_closed_by_the_server_cancels_and_stores_nothing(settings, store):
-    run = make_run(settings, store, SCRIPTED_AGENT)
-    run.start(split_request([{"role": "user", "content": "[[slow:100]] a b c d e f"}]), {})
-    body = run.sse(include_usage=False)
-    assert next(body).startswith(b"data: ")
-    body.close()  # what gunicorn does when a write to the client fails
-    assert run._cancel.is_set
-    assert store.load_history("agent:scripted:k", 10) is None
-    assert store.acquire_lock("agent:scripted:k", "other", 5)
 
 
 def test_keepalive_markers_while_silent(settings, store):
@@ -114,16 +81,16 @@ def test_second_run_on_a_session_waits_then_409(settings, store):
     first.close()
     third = make_run(quick, store, SCRIPTED_AGENT)
     third.start(split_request([{"role": "user", "content": "hi"}]), {})
-    assert third.complete()["choices"][0]["message"]["content"] == "hi"
+    assert complete(third)["choices"][0]["message"]["content"] == "hi"
 
 
 def test_waiting_run_proceeds_when_the_lock_frees(settings, store):
     first = make_run(settings, store, SCRIPTED_AGENT)
     first.start(split_request([{"role": "user", "content": "one"}]), {})
     second = make_run(settings, store, SCRIPTED_AGENT)
-    threading.Timer(0.3, first.complete).start()
+    threading.Timer(0.3, complete, [first]).start()
     second.start(split_request([{"role": "user", "content": "two"}]), {})
-    second.complete()
+    complete(second)
     history = store.load_history("agent:scripted:k", 10)
     assert [m["content"] for m in history] == ["one", "one", "two", "two"]
 
@@ -149,40 +116,17 @@ def test_store_unavailable_is_503_before_running(settings):
     assert "nothing was run or stored" in info.value.message
 
 
-class LostReplies:
-    """Wraps a store: the first ``failures`` turn writes are applied, then raise as if
-    their reply had been lost (a timeout after Redis ran the command)."""
-
-    def __init__(self, store, failures, lands=True):
-        self.store = store
-        self.failures = failures
-        self.lands = lands
-        self.turn_ids = []
-
-    def __getattr__(self, name):
-        return getattr(self.store, name)
-
-    def append_turn(self, *args, **kwargs):
-        self.turn_ids.append(kwargs["turn_id"])
-        if self.lands:
-            self.store.append_turn(*args, **kwargs)
-        if len(self.turn_ids) <= self.failures:
-            raise StoreUnavailable("Timeout reading from socket")
-
-
 def test_a_turn_write_with_an_unknown_outcome_is_retried_and_lands_once(settings, store):
     lossy = LostReplies(store, failures=1)
     run = make_run(settings, lossy, SCRIPTED_AGENT)
     run.start(split_request([{"role": "user", "content": "a b"}]), {})
-    assert run.complete()["choices"][0]["message"]["content"] == "a b"
+    assert complete(run)["choices"][0]["message"]["content"] == "a b"
     assert len(lossy.turn_ids) == 2 and len(set(lossy.turn_ids)) == 1 and lossy.turn_ids[0]
     assert [len(turn.messages) for turn in store.transcript("agent:scripted:k")] == [2]
 
 
 @pytest.mark.parametrize("keyed", [True, False])
 def test_a_turn_write_that_stays_unknown_says_it_may_not_be_stored(settings, store, keyed):
-    from chatcompat import runner
-
     lossy = LostReplies(store, failures=99)
     idempotency = Idempotency("scope", "fp") if keyed else None
     run = make_run(settings, lossy, SCRIPTED_AGENT, idempotency=idempotency)
@@ -190,11 +134,11 @@ def test_a_turn_write_that_stays_unknown_says_it_may_not_be_stored(settings, sto
         assert run.claim() is None
     run.start(split_request([{"role": "user", "content": "a b"}]), {})
     with pytest.raises(errors.StoreUnavailable) as info:
-        run.complete()
+        complete(run)
     assert info.value.status == 503 and info.value.code == "store_unavailable"
     assert "may not have been stored" in info.value.message
     assert ("same Idempotency-Key" in info.value.message) is keyed
-    assert len(lossy.turn_ids) == runner.TURN_WRITE_ATTEMPTS  # bounded
+    assert len(lossy.turn_ids) == run_module.TURN_WRITE_ATTEMPTS  # bounded
     assert [len(turn.messages) for turn in store.transcript("agent:scripted:k")] == [2]
     if keyed:  # the write did land: the key replays it
         record = store.claim_idempotency("scope", "retry", "fp", 30)
@@ -213,27 +157,17 @@ def test_after_an_unknown_write_the_claim_stays_until_it_expires(settings, store
     assert run.claim() is None
     run.start(split_request([{"role": "user", "content": "a b"}]), {})
     with pytest.raises(errors.TurnMayNotBeStored):
-        run.complete()
+        complete(run)
     assert store.transcript("agent:scripted:k") == []
     assert store.claim_idempotency("scope", "retry", "fp", 30).running
     assert store.acquire_lock("agent:scripted:k", "other", 5)  # the session lock is free
 
 
-def test_a_stream_whose_turn_write_stays_unknown_ends_with_that_error(settings, store):
-    run = make_run(settings, LostReplies(store, failures=99), SCRIPTED_AGENT)
-    run.start(split_request([{"role": "user", "content": "a b"}]), {})
-    frames = list(run.sse(include_usage=False))
-    assert b"may not have been stored" in frames[-2] and b"store_unavailable" in frames[-2]
-    assert frames[-1] == b"data: [DONE]\n\n"
-
-
 def test_a_claim_is_renewed_while_the_run_lives_and_released_when_it_fails(
     settings, store, monkeypatch
 ):
-    from chatcompat import runner
-
-    monkeypatch.setattr(runner, "LOCK_TTL_SECONDS", 0.4)
-    monkeypatch.setattr(runner, "LOCK_RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(lease, "LOCK_TTL_SECONDS", 0.4)
+    monkeypatch.setattr(lease, "LOCK_RENEW_SECONDS", 0.1)
     keyed = Idempotency("scope", "fp")
     run = make_run(settings, store, SCRIPTED_AGENT, sticky=False, idempotency=keyed)
     assert run.claim() is None
@@ -247,25 +181,9 @@ def test_a_claim_is_renewed_while_the_run_lives_and_released_when_it_fails(
     assert store.claim_idempotency("scope", "retry", "fp", 1) is None
 
 
-def test_store_failing_at_the_end_is_an_error_frame_not_a_finish(settings, store, monkeypatch):
-    run = make_run(settings, store, SCRIPTED_AGENT)
-    run.start(split_request([{"role": "user", "content": "a b"}]), {})
-
-    def broken(*args, **kwargs):
-        raise StoreUnavailable("gone")
-
-    monkeypatch.setattr(store, "append_turn", broken)
-    frames = list(run.sse(include_usage=True))
-    assert b"store_unavailable" in frames[-2]
-    assert frames[-1] == b"data: [DONE]\n\n"
-    assert not any(b'"finish_reason":"stop"' in f for f in frames)
-
-
 def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store, monkeypatch):
-    from chatcompat import runner
-
-    monkeypatch.setattr(runner, "LOCK_TTL_SECONDS", 0.4)
-    monkeypatch.setattr(runner, "LOCK_RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(lease, "LOCK_TTL_SECONDS", 0.4)
+    monkeypatch.setattr(lease, "LOCK_RENEW_SECONDS", 0.1)
     run = make_run(settings, store, SCRIPTED_AGENT)
     run.start(split_request([{"role": "user", "content": "[[silent:1.2]] hi"}]), {})
     events = run.events(keepalive=0.05)
@@ -280,31 +198,47 @@ def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store
     assert store.acquire_lock("agent:scripted:dead", "survivor", 1)
 
 
-def test_the_run_timeout_holds_while_events_keep_coming(settings, store):
-    quick = dataclasses.replace(SCRIPTED_AGENT, timeout_seconds=0.3)
-    run = make_run(settings, store, quick)
-    run.start(split_request([{"role": "user", "content": "[[slow:5]] " + "w " * 400}]), {})
-    frames = []
-    started = time.monotonic()
-    for frame in run.sse(include_usage=False):
-        frames.append(frame)
-        time.sleep(0.02)  # a slow reader: the queue is never empty
-    assert time.monotonic() - started < 2.0
-    assert b'"code":"timeout"' in frames[-2] and frames[-1] == b"data: [DONE]\n\n"
-    assert store.load_history("agent:scripted:k", 10) is None
+def test_the_run_does_not_import_a_wire_protocol():
+    code = (
+        "import sys, chatcompat.run; "
+        "print(sorted(m for m in sys.modules if m.startswith('chatcompat.protocol')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
-def test_any_store_error_at_the_end_is_an_error_frame(settings, store, monkeypatch):
-    from chatcompat.sessions.base import StoreError
-
+def test_a_run_stores_its_turn_whatever_the_wire_format(settings, store):
     run = make_run(settings, store, SCRIPTED_AGENT)
     run.start(split_request([{"role": "user", "content": "a b"}]), {})
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    run.finish(reply.message(), reply.usage)
+    run.close()
+    history = store.load_history("agent:scripted:k", 10)
+    assert history == [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "a b"}]
+    assert run.record.usage is reply.usage
 
-    def broken(*args, **kwargs):
-        raise StoreError("cannot encode")
 
-    monkeypatch.setattr(store, "append_turn", broken)
-    frames = list(run.sse(include_usage=False))
-    assert b'"code":"internal_error"' in frames[-2]
-    assert frames[-1] == b"data: [DONE]\n\n"
-    assert store.acquire_lock("agent:scripted:k", "other", 5)  # released
+def test_a_keyed_run_stores_nothing_without_the_reply_to_replay(settings, store):
+    run = make_run(settings, store, SCRIPTED_AGENT, idempotency=Idempotency("scope", "fp"))
+    assert run.claim() is None and run.keyed
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    with pytest.raises(ValueError):
+        run.finish(reply.message(), reply.usage)
+    run.close()
+    assert store.load_history("agent:scripted:k", 10) is None
+    assert store.claim_idempotency("scope", "retry", "fp", 1) is None  # released
+
+
+def test_a_stream_failure_is_recorded_as_the_outcome(settings, store):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    assert run.stream_failed(errors.ClientGone()) is None
+    assert run.record.outcome == "client_gone"
+    assert run.stream_failed(errors.GatewayTimeout()).code == "timeout"
+    assert run.record.outcome == "error:timeout"
+    bug = run.stream_failed(KeyError("bug"))
+    assert bug.status == 500 and run.record.outcome == "error:internal_error"

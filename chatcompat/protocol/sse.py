@@ -1,0 +1,25 @@
+"""Server-Sent Events framing.
+
+A frame is ``data: <compact JSON>`` and a blank line; a keepalive is an SSE comment.
+All headers are fixed before the first frame (they cannot change once the body
+started).
+"""
+
+from __future__ import annotations
+
+from .jsonenc import encode
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    # nginx buffers proxied responses unless told otherwise per response.
+    "X-Accel-Buffering": "no",
+}
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+KEEPALIVE_FRAME = b": keepalive\n\n"
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def data_frame(payload: str) -> bytes:
+    """The frame of one event whose data is ``payload`` (one line of JSON)."""
+    return b"data: " + encode(payload) + b"\n\n"

@@ -1,0 +1,450 @@
+"""One agent run for one request, whatever the wire protocol.
+
+A :class:`Run` takes the session lock (and first the request's ``Idempotency-Key``,
+:meth:`Run.claim`, renewed like the lock), builds the agent's input, runs the agent on
+its own (a greenlet under gevent workers, a real thread under gthread workers) that
+feeds a queue, and hands the events to a wire protocol (:mod:`chatcompat.protocol`)
+through :meth:`Run.events`. Reading the queue with a timeout is what lets keepalives
+flow while the agent is silent, and what lets the gateway notice a client that went
+away and cancel the run. The protocol hands the finished reply back to
+:meth:`Run.finish`, which stores the turn (with the reply under the request's
+``Idempotency-Key``, in the same write); :meth:`Run.close` then releases the lock.
+
+A protocol streams a reply like this (the chat-completions one, in short)::
+
+    run.watch()  # the stalled-client watchdog
+    try:
+        for event in run.events(keepalive):  # agent events and KEEPALIVE markers
+            ...  # frames of the protocol
+        run.finish(reply.message(), reply.usage, keyed_reply=...)
+    except Exception as exc:
+        error = run.stream_failed(exc)  # None: the client is gone
+        ...  # the protocol's error frame
+    finally:
+        run.end_stream()
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import time
+import typing as t
+import uuid
+
+from . import errors
+from . import history
+from .agents.base import AgentRequest
+from .agents.base import Cancellation
+from .agents.base import Finish
+from .agents.base import Started
+from .background import call_later
+from .background import spawn
+from .client_socket import peer_closed
+from .lease import Lease
+from .sessions.base import KeyedReply
+from .sessions.base import StoreUnavailable
+
+if t.TYPE_CHECKING:
+    from .agents.base import Agent
+    from .agents.base import Usage
+    from .idempotency import Idempotency
+    from .requestlog import RequestRecord
+    from .sessions.base import IdempotencyRecord
+    from .sessions.base import SessionStore
+    from .settings import AgentConfig
+    from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, t.Any]
+
+# How often a waiting response checks that its client is still there.
+DISCONNECT_POLL_SECONDS = 0.5
+# A stream whose client stopped reading holds the server in a send, where the event
+# pump cannot look at the deadline: a watchdog ends the run this long after it.
+DEADLINE_GRACE_SECONDS = 1.0
+# A turn write that failed may have landed all the same (Redis ran it, the reply was
+# lost): it is sent again, with the same turn id, so it lands at most once.
+TURN_WRITE_ATTEMPTS = 3
+TURN_WRITE_PAUSE_SECONDS = 0.2
+QUEUE_SIZE = 256
+
+
+class _End:
+    """The agent generator returned."""
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Keepalive:
+    """Nothing happened for a keepalive interval."""
+
+
+KEEPALIVE = _Keepalive()
+
+
+class Run:
+    """One agent run for one request: :meth:`claim`, :meth:`start`, :meth:`events` up to
+    :meth:`finish`, and :meth:`close` in every case.
+
+    :param model: the model the client asked for, as replies name it.
+    :param client_socket: the client's connection, looked at to notice it closed.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: SessionStore,
+        agent: Agent,
+        agent_config: AgentConfig,
+        session_key: str,
+        sticky: bool,
+        model: str,
+        client_socket: socket.socket | None,
+        record: RequestRecord,
+        idempotency: Idempotency | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.agent = agent
+        self.agent_config = agent_config
+        self.session_key = session_key
+        self.sticky = sticky
+        self.model = model
+        self.record = record
+        self.idempotency = idempotency
+        self._socket = client_socket
+        self._lease = Lease(store, session_key, idempotency)
+        self._turn_id = uuid.uuid4().hex
+        self._write_unknown = False  # a turn write whose outcome nobody knows
+        self._closed = False
+        self._finished = False
+        self._cancel = Cancellation()
+        self._queue: queue.Queue[t.Any] = queue.Queue(QUEUE_SIZE)
+        self._deadline = 0.0
+        self._peer_check_at = 0.0
+        self._pending: t.Any = None  # an event read early by start()
+        self._turn_to_store: list[Message] = []
+        self._stop_watchdog: t.Callable[[], None] | None = None
+        #: When the request was accepted (Unix seconds), as replies report it.
+        self.created = int(time.time())
+
+    # -- start ------------------------------------------------------------------
+
+    def claim(self) -> IdempotencyRecord | None:
+        """Claim the request's Idempotency-Key (before :meth:`start`; none: no-op).
+
+        :return: the finished record of an earlier request with the key, whose reply
+            the caller sends instead of running; None when this run goes ahead.
+        :raise errors.IdempotencyKeyReused: the key belongs to a different request.
+        :raise errors.IdempotencyKeyInUse: the request with the key is still running.
+        :raise errors.StoreUnavailable: the store cannot say.
+        """
+        return self._lease.claim()
+
+    def start(self, conversation: history.Conversation, params: dict[str, t.Any]) -> None:
+        """Lock the session, build the input, start the agent and wait until it has
+        accepted the run. Errors up to here are plain HTTP errors.
+
+        :raise errors.APIError: 409/5xx before anything was sent.
+        """
+        system_text, earlier, new_turn = conversation
+        timeout = self.agent_config.timeout_seconds
+        limit = self.agent_config.history_limit
+        if limit is None:
+            limit = self.settings.history_limit
+        # A key generated for this request is known to nobody else yet: no lock to
+        # take and no history to read (half the store work of a stateless request).
+        try:
+            if self.sticky:
+                lock_wait = self.settings.lock_timeout_seconds
+                self._lease.lock(timeout if lock_wait is None else lock_wait, self._waiting)
+                with errors.map_store_errors():
+                    stored = self.store.load_history(self.session_key, limit)
+            else:
+                # The turn must be storable before an agent spends anything on it.
+                with errors.map_store_errors():
+                    self.store.ping()
+                stored = None
+            past = history.choose_history(stored, earlier, limit)
+            # A new session keeps what the agent saw as its first turn, so the next
+            # request (which sends only the key) continues the same conversation.
+            self._turn_to_store = (past if stored is None else []) + new_turn
+            sent = past + new_turn
+            if not self.agent.accepts_images:
+                sent = history.drop_images(sent, agent_id=self.agent_config.id)
+            request = AgentRequest(
+                agent_id=self.agent_config.id,
+                session_key=self.session_key,
+                messages=sent,
+                history_count=len(past),
+                system_prompt=history.join_system_prompts(
+                    self.agent_config.system_prompt, system_text
+                ),
+                params=params,
+            )
+            self._deadline = time.monotonic() + timeout
+            spawn(self._produce, request)
+            first = self._next(keepalive=None)
+            if not isinstance(first, Started):
+                self._pending = first
+        except BaseException:
+            self.close()
+            raise
+
+    def _waiting(self, now: float) -> None:
+        if now >= self._peer_check_at:
+            self._check_client(now)
+
+    def _produce(self, request: AgentRequest) -> None:
+        """The agent's own greenlet/thread: run it and feed the queue."""
+        events = None
+        try:
+            events = self.agent.run(request, self._cancel)
+            for event in events:
+                if not self._put(event):
+                    return
+            self._put(_End())
+        except BaseException as exc:  # everything goes to the response side
+            self._put(_Failed(exc))
+        finally:
+            if events is not None and hasattr(events, "close"):
+                try:
+                    events.close()
+                except Exception:
+                    log.exception("agent %s failed to close its run", self.agent_config.id)
+
+    def _check_client(self, now: float) -> None:
+        """Cancel the run when the client has closed its connection.
+
+        Checked on a timer, whether or not the agent is producing: a chatty agent
+        must not keep an abandoned run going until its end.
+
+        :raise errors.ClientGone: the client is gone (the run is cancelled).
+        """
+        self._peer_check_at = now + DISCONNECT_POLL_SECONDS
+        if self._socket is not None and peer_closed(self._socket):
+            self._cancel.cancel()
+            raise errors.ClientGone()
+
+    def _put(self, item: t.Any) -> bool:
+        while not self._cancel.is_set:
+            try:
+                self._queue.put(item, timeout=DISCONNECT_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- reading events ----------------------------------------------------------
+
+    def _next(self, keepalive: float | None) -> t.Any:
+        """The next agent event, or KEEPALIVE after ``keepalive`` silent seconds.
+
+        :raise errors.ClientGone: the client closed the connection (the run is cancelled).
+        :raise errors.APIError: the agent failed or ran out of time.
+        """
+        if self._pending is not None:
+            item, self._pending = self._pending, None
+            return item
+        keepalive_at = None if keepalive is None else time.monotonic() + keepalive
+        while True:
+            now = time.monotonic()
+            # Checked before reading: a producer that keeps the queue full must not
+            # run past the agent's timeout.
+            if now >= self._deadline:
+                self._time_out()
+            if now >= self._peer_check_at:
+                self._check_client(now)
+            if now >= self._lease.renew_at:
+                self._lease.renew()
+            wait = min(DISCONNECT_POLL_SECONDS, self._deadline - now)
+            if keepalive_at is not None:
+                wait = min(wait, keepalive_at - now)
+            try:
+                item = self._queue.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                now = time.monotonic()
+                if now >= self._deadline:
+                    self._time_out()
+                if keepalive_at is not None and now >= keepalive_at:
+                    return KEEPALIVE
+                continue
+            if isinstance(item, _Failed):
+                raise errors.from_agent_error(item.exc)
+            if isinstance(item, _End):
+                raise errors.UpstreamFailed("The agent ended without finishing its reply.")
+            return item
+
+    def _time_out(self) -> t.NoReturn:
+        self._cancel.cancel()
+        raise errors.GatewayTimeout(
+            f"The agent did not finish within {self.agent_config.timeout_seconds:g} s."
+        )
+
+    def events(self, keepalive: float | None = None) -> t.Iterator[t.Any]:
+        """Agent events up to and including :class:`Finish`, with KEEPALIVE markers."""
+        while True:
+            item = self._next(keepalive)
+            if isinstance(item, Started):
+                continue
+            yield item
+            if isinstance(item, Finish):
+                return
+
+    def ready(self) -> bool:
+        """True when an event is already waiting (reading it will not block): a
+        protocol sends what it has when the next event would make it wait."""
+        return self._pending is not None or not self._queue.empty()
+
+    # -- finishing ---------------------------------------------------------------
+
+    @property
+    def keyed(self) -> bool:
+        """The request has an Idempotency-Key: :meth:`finish` needs the reply as sent."""
+        return self.idempotency is not None
+
+    def finish(
+        self, message: Message, usage: Usage | None, keyed_reply: dict[str, t.Any] | None = None
+    ) -> None:
+        """Store the finished turn (the run's only write of it) and record its usage.
+
+        :param message: the assistant message (:meth:`~chatcompat.protocol.reply.Reply.message`).
+        :param keyed_reply: the reply as the client got it, stored in the same write under
+            the request's Idempotency-Key to be replayed; required when :attr:`keyed`.
+        :raise errors.ClientGone: the client left before the end (nothing is stored).
+        :raise errors.TurnMayNotBeStored: the write's outcome is unknown.
+        :raise errors.APIError: the store refused the turn (nothing stored).
+        """
+        # A client that left before the end gets nothing stored (SPEC 8: no half turns).
+        self._check_client(time.monotonic())
+        ttl = (
+            self.settings.session_ttl_seconds
+            if self.sticky
+            else self.settings.stateless_ttl_seconds
+        )
+        keyed = None
+        if self.idempotency is not None:
+            if keyed_reply is None:
+                raise ValueError("a run with an Idempotency-Key stores its reply")
+            keyed = KeyedReply(self.idempotency.scope, self.idempotency.fingerprint, keyed_reply)
+        self._write_turn([*self._turn_to_store, message], ttl, keyed)
+        self._finished = True
+        self.record.set_usage(usage)
+
+    def _write_turn(self, messages: list[Message], ttl: float, keyed: KeyedReply | None) -> None:
+        """Append the turn, sending it again while the outcome is unknown.
+
+        :raise errors.TurnMayNotBeStored: no attempt was confirmed, and one may have
+            landed (a Redis that ran the command and lost the reply).
+        :raise errors.APIError: the store refused the turn (nothing stored).
+        """
+        try:
+            for attempt in range(1, TURN_WRITE_ATTEMPTS + 1):
+                # After a first attempt, any failure may hide an earlier write that landed.
+                with errors.map_store_errors(unknown_outcome=attempt > 1, keyed=keyed is not None):
+                    try:
+                        stored = self.store.append_turn(
+                            self.session_key,
+                            self.agent_config.id,
+                            messages,
+                            sticky=self.sticky,
+                            ttl_seconds=ttl,
+                            turn_id=self._turn_id,
+                            keyed_reply=keyed,
+                        )
+                    except StoreUnavailable as exc:
+                        if attempt == TURN_WRITE_ATTEMPTS:
+                            raise  # the last attempt: "may not have been stored"
+                        log.warning("session store unavailable while storing a turn: %s", exc)
+                        time.sleep(TURN_WRITE_PAUSE_SECONDS * attempt)  # cooperative (gevent)
+                        continue
+                if not stored and attempt == 1:
+                    # Not a resend of ours: the key's request finished in another run
+                    # (our claim had expired), which stored its own turn and reply.
+                    log.warning("a request with this idempotency key was stored by another run")
+                return
+        except errors.TurnMayNotBeStored:
+            self._write_unknown = True
+            raise
+
+    # -- streaming -----------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Start the watchdog of a streamed reply (:meth:`close` stops it).
+
+        A stream whose client stopped reading holds the server in a send, where
+        :meth:`events` cannot look at the deadline: the watchdog ends the run
+        :data:`DEADLINE_GRACE_SECONDS` after it.
+        """
+        self._stop_watchdog = call_later(
+            self._deadline - time.monotonic() + DEADLINE_GRACE_SECONDS, self._past_deadline
+        )
+
+    def stream_failed(self, exc: Exception) -> errors.APIError | None:
+        """The error a stream whose headers are gone ends with, recorded as the
+        request's outcome; None when the client is gone (nothing more to send).
+
+        :param exc: what :meth:`events` or :meth:`finish` raised, or a bug (logged, 500).
+        """
+        if isinstance(exc, errors.ClientGone):
+            self.record.outcome = "client_gone"
+            return None
+        if not isinstance(exc, errors.APIError):
+            log.error("stream failed", exc_info=exc)
+            exc = errors.APIError()
+        self.record.outcome = f"error:{exc.code}"
+        return exc
+
+    def end_stream(self) -> None:
+        """The stream's body ended, or the server closed it: :meth:`close` the run."""
+        self._unwatch()
+        if not self._finished and self.record.outcome == "ok":
+            # The server closed the generator: the client went away mid-write.
+            self.record.outcome = "client_gone"
+        self.close()
+
+    def _unwatch(self) -> None:
+        stop, self._stop_watchdog = self._stop_watchdog, None
+        if stop is not None:
+            stop()
+
+    def _past_deadline(self) -> None:
+        """The watchdog: the stream is still open past the run's deadline, so the
+        server is stuck sending to a client that does not read. Cancel the run (the
+        agent drops its upstream connection), give the lock back, and cut the client's
+        connection, which ends the pending send."""
+        if self._closed:
+            return
+        log.warning(
+            "run on agent %s outlived its timeout of %g s; its client stopped reading",
+            self.agent_config.id,
+            self.agent_config.timeout_seconds,
+        )
+        self.record.outcome = "error:timeout"
+        self.close()
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
+
+    def close(self) -> None:
+        """Cancel the agent if it is still running; stop the watchdog; release the
+        session lock and the idempotency claim."""
+        if self._closed:
+            return
+        self._closed = True
+        self._unwatch()
+        self._cancel.cancel()
+        # Nothing was stored: the key is free at once. After a write with an unknown
+        # outcome the claim stays until it expires: a write that Redis still holds may
+        # land after a release sent later (a paused Redis serves its queued connections
+        # in any order), and the key must not run twice.
+        self._lease.release(keep_claim=self._finished or self._write_unknown)

@@ -1,0 +1,162 @@
+"""Chat Completions on the wire: every shape passes OpenAI's published schemas; the
+stream built on a run ends with an error frame when the run fails after the first byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import pytest
+
+from chatcompat.history import split_request
+from chatcompat.protocol import chat_completions as protocol
+from chatcompat.protocol.sse import data_frame
+from chatcompat.sessions import open_store
+from chatcompat.sessions.base import StoreError
+from chatcompat.sessions.base import StoreUnavailable
+from tests.run_support import SCRIPTED_AGENT
+from tests.run_support import LostReplies
+from tests.run_support import make_run
+from tests.wire import check_chunk
+from tests.wire import check_completion
+
+
+@pytest.fixture
+def store(settings):
+    store = open_store(settings.session_store)
+    yield store
+    store.close()
+
+
+def test_completion_passes_the_schema_with_and_without_tool_calls():
+    usage = protocol.usage_dict(1, 2, 3)
+    check_completion(
+        protocol.completion(
+            id="chatcmpl-x",
+            created=1,
+            model="m",
+            content="hi",
+            tool_calls=None,
+            finish_reason="stop",
+            usage=usage,
+        )
+    )
+    calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    body = protocol.completion(
+        id="chatcmpl-x",
+        created=1,
+        model="m",
+        content=None,
+        tool_calls=calls,
+        finish_reason="tool_calls",
+        usage=usage,
+    )
+    check_completion(body)
+    assert body["choices"][0]["message"]["tool_calls"] == calls
+
+
+def test_chunk_encoder_output_is_valid_json_and_schema():
+    encoder = protocol.ChunkEncoder("chatcmpl-1", 1700000000, 'mo"del\u00e9')
+    frames = [
+        encoder.role(),
+        encoder.content('quote " and \u2603 and \n'),
+        encoder.finish("length"),
+        encoder.tool_call(0, "c1", "f", ""),
+        encoder.tool_call(0, None, None, '{"a"'),
+        encoder.delta({"content": "x"}),
+        encoder.usage(protocol.usage_dict(1, 2, 3)),
+    ]
+    chunks = [json.loads(frame) for frame in frames]
+    for chunk in chunks:
+        check_chunk(chunk)
+        assert (chunk["id"], chunk["created"], chunk["model"]) == (
+            "chatcmpl-1",
+            1700000000,
+            'mo"del\u00e9',
+        )
+    assert chunks[1]["choices"][0]["delta"] == {"content": 'quote " and \u2603 and \n'}
+    assert chunks[2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "length"}
+    assert chunks[3]["choices"][0]["delta"]["tool_calls"] == [
+        {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    ]
+    assert chunks[4]["choices"][0]["delta"]["tool_calls"] == [
+        {"index": 0, "function": {"arguments": '{"a"'}}
+    ]
+    assert chunks[6]["choices"] == [] and chunks[6]["usage"]["total_tokens"] == 3
+
+
+def test_completion_ids_are_unique_and_prefixed():
+    ids = {protocol.completion_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.startswith("chatcmpl-") and len(i) == 33 for i in ids)
+
+
+def test_a_lone_surrogate_from_an_agent_goes_out_as_a_json_escape():
+    frame = data_frame(protocol.ChunkEncoder("c", 1, "m").content("bad \ud800 text \u00e9"))
+    payload = frame.decode("utf-8")[len("data: ") : -2]  # valid UTF-8
+    assert json.loads(payload)["choices"][0]["delta"]["content"] == "bad \ud800 text \u00e9"
+
+
+# -- the stream on a run ---------------------------------------------------------------
+
+
+def test_stream_generator_closed_by_the_server_cancels_and_stores_nothing(settings, store):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start(split_request([{"role": "user", "content": "[[slow:100]] a b c d e f"}]), {})
+    body = protocol.stream(run, include_usage=False)
+    assert next(body).startswith(b"data: ")
+    body.close()  # what gunicorn does when a write to the client fails
+    assert run._cancel.is_set
+    assert store.load_history("agent:scripted:k", 10) is None
+    assert store.acquire_lock("agent:scripted:k", "other", 5)
+
+
+def test_a_stream_whose_turn_write_stays_unknown_ends_with_that_error(settings, store):
+    run = make_run(settings, LostReplies(store, failures=99), SCRIPTED_AGENT)
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+    frames = list(protocol.stream(run, include_usage=False))
+    assert b"may not have been stored" in frames[-2] and b"store_unavailable" in frames[-2]
+    assert frames[-1] == b"data: [DONE]\n\n"
+
+
+def test_store_failing_at_the_end_is_an_error_frame_not_a_finish(settings, store, monkeypatch):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+
+    def broken(*args, **kwargs):
+        raise StoreUnavailable("gone")
+
+    monkeypatch.setattr(store, "append_turn", broken)
+    frames = list(protocol.stream(run, include_usage=True))
+    assert b"store_unavailable" in frames[-2]
+    assert frames[-1] == b"data: [DONE]\n\n"
+    assert not any(b'"finish_reason":"stop"' in f for f in frames)
+
+
+def test_the_run_timeout_holds_while_events_keep_coming(settings, store):
+    quick = dataclasses.replace(SCRIPTED_AGENT, timeout_seconds=0.3)
+    run = make_run(settings, store, quick)
+    run.start(split_request([{"role": "user", "content": "[[slow:5]] " + "w " * 400}]), {})
+    frames = []
+    started = time.monotonic()
+    for frame in protocol.stream(run, include_usage=False):
+        frames.append(frame)
+        time.sleep(0.02)  # a slow reader: the queue is never empty
+    assert time.monotonic() - started < 2.0
+    assert b'"code":"timeout"' in frames[-2] and frames[-1] == b"data: [DONE]\n\n"
+    assert store.load_history("agent:scripted:k", 10) is None
+
+
+def test_any_store_error_at_the_end_is_an_error_frame(settings, store, monkeypatch):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start(split_request([{"role": "user", "content": "a b"}]), {})
+
+    def broken(*args, **kwargs):
+        raise StoreError("cannot encode")
+
+    monkeypatch.setattr(store, "append_turn", broken)
+    frames = list(protocol.stream(run, include_usage=False))
+    assert b'"code":"internal_error"' in frames[-2]
+    assert frames[-1] == b"data: [DONE]\n\n"
+    assert store.acquire_lock("agent:scripted:k", "other", 5)  # released
