@@ -33,8 +33,15 @@ import typing as t
 
 from . import errors
 from . import protocol
+from .responses import json_response
+from .responses import sse_response
 from .streaming import DONE_FRAME
 from .streaming import data_frame
+
+if t.TYPE_CHECKING:
+    from flask import Response
+
+    from .sessions.base import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")  # printable ASCII
@@ -70,15 +77,18 @@ def read_key(value: str | None) -> str | None:
 
 
 def for_request(
-    principal: str, key: str, agent_id: str, session_key: str | None, body: dict[str, t.Any]
-) -> Idempotency:
-    """Name the request.
+    principal: str, key: str | None, agent_id: str, session_key: str | None, body: dict[str, t.Any]
+) -> Idempotency | None:
+    """Name the request, or None when it sent no key.
 
     :param principal: the credential that sent it.
+    :param key: what :func:`read_key` read.
     :param session_key: the session the request names (None for a stateless one,
         whose fresh key differs on every try).
     :param body: the validated request body.
     """
+    if key is None:
+        return None
     request = {name: value for name, value in body.items() if name not in _DELIVERY_FIELDS}
     return Idempotency(_digest([principal, key]), _digest([agent_id, session_key, request]))
 
@@ -86,6 +96,22 @@ def for_request(
 def _digest(value: t.Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def replay_response(stored: IdempotencyRecord, stream: bool, include_usage: bool) -> Response:
+    """The stored reply of an earlier request with the same key, in the form this
+    request asks for (JSON, or a stream when ``stream``), marked
+    ``Idempotent-Replayed: true``; nothing runs.
+
+    :param stored: the finished record :meth:`chatcompat.runner.Run.claim` returned.
+    """
+    assert stored.reply is not None
+    if stream:
+        response = sse_response(replay_stream(stored.reply, include_usage))
+    else:
+        response = json_response(stored.reply)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def replay_stream(reply: dict[str, t.Any], include_usage: bool) -> t.Iterator[bytes]:
