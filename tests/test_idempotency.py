@@ -10,9 +10,11 @@ import threading
 
 import pytest
 
+from chatcompat import idempotency
 from chatcompat.auth import ANONYMOUS
 from chatcompat.auth import OPERATOR
 from chatcompat.auth import Authenticator
+from chatcompat.sessions.base import IdempotencyRecord
 from tests.conftest import AUTH
 from tests.polling import wait_until
 from tests.scripted_agent import open_gate
@@ -269,3 +271,42 @@ def test_the_openapi_document_names_the_header(client):
     assert "Idempotency-Key" in [parameter["name"] for parameter in operation["parameters"]]
     assert "422" in operation["responses"]
     assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
+
+
+# -- the module's functions ---------------------------------------------------------
+
+
+def test_a_request_without_a_key_is_not_named():
+    assert idempotency.for_request("operator", None, "main", None, {"messages": []}) is None
+    named = idempotency.for_request("operator", "k", "main", None, {"messages": []})
+    assert named is not None and named.scope != named.fingerprint
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_replay_answers_in_the_form_asked_for_and_says_so(stream):
+    reply = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "openclaw",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hi", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    stored = IdempotencyRecord(fingerprint="f", session_key="agent:main:s", reply=reply)
+    response = idempotency.replay_response(stored, stream, include_usage=True)
+    assert response.headers["Idempotent-Replayed"] == "true"
+    if not stream:
+        assert response.mimetype == "application/json" and json.loads(response.data) == reply
+        check_completion(json.loads(response.data))
+        return
+    assert response.mimetype == "text/event-stream"
+    chunks, _ = parse_sse(response.get_data())
+    assert {chunk["id"] for chunk in chunks} == {"chatcmpl-1"}
+    assert chunks[-1]["usage"] == reply["usage"]
