@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import typing as t
-import uuid
 
 from flask import Flask
-from flask import Response
-from flask import g
-from flask import request
 
 if t.TYPE_CHECKING:
     from .settings import Settings
 
 __all__ = ["create_app"]
-
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
 def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flask:
@@ -39,12 +32,12 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     from . import redaction
     from . import reloading
     from . import request_body
+    from . import requestlog
+    from . import security_headers
     from .config import load_settings
     from .config import settings_from_document
     from .gateway import Gateway
     from .request_end import RequestEnd
-    from .requestlog import RequestRecord
-    from .security_headers import SECURITY_HEADERS
     from .settings import Settings as SettingsClass
 
     if settings is None:
@@ -65,26 +58,10 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
 
-    @app.before_request
-    def start_record() -> None:
-        sent = request.headers.get("x-request-id", "")
-        request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
-        g.record = RequestRecord(request_id, request.method, request.path)
-        g.record.route = request.url_rule.rule if request.url_rule else "unmatched"
-
-    @app.after_request
-    def finish_record(response: Response) -> Response:
-        record = g.get("record")
-        if record is None:  # the request failed before before_request ran
-            record = RequestRecord(uuid.uuid4().hex, request.method, request.path)
-            record.route = "unmatched"
-        response.headers["x-request-id"] = record.request_id
-        response.headers.update(SECURITY_HEADERS)
-        if record.session_key is not None:
-            response.headers["x-openclaw-session-key"] = record.session_key
-        record.status = response.status_code
-        response.call_on_close(record.emit)
-        return response
+    # After-request hooks run last-registered first: the request log's headers, then
+    # the security headers, on every response the app writes (errors included).
+    security_headers.init_app(app)
+    requestlog.init_app(app)
 
     return app
 

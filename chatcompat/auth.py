@@ -15,10 +15,15 @@ import logging
 import os
 import typing as t
 
+from . import errors
+from . import metrics
 from .errors import AuthenticationFailed
 from .errors import TooManyAuthFailures
+from .sessions.base import StoreUnavailable as StoreUnreachable
 
 if t.TYPE_CHECKING:
+    from flask import Request
+
     from .sessions.base import SessionStore
     from .settings import Settings
 
@@ -30,6 +35,36 @@ ANONYMOUS = "anonymous"  # auth mode none
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def authenticate(request: Request, authenticator: Authenticator, store: SessionStore) -> str:
+    """Authenticate a request (SPEC 3 step 3), counting each refusal by its reason
+    in ``chatcompat_auth_failures`` (``missing``, ``invalid``, ``locked_out``).
+
+    :param request: the request; its peer and ``X-Forwarded-For`` name the client,
+        its ``Authorization`` header carries the credential.
+    :param authenticator: the gateway's.
+    :param store: the session store that holds the lockout state.
+    :return: the principal (:data:`OPERATOR` or :data:`ANONYMOUS`): it scopes
+        per-credential state such as an ``Idempotency-Key``.
+    :raise errors.TooManyAuthFailures: while the client is locked out (429).
+    :raise errors.AuthenticationFailed: for a missing or wrong credential (401).
+    :raise errors.StoreUnavailable: when the lockout state cannot be read or written.
+    """
+    authorization = request.headers.get("authorization")
+    client = authenticator.client_address(
+        request.remote_addr, request.headers.get("x-forwarded-for")
+    )
+    try:
+        return authenticator.check(authorization, client, store)
+    except TooManyAuthFailures:
+        metrics.AUTH_FAILURES.labels("locked_out").inc()
+        raise
+    except AuthenticationFailed:
+        metrics.AUTH_FAILURES.labels("invalid" if authorization else "missing").inc()
+        raise
+    except StoreUnreachable as exc:
+        raise errors.StoreUnavailable() from exc
 
 
 class Authenticator:

@@ -70,15 +70,18 @@ def read_key(value: str | None) -> str | None:
 
 
 def for_request(
-    principal: str, key: str, agent_id: str, session_key: str | None, body: dict[str, t.Any]
-) -> Idempotency:
-    """Name the request.
+    principal: str, key: str | None, agent_id: str, session_key: str | None, body: dict[str, t.Any]
+) -> Idempotency | None:
+    """Name the request, or None when it sent no key.
 
     :param principal: the credential that sent it.
+    :param key: what :func:`read_key` read.
     :param session_key: the session the request names (None for a stateless one,
         whose fresh key differs on every try).
     :param body: the validated request body.
     """
+    if key is None:
+        return None
     request = {name: value for name, value in body.items() if name not in _DELIVERY_FIELDS}
     return Idempotency(_digest([principal, key]), _digest([agent_id, session_key, request]))
 

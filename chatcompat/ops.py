@@ -10,9 +10,9 @@ from flask import Response
 
 from . import errors
 from . import metrics
-from .api import json_response
 from .gateway import current_gateway
 from .openapi import openapi_document
+from .protocol.jsonenc import json_response
 from .sessions.base import StoreUnavailable as StoreUnreachable
 
 bp = Blueprint("ops", __name__)

@@ -1,4 +1,5 @@
-"""Read a request body whole, within a size limit and a total time limit.
+"""Read a request body whole, within a size limit and a total time limit, and parse
+it as JSON that every store and upstream can take (SPEC 3 step 4).
 
 gunicorn reads the body off the socket as the app asks for it, so what can go wrong
 with it shows up here, on ``wsgi.input``:
@@ -21,7 +22,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
+import math
 import os
+import re
 import socket
 import threading
 import time
@@ -36,6 +40,7 @@ from .gunicorn_errors import from_gunicorn
 
 if t.TYPE_CHECKING:
     from flask import Flask
+    from flask import Request
 
 # Released entries in the heap before it is compacted (see Watchdog.release).
 _COMPACT_AT = 1000
@@ -221,3 +226,76 @@ def init_app(app: Flask) -> None:
         if has_body and not environ.get(_READ_WHOLE):
             close_connection(environ.get("wsgi.input"))
         return response
+
+
+def read_json_body(req: Request, limit: int, timeout_seconds: float) -> t.Any:
+    """Read and parse the body (SPEC 3 step 4).
+
+    :param limit: the most bytes the body may have (``gateway.http.maxBodyBytes``).
+    :param timeout_seconds: the total time the body may take to arrive.
+    :raise errors.PayloadTooLarge: over ``limit`` bytes (by Content-Length before
+        reading, else while reading).
+    :raise errors.RequestTimeout: not all there within ``timeout_seconds``.
+    :raise errors.InvalidBody: malformed (chunked encoding) or cut off.
+    :raise errors.InvalidJSON: not JSON (an empty body counts as ``{}``), or JSON no
+        store or upstream can take (a lone surrogate escape, a number out of range).
+    """
+    if req.content_length is not None and req.content_length > limit:
+        raise _too_large(limit)
+    raw = read_body(
+        req.stream,
+        limit + 1,
+        content_length=req.content_length,
+        sock=req.environ.get("gunicorn.socket"),
+        timeout_seconds=timeout_seconds,
+    )
+    if len(raw) > limit:
+        raise _too_large(limit)
+    mark_read_whole(req.environ)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except UnicodeDecodeError as exc:
+        raise errors.InvalidJSON("The request body is not valid UTF-8 JSON.") from exc
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        message = f"The request body is not valid JSON: {exc.msg} at {where}."
+        raise errors.InvalidJSON(message) from exc
+    except (ValueError, RecursionError) as exc:
+        raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from exc
+    # JSON may escape a lone UTF-16 surrogate ("\ud800"): not Unicode, so no store,
+    # session key or upstream can take it. Only bodies with such an escape are checked.
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        raise errors.InvalidJSON(
+            "The request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
+            "which is not valid Unicode."
+        )
+    return body
+
+
+def _has_lone_surrogate(body: t.Any) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _reject_constant(name: str) -> t.NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 is valid JSON syntax but overflows to inf: no store or upstream takes it.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
+def _too_large(limit: int) -> errors.PayloadTooLarge:
+    return errors.PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")

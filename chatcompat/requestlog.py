@@ -2,6 +2,8 @@
 
 For a stream, "ends" means the last byte was sent or the client went away, so the
 line carries the real duration, time to first byte, tokens and outcome.
+:func:`init_app` starts a :class:`RequestRecord` for each request (the view fills it
+in through :func:`current`) and has it written when the response is closed.
 """
 
 from __future__ import annotations
@@ -9,16 +11,63 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import typing as t
+import uuid
+
+from flask import g
+from flask import request
 
 from . import metrics
 from . import redaction
 
 if t.TYPE_CHECKING:
+    from flask import Flask
+    from flask import Response
+
     from .agents.base import Usage
 
 log = logging.getLogger("chatcompat.request")
+
+# A client's X-Request-Id is kept when it is this tame; otherwise the gateway makes one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def init_app(app: Flask) -> None:
+    """Give every request of ``app`` a :class:`RequestRecord`, its ``x-request-id``
+    and ``x-openclaw-session-key`` response headers, and its log line when it ends.
+
+    :param app: the app; its other ``after_request`` hooks see the headers set here.
+    """
+    app.before_request(_start_record)
+    app.after_request(_finish_record)
+
+
+def current() -> RequestRecord:
+    """The record of the request being handled (:func:`init_app` started it)."""
+    record: RequestRecord = g.record
+    return record
+
+
+def _start_record() -> None:
+    sent = request.headers.get("x-request-id", "")
+    request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    g.record = RequestRecord(request_id, request.method, request.path)
+    g.record.route = request.url_rule.rule if request.url_rule else "unmatched"
+
+
+def _finish_record(response: Response) -> Response:
+    record = g.get("record")
+    if record is None:  # the request failed before before_request ran
+        record = RequestRecord(uuid.uuid4().hex, request.method, request.path)
+        record.route = "unmatched"
+    response.headers["x-request-id"] = record.request_id
+    if record.session_key is not None:
+        response.headers["x-openclaw-session-key"] = record.session_key
+    record.status = response.status_code
+    response.call_on_close(record.emit)
+    return response
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,6 +117,17 @@ class RequestRecord:
         self.usage: Usage | None = None
         self._first_byte: float | None = None
         self._emitted = False
+
+    def routed(self, agent: str, session_key: str, stream: bool) -> None:
+        """The request was routed: to ``agent``, on ``session_key``, as a stream or not."""
+        self.agent = agent
+        self.session_key = session_key
+        self.stream = stream
+
+    def replayed(self, session_key: str) -> None:
+        """The reply is a stored one (Idempotency-Key) from the session ``session_key``."""
+        self.session_key = session_key
+        self.outcome = "replayed"
 
     def first_byte(self) -> None:
         if self._first_byte is None:

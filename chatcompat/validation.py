@@ -39,6 +39,9 @@ from .errors import MissingParameter
 from .errors import UnknownParameter
 from .errors import UnsupportedParameter
 from .errors import UnsupportedValue
+from .history import Conversation
+from .history import MissingUserMessage
+from .history import split_request
 
 # Forwarded as they are; max_tokens/max_completion_tokens and stop are normalised.
 _AS_IS_FIELDS = tuple(sorted(BACKEND_FIELDS - {"max_tokens", "max_completion_tokens", "stop"}))
@@ -90,6 +93,20 @@ def validate_request(body: t.Any) -> None:
     _check_fields(body)
     _check_tool_choice(body)
     _check_logprobs(body)
+
+
+def split_conversation(body: dict[str, t.Any]) -> Conversation:
+    """The validated body's messages as the run takes them: the extra system text,
+    the earlier messages, the new turn. Part of the body's checks (SPEC 3 step 5), so
+    a request with nothing to answer is refused before it is routed.
+
+    :param body: a body :func:`validate_request` accepted.
+    :raise InvalidRequest: the new turn has nothing to answer (``param: "messages"``).
+    """
+    try:
+        return split_request(body["messages"])
+    except MissingUserMessage as exc:
+        raise InvalidRequest(str(exc), param="messages") from exc
 
 
 def _check_fields(body: dict[str, t.Any]) -> None:

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from chatcompat import idempotency
 from chatcompat.auth import ANONYMOUS
 from chatcompat.auth import OPERATOR
 from chatcompat.auth import Authenticator
@@ -269,3 +270,12 @@ def test_the_openapi_document_names_the_header(client):
     assert "Idempotency-Key" in [parameter["name"] for parameter in operation["parameters"]]
     assert "422" in operation["responses"]
     assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
+
+
+# -- the module's functions ---------------------------------------------------------
+
+
+def test_a_request_without_a_key_is_not_named():
+    assert idempotency.for_request("operator", None, "main", None, {"messages": []}) is None
+    named = idempotency.for_request("operator", "k", "main", None, {"messages": []})
+    assert named is not None and named.scope != named.fingerprint

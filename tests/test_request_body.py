@@ -6,6 +6,7 @@ tests (tests/live/test_http_parser.py) do the same over real gunicorn."""
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import types
@@ -17,11 +18,14 @@ from gunicorn.http.body import Body
 from gunicorn.http.body import ChunkedReader
 from gunicorn.http.body import LengthReader
 from gunicorn.http.unreader import SocketUnreader
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
 
 from chatcompat import errors
 from chatcompat.request_body import CLOSE_CONNECTION_ATTR
 from chatcompat.request_body import WATCHDOG
 from chatcompat.request_body import read_body
+from chatcompat.request_body import read_json_body
 from tests.conftest import AUTH
 from tests.wire import check_error
 
@@ -216,3 +220,74 @@ def test_released_watches_do_not_pile_up():
     finally:
         server.close()
         client.close()
+
+
+# -- read_json_body: the body as JSON every store and upstream can take ------------------
+
+
+class Unread(io.BytesIO):
+    """A body that records whether anything read it."""
+
+    touched = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.touched = True
+        return super().read(size)
+
+
+def json_request(data: bytes, *, declared: bool = True) -> Request:
+    """A request carrying ``data``; without ``declared`` it has no Content-Length
+    (a chunked body, which the server has de-chunked)."""
+    environ = EnvironBuilder(method="POST", data=data).get_environ()
+    if not declared:
+        del environ["CONTENT_LENGTH"]
+        environ["wsgi.input_terminated"] = True
+    return Request(environ)
+
+
+@pytest.mark.parametrize("data", [b"", b"  \r\n\t"])
+def test_an_empty_body_is_an_empty_object(data):
+    assert read_json_body(json_request(data), 100, LONG) == {}
+
+
+def test_a_json_body_is_parsed():
+    body = read_json_body(json_request(b'{"a": [1, 2.5, "z\\u00eb"]}'), 100, LONG)
+    assert body == {"a": [1, 2.5, "z\u00eb"]}
+
+
+def test_a_declared_length_over_the_limit_is_413_before_reading():
+    req = json_request(b"{}")
+    req.environ["CONTENT_LENGTH"] = "101"
+    req.environ["wsgi.input"] = stream = Unread(b"{}")
+    with pytest.raises(errors.PayloadTooLarge, match="limit of 100 bytes"):
+        read_json_body(req, 100, LONG)
+    assert not stream.touched
+
+
+def test_an_undeclared_body_over_the_limit_is_413_once_it_passes_it():
+    assert read_json_body(json_request(b'"' + b"x" * 8 + b'"', declared=False), 10, LONG)
+    with pytest.raises(errors.PayloadTooLarge):
+        read_json_body(json_request(b'"' + b"x" * 9 + b'"', declared=False), 10, LONG)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"{", "not valid JSON: Expecting property name enclosed in double quotes at line 1"),
+        (b'{"c": "\xff"}', "not valid UTF-8 JSON"),
+        (b'{"t": NaN}', "NaN is not a JSON number"),
+        (b"[-Infinity]", "-Infinity is not a JSON number"),
+        (b'{"t": 1e999}', "1e999 is out of range for a number"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),  # deeper than the recursion limit
+        (b'{"c": "\\ud800"}', "lone UTF-16 surrogate"),
+        (b'{"c": "\\uDC00x"}', "lone UTF-16 surrogate"),
+    ],
+)
+def test_json_no_store_or_upstream_takes_is_invalid_json(data, message):
+    with pytest.raises(errors.InvalidJSON, match=message):
+        read_json_body(json_request(data), len(data), LONG)
+
+
+def test_an_escaped_surrogate_pair_is_one_character():
+    body = read_json_body(json_request(b'{"c": "\\ud83d\\ude00"}'), 100, LONG)
+    assert body == {"c": "\U0001f600"}

@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+from flask import Flask
+from flask import abort
+
+from chatcompat import requestlog
+from chatcompat import security_headers
 from chatcompat.requestlog import JsonFormatter
 from tests.conftest import AUTH
 from tests.conftest import TOKEN
@@ -58,3 +64,60 @@ def test_json_formatter():
         "chatcompat.request", logging.INFO, __file__, 1, {"status": 200}, None, None
     )
     assert json.loads(formatter.format(record))["status"] == 200
+
+
+# -- init_app: the hooks on a bare app ---------------------------------------------------
+
+
+@pytest.fixture
+def bare_client():
+    """An app with only the request-log and security-header hooks, and two routes."""
+    app = Flask(__name__)
+    security_headers.init_app(app)
+    requestlog.init_app(app)
+
+    @app.get("/routed")
+    def routed() -> str:
+        requestlog.current().routed("main", "agent:main:s1", stream=False)
+        return "ok"
+
+    @app.get("/gone")
+    def gone() -> str:
+        abort(404)
+
+    return app.test_client()
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("req-1", True), ("a/b+c=d:e.f_g-h", True), ("x" * 129, False), ("bad id", False)],
+)
+def test_a_tame_request_id_is_kept_and_another_replaced(bare_client, sent, kept):
+    echoed = bare_client.get("/routed", headers={"x-request-id": sent}).headers["x-request-id"]
+    assert (echoed == sent) is kept
+    assert kept or len(echoed) == 32
+
+
+def test_every_response_carries_the_security_headers_and_its_request_id(bare_client):
+    for path, status in [("/routed", 200), ("/gone", 404), ("/nowhere", 404)]:
+        response = bare_client.get(path)
+        assert response.status_code == status
+        for name, value in security_headers.SECURITY_HEADERS.items():
+            assert response.headers[name] == value
+        assert response.headers["x-request-id"]
+
+
+def test_the_session_key_header_once_the_view_routed_the_request(bare_client):
+    assert bare_client.get("/routed").headers["x-openclaw-session-key"] == "agent:main:s1"
+    assert "x-openclaw-session-key" not in bare_client.get("/gone").headers
+
+
+def test_the_line_is_written_once_when_the_response_closes(bare_client, caplog):
+    caplog.set_level(logging.INFO, logger="chatcompat")
+    response = bare_client.get("/routed", headers={"x-request-id": "req-2"})
+    assert records(caplog) == []  # not before the server closes the response
+    response.close()
+    response.close()
+    (line,) = records(caplog)
+    assert line["request_id"] == "req-2"
+    assert line["status"] == 200 and line["agent"] == "main" and line["outcome"] == "ok"

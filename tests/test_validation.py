@@ -12,6 +12,7 @@ from chatcompat.errors import InvalidRequest
 from chatcompat.validation import forwarded_params
 from chatcompat.validation import param_path
 from chatcompat.validation import request_schema
+from chatcompat.validation import split_conversation
 from chatcompat.validation import validate_request
 
 CORPUS = pathlib.Path(__file__).parent / "requests"
@@ -132,3 +133,17 @@ def test_jsonschema_decides_what_the_fast_validator_refuses(case, monkeypatch):
         with pytest.raises(InvalidRequest) as caught:
             validate_request(case["body"])
         assert caught.value.to_dict()["error"]["param"] == case["param"]
+
+
+def test_split_conversation_needs_a_new_turn_to_answer():
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "again"},
+    ]
+    system_text, earlier, new_turn = split_conversation({"messages": messages})
+    assert (system_text, earlier, new_turn) == ("Be brief.", messages[1:3], messages[3:])
+    with pytest.raises(InvalidRequest) as caught:
+        split_conversation({"messages": messages[:3]})
+    assert caught.value.param == "messages" and caught.value.status == 400

@@ -21,12 +21,16 @@ from ..agents.base import ToolCallDelta
 from ..agents.base import Usage
 from ..run import KEEPALIVE
 from .jsonenc import dumps
+from .jsonenc import json_response
 from .reply import Reply
 from .sse import DONE_FRAME
 from .sse import KEEPALIVE_FRAME
 from .sse import data_frame
+from .sse import sse_response
 
 if t.TYPE_CHECKING:
+    from flask import Response
+
     from .. import errors
     from ..requestlog import RequestRecord
     from ..run import Run
@@ -266,14 +270,21 @@ def error_frame(error: errors.APIError) -> bytes:
 
 def replay_stream(document: dict[str, t.Any], include_usage: bool) -> t.Iterator[bytes]:
     """A stored ``chat.completion`` as the stream that delivers it: the role chunk,
-    one content chunk, one chunk per tool call, the finish chunk, the usage chunk
-    when asked, ``[DONE]``; every chunk with the reply's id, created and model."""
+    one content chunk and one refusal chunk (each with its logprobs), one chunk per
+    tool call, the finish chunk, the usage chunk when asked, ``[DONE]``; every chunk
+    with the reply's id, created, model, service tier and system fingerprint."""
     choice = document["choices"][0]
     message = choice["message"]
+    logprobs = choice.get("logprobs") or {}
     encoder = ChunkEncoder(document["id"], document["created"], document["model"])
+    encoder.reply_info(document.get("service_tier"), document.get("system_fingerprint"))
     frames = [data_frame(encoder.role())]
-    if message.get("content"):
-        frames.append(data_frame(encoder.content(message["content"])))
+    if message.get("content") or logprobs.get("content") is not None:
+        pieces = logprobs_dict(logprobs["content"], None) if logprobs.get("content") else None
+        frames.append(data_frame(encoder.content(message.get("content") or "", pieces)))
+    if message.get("refusal"):
+        pieces = logprobs_dict(None, logprobs["refusal"]) if logprobs.get("refusal") else None
+        frames.append(data_frame(encoder.refusal(message["refusal"], pieces)))
     for index, call in enumerate(message.get("tool_calls") or ()):
         function = call["function"]
         chunk = encoder.tool_call(index, call["id"], function["name"], function["arguments"])
@@ -283,6 +294,18 @@ def replay_stream(document: dict[str, t.Any], include_usage: bool) -> t.Iterator
         frames.append(data_frame(encoder.usage(document["usage"])))
     frames.append(DONE_FRAME)
     yield b"".join(frames)
+
+
+def replay_response(document: dict[str, t.Any], stream: bool, include_usage: bool) -> Response:
+    """A stored ``chat.completion`` (of an earlier request with the same
+    ``Idempotency-Key``) in the form this request asks for, JSON or a stream, marked
+    ``Idempotent-Replayed: true``; nothing runs."""
+    if stream:
+        response = sse_response(replay_stream(document, include_usage))
+    else:
+        response = json_response(document)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def _completion(id: str, created: int, model: str, reply: Reply) -> dict[str, t.Any]:

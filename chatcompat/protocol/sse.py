@@ -7,6 +7,10 @@ started).
 
 from __future__ import annotations
 
+import typing as t
+
+from flask import Response
+
 from .jsonenc import encode
 
 SSE_HEADERS = {
@@ -23,3 +27,9 @@ DONE_FRAME = b"data: [DONE]\n\n"
 def data_frame(payload: str) -> bytes:
     """The frame of one event whose data is ``payload`` (one line of JSON)."""
     return b"data: " + encode(payload) + b"\n\n"
+
+
+def sse_response(frames: t.Iterable[bytes]) -> Response:
+    """``frames`` (whole SSE frames, ending with ``[DONE]``) as an event stream, sent
+    as they come."""
+    return Response(frames, content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)

@@ -11,6 +11,8 @@ import pytest
 
 from chatcompat.history import split_request
 from chatcompat.protocol import chat_completions as protocol
+from chatcompat.protocol.chat_completions import replay_response
+from chatcompat.protocol.chat_completions import replay_stream
 from chatcompat.protocol.sse import data_frame
 from chatcompat.sessions import open_store
 from chatcompat.sessions.base import StoreError
@@ -20,6 +22,7 @@ from tests.run_support import LostReplies
 from tests.run_support import make_run
 from tests.wire import check_chunk
 from tests.wire import check_completion
+from tests.wire import parse_sse
 
 
 @pytest.fixture
@@ -160,3 +163,60 @@ def test_any_store_error_at_the_end_is_an_error_frame(settings, store, monkeypat
     assert b'"code":"internal_error"' in frames[-2]
     assert frames[-1] == b"data: [DONE]\n\n"
     assert store.acquire_lock("agent:scripted:k", "other", 5)  # released
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_replay_answers_in_the_form_asked_for_and_says_so(stream):
+    reply = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "openclaw",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hi", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    response = replay_response(reply, stream, include_usage=True)
+    assert response.headers["Idempotent-Replayed"] == "true"
+    if not stream:
+        assert response.mimetype == "application/json" and json.loads(response.data) == reply
+        check_completion(json.loads(response.data))
+        return
+    assert response.mimetype == "text/event-stream"
+    chunks, _ = parse_sse(response.get_data())
+    assert {chunk["id"] for chunk in chunks} == {"chatcmpl-1"}
+    assert chunks[-1]["usage"] == reply["usage"]
+
+
+def test_a_replayed_stream_carries_what_the_reply_had():
+    reply = {
+        "id": "chatcmpl-2",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "openclaw",
+        "service_tier": "default",
+        "system_fingerprint": "fp_1",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "", "refusal": "I can't."},
+                "logprobs": {
+                    "content": None,
+                    "refusal": [{"token": "I", "logprob": -0.1, "bytes": [73], "top_logprobs": []}],
+                },
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+    chunks, _ = parse_sse(b"".join(replay_stream(reply, include_usage=False)))
+    assert {(c["service_tier"], c["system_fingerprint"]) for c in chunks} == {("default", "fp_1")}
+    refusals = [c["choices"][0] for c in chunks if c["choices"][0]["delta"].get("refusal")]
+    assert [r["delta"]["refusal"] for r in refusals] == ["I can't."]
+    assert refusals[0]["logprobs"]["refusal"][0]["token"] == "I"
