@@ -1,4 +1,5 @@
-"""Fixtures: an app built through the factory on a temporary SQLite store."""
+"""Fixtures: an app built through the factory on a temporary SQLite store; the fake
+OpenAI upstream (tests/fake_upstream.py), per test or shared by a module."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from chatcompat import create_app
 from chatcompat.config import AgentConfig
 from chatcompat.config import RateLimit
 from chatcompat.config import Settings
+from tests.fake_upstream import FakeUpstream
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -73,3 +75,18 @@ def app(make_app: t.Callable[..., t.Any]) -> t.Any:
 @pytest.fixture
 def client(app: t.Any) -> t.Any:
     return app.test_client()
+
+
+@pytest.fixture
+def fake() -> t.Iterator[FakeUpstream]:
+    """A fake OpenAI upstream of this test's own (its log holds this test's requests)."""
+    with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def module_fake() -> t.Iterator[FakeUpstream]:
+    """A fake OpenAI upstream shared by a module (for agents that stay warm across tests;
+    tell requests apart with a marker, see ``chat_requests_mentioning``)."""
+    with FakeUpstream() as upstream:
+        yield upstream

@@ -95,6 +95,7 @@ class FakeUpstream:
         self.tls = tls
         self.knobs: dict[str, t.Any] = dict(knobs)
         self.requests: list[Received] = []
+        self.closed_ports: set[int] = set()  # client ports of the connections it has closed
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -114,14 +115,21 @@ class FakeUpstream:
         class Handler(_Handler):
             upstream = fake
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def process_request_thread(self, request: t.Any, client_address: t.Any) -> None:
+                super().process_request_thread(request, client_address)
+                with fake._lock:  # closed: a test can wait for the client to see it
+                    fake.closed_ports.add(client_address[1])
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         if self.tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*self.tls)
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        # stop() waits for the serving loop's next poll: keep it short, tests stop often.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
         return self

@@ -21,6 +21,7 @@ from chatcompat.runner import Run
 from chatcompat.sessions import open_store
 from chatcompat.sessions.base import StoreUnavailable
 from tests.conftest import SCRIPTED
+from tests.polling import wait_until
 from tests.scripted_agent import read_log
 
 
@@ -69,12 +70,11 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
         for _ in run.events(keepalive=None):
             pass
     run.close()
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and not any(
-        line["event"] == "end" for line in read_log(str(log))
-    ):
-        time.sleep(0.02)
-    end = [line for line in read_log(str(log)) if line["event"] == "end"][0]
+    (end,) = wait_until(
+        lambda: [line for line in read_log(str(log)) if line["event"] == "end"],
+        2,
+        "the agent's end",
+    )
     assert end["outcome"] == "cancelled"
     assert end["at"] - (time.time() - (time.monotonic() - closed_at)) < 1.0
     assert store.load_history("agent:scripted:k", 10) is None
@@ -276,8 +276,10 @@ def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store
     run.close()
     # An abandoned lock (its worker died: nobody renews it) frees itself after the TTL.
     assert store.acquire_lock("agent:scripted:dead", "dead-worker", 0.4)
-    time.sleep(0.5)
-    assert store.acquire_lock("agent:scripted:dead", "survivor", 1)
+    assert not store.acquire_lock("agent:scripted:dead", "survivor", 1)
+    wait_until(
+        lambda: store.acquire_lock("agent:scripted:dead", "survivor", 1), 5, "the TTL to pass"
+    )
 
 
 def test_the_run_timeout_holds_while_events_keep_coming(settings, store):

@@ -30,6 +30,7 @@ from chatcompat.config import settings_from_document
 from tests.conftest import AUTH
 from tests.conftest import TOKEN
 from tests.fake_upstream import FakeUpstream
+from tests.polling import wait_until
 from tests.wire import check_completion
 from tests.wire import check_error
 from tests.wire import parse_sse
@@ -37,12 +38,6 @@ from tests.wire import stream_text
 
 KEY = "sk-upstream-secret-0123456789"
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture
-def fake():
-    with FakeUpstream() as upstream:
-        yield upstream
 
 
 @pytest.fixture
@@ -506,9 +501,13 @@ def test_cancel_closes_the_upstream_connection_at_once(fake, directive):
 def test_cancelled_before_the_request_sends_nothing(fake):
     cancel = Cancellation()
     cancel.cancel()
-    assert run(make_agent(fake.base_url), request(user("a")), cancel) == []
-    time.sleep(0.1)
-    assert fake.chat_requests() == []
+    agent = make_agent(fake.base_url)
+    assert run(agent, request(user("a")), cancel) == []
+    # A request sent anyway would reach the fake before the next one has been answered.
+    assert text_of(run(agent, request(user("after")))) == "You said: after"
+    (only,) = fake.wait_ended(1)
+    assert only.body["messages"][-1]["content"] == "after"
+    assert len(fake.chat_requests()) == 1
 
 
 def test_connections_are_reused_but_never_after_an_aborted_stream(fake):
@@ -531,7 +530,8 @@ def test_connections_are_reused_but_never_after_an_aborted_stream(fake):
 def test_a_pooled_connection_the_upstream_closed_is_not_used(fake):
     agent = make_agent(fake.base_url)
     run(agent, request(user("[[close]] one")))
-    time.sleep(0.1)
+    (first,) = fake.wait_ended(1)
+    wait_until(lambda: first.client_port in fake.closed_ports, 5, "the upstream's close")
     assert text_of(run(agent, request(user("two")))) == "You said: two"
     first, second = fake.chat_requests()
     assert first.client_port != second.client_port

@@ -27,6 +27,8 @@ from chatcompat.sessions.redis_store import RedisStore
 from tests.conftest import AUTH
 from tests.redis_server import RedisServer
 
+pytestmark = pytest.mark.live  # a real redis-server (tests/redis_server.py)
+
 KEY = "agent:main:openai-user:alice"
 REPO = pathlib.Path(__file__).resolve().parents[2]
 META, MSGS, TURNS, TURN_IDS, REPLIES, LOCK = (
