@@ -4,6 +4,7 @@ OpenAI upstream (tests/fake_upstream.py), per test or shared by a module."""
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import typing as t
 
 import pytest
@@ -14,9 +15,18 @@ from chatcompat.config import RateLimit
 from chatcompat.config import Settings
 from tests.fake_upstream import FakeUpstream
 
+HERE = pathlib.Path(__file__).parent
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SCRIPTED = "tests.scripted_agent.ScriptedAgent"
+
+
+def pytest_ignore_collect(collection_path: pathlib.Path, config: pytest.Config) -> bool | None:
+    """The fast loop (``-m "not live"``) does not even import tests/live: every module
+    there is marked live, and importing them (the openai SDK...) costs seconds."""
+    if collection_path == HERE / "live" and config.getoption("markexpr") == "not live":
+        return True
+    return None
 
 
 @pytest.fixture(autouse=True)

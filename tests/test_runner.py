@@ -55,9 +55,19 @@ def make_run(
     )
 
 
+@pytest.fixture(autouse=True)
+def quick_turn_write_retries(monkeypatch):
+    """No test here checks the pauses between turn-write attempts (0.2 s, then 0.4 s);
+    they would add 0.6 s to every test of a write that keeps failing."""
+    from chatcompat import runner
+
+    monkeypatch.setattr(runner, "TURN_WRITE_PAUSE_SECONDS", 0.001)
+
+
 SCRIPTED_AGENT = AgentConfig(id="scripted", backend=SCRIPTED, timeout_seconds=5)
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path, monkeypatch):
     log = tmp_path / "agent.log"
     monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
@@ -93,6 +103,7 @@ def test_stream_generator_closed_by_the_server_cancels_and_stores_nothing(settin
     assert store.acquire_lock("agent:scripted:k", "other", 5)
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_keepalive_markers_while_silent(settings, store):
     run = make_run(settings, store, SCRIPTED_AGENT)
     run.start(split_request([{"role": "user", "content": "[[silent:0.5]] hi"}]), {})
@@ -227,6 +238,7 @@ def test_a_stream_whose_turn_write_stays_unknown_ends_with_that_error(settings, 
     assert frames[-1] == b"data: [DONE]\n\n"
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_a_claim_is_renewed_while_the_run_lives_and_released_when_it_fails(
     settings, store, monkeypatch
 ):
@@ -261,6 +273,7 @@ def test_store_failing_at_the_end_is_an_error_frame_not_a_finish(settings, store
     assert not any(b'"finish_reason":"stop"' in f for f in frames)
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store, monkeypatch):
     from chatcompat import runner
 

@@ -79,6 +79,7 @@ def test_readers_do_not_wait_for_a_writer(store: SQLiteStore, db_path: pathlib.P
         assert time.monotonic() - started < 0.1
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_busy_past_the_budget_is_unavailable(db_path: pathlib.Path) -> None:
     with SQLiteStore(str(db_path), retry_budget=0.5) as store:
         store.append_turn(KEY, "main", [user("q1")], sticky=True, ttl_seconds=60)
