@@ -451,7 +451,9 @@ def test_gevent_greenlets_run_while_redis_calls_wait(server: RedisServer) -> Non
     result = json.loads(done.stdout)
     assert result["errors"] == ["unavailable"] * 5
     assert result["turns"] == [5]
-    assert result["max_gap"] < 0.15
+    # A ping that blocked the loop would stop the ticker for its whole 0.5 s timeout;
+    # below that, a gap is only the loaded machine (0.17 s seen at 0.15 s margins).
+    assert result["max_gap"] < 0.4
 
 
 # -- the gateway on Redis ------------------------------------------------------------
