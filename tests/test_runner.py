@@ -128,13 +128,26 @@ def test_second_run_on_a_session_waits_then_409(settings, store):
     assert third.complete()["choices"][0]["message"]["content"] == "hi"
 
 
-def test_waiting_run_proceeds_when_the_lock_frees(settings, store):
+def test_waiting_run_proceeds_when_the_lock_frees(settings, store, monkeypatch):
     first = make_run(settings, store, SCRIPTED_AGENT)
     first.start(split_request([{"role": "user", "content": "one"}]), {})
     second = make_run(settings, store, SCRIPTED_AGENT)
-    threading.Timer(0.3, first.complete).start()
+    refused = threading.Event()  # the second run found the lock taken: it waits now
+    acquire = store.acquire_lock
+
+    def watched(*args, **kwargs):
+        got = acquire(*args, **kwargs)
+        if not got:
+            refused.set()
+        return got
+
+    monkeypatch.setattr(store, "acquire_lock", watched)
+    finisher = threading.Thread(target=lambda: refused.wait(10) and first.complete())
+    finisher.start()
     second.start(split_request([{"role": "user", "content": "two"}]), {})
     second.complete()
+    finisher.join(10)
+    assert refused.is_set()
     history = store.load_history("agent:scripted:k", 10)
     assert [m["content"] for m in history] == ["one", "one", "two", "two"]
 
