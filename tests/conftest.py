@@ -1,8 +1,10 @@
-"""Fixtures: an app built through the factory on a temporary SQLite store."""
+"""Fixtures: an app built through the factory on a temporary SQLite store; the fake
+OpenAI upstream (tests/fake_upstream.py), per test or shared by a module."""
 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import typing as t
 
 import pytest
@@ -11,10 +13,20 @@ from chatcompat import create_app
 from chatcompat.settings import AgentConfig
 from chatcompat.settings import RateLimit
 from chatcompat.settings import Settings
+from tests.fake_upstream import FakeUpstream
 
+HERE = pathlib.Path(__file__).parent
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SCRIPTED = "tests.scripted_agent.ScriptedAgent"
+
+
+def pytest_ignore_collect(collection_path: pathlib.Path, config: pytest.Config) -> bool | None:
+    """The fast loop (``-m "not live"``) does not even import tests/live: every module
+    there is marked live, and importing them (the openai SDK...) costs seconds."""
+    if collection_path == HERE / "live" and config.getoption("markexpr") == "not live":
+        return True
+    return None
 
 
 @pytest.fixture(autouse=True)
@@ -73,3 +85,27 @@ def app(make_app: t.Callable[..., t.Any]) -> t.Any:
 @pytest.fixture
 def client(app: t.Any) -> t.Any:
     return app.test_client()
+
+
+@pytest.fixture
+def fake() -> t.Iterator[FakeUpstream]:
+    """A fake OpenAI upstream of this test's own (its log holds this test's requests)."""
+    with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def module_fake() -> t.Iterator[FakeUpstream]:
+    """A fake OpenAI upstream shared by a module (for agents that stay warm across tests;
+    tell requests apart with a marker, see ``chat_requests_mentioning``)."""
+    with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def quick_turn_write_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test checks the pauses between turn-write attempts (0.2 s, then 0.4 s); they
+    would add 0.6 s to every test of a write that keeps failing."""
+    from chatcompat import run
+
+    monkeypatch.setattr(run, "TURN_WRITE_PAUSE_SECONDS", 0.001)

@@ -9,6 +9,8 @@ Knobs, for the whole server (``FakeUpstream(delay=0.05)`` or ``fake.knobs[...] =
 or for one request (a directive in its last user text, e.g. ``[[status:401]]``)::
 
     delay:<s>        pause before each word (watching for the client going away)
+    gated            send each word only once the test releases :attr:`FakeUpstream.gate`
+                     (a word that waits more than 5 s ends the request without it)
     status:<code>    answer that status with an OpenAI error body
     plain:<code>     answer that status with a text/plain body
     stall:<s>        wait before sending the status line (header timeouts)
@@ -95,6 +97,8 @@ class FakeUpstream:
         self.tls = tls
         self.knobs: dict[str, t.Any] = dict(knobs)
         self.requests: list[Received] = []
+        self.gate = threading.Semaphore(0)  # one release per word of a ``gated`` request
+        self.closed_ports: set[int] = set()  # client ports of the connections it has closed
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -114,14 +118,21 @@ class FakeUpstream:
         class Handler(_Handler):
             upstream = fake
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def process_request_thread(self, request: t.Any, client_address: t.Any) -> None:
+                super().process_request_thread(request, client_address)
+                with fake._lock:  # closed: a test can wait for the client to see it
+                    fake.closed_ports.add(client_address[1])
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         if self.tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*self.tls)
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        # stop() waits for the serving loop's next poll: keep it short, tests stop often.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
         return self
@@ -266,6 +277,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return "error_frame"
             if delay:
                 self._wait(delay)
+            if knobs.get("gated") and not self.upstream.gate.acquire(timeout=5):
+                raise ClientClosed()  # nobody released the word: end without it
             key = "refusal" if reply.refuse else "content"
             self._frame(reply.chunk({key: word}, logprobs=reply.logprobs([word])))
         if reply.tools:

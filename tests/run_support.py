@@ -5,10 +5,10 @@ from __future__ import annotations
 import typing as t
 
 from chatcompat.agents import backend_class
-from chatcompat.config import AgentConfig
 from chatcompat.requestlog import RequestRecord
 from chatcompat.run import Run
 from chatcompat.sessions.base import StoreUnavailable
+from chatcompat.settings import AgentConfig
 from tests.conftest import SCRIPTED
 
 SCRIPTED_AGENT = AgentConfig(id="scripted", backend=SCRIPTED, timeout_seconds=5)

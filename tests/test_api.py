@@ -324,6 +324,7 @@ def test_only_true_streams(client, stream):
         assert response.content_type == "application/json"
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_keepalive_comments_while_agent_is_silent(client):
     body = {"stream": True, "model": "openclaw/scripted", "messages": [user("[[silent:0.7]] hi")]}
     _, frames = parse_sse(post(client, body).get_data())

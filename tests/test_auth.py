@@ -16,9 +16,9 @@ from chatcompat.auth import ANONYMOUS
 from chatcompat.auth import OPERATOR
 from chatcompat.auth import Authenticator
 from chatcompat.auth import authenticate
-from chatcompat.config import RateLimit
-from chatcompat.config import Settings
 from chatcompat.sessions.base import StoreUnavailable as StoreUnreachable
+from chatcompat.settings import RateLimit
+from chatcompat.settings import Settings
 from tests.conftest import AUTH
 
 REASONS = ("missing", "invalid", "locked_out")

@@ -295,6 +295,7 @@ def _serve(argv, tmp_path):
     )
 
 
+@pytest.mark.live
 def test_serve_refuses_a_bad_config_before_gunicorn_starts(tmp_path):
     path = tmp_path / "bad.json5"
     path.write_text('{ gateway: { auth: { mode: "tokn" }, port: 0 } }')
@@ -306,6 +307,7 @@ def test_serve_refuses_a_bad_config_before_gunicorn_starts(tmp_path):
     assert "gunicorn" not in (done.stdout + done.stderr).lower()
 
 
+@pytest.mark.live
 def test_serve_refuses_token_mode_without_a_token(tmp_path):
     path = tmp_path / "notoken.json5"
     path.write_text("{ gateway: { http: { endpoints: { chatCompletions: { enabled: true } } } } }")
@@ -315,6 +317,7 @@ def test_serve_refuses_token_mode_without_a_token(tmp_path):
     assert "Starting gunicorn" not in done.stderr
 
 
+@pytest.mark.live
 def test_serve_refuses_a_bad_bind(tmp_path):
     path = tmp_path / "ok.json5"
     path.write_text('{ gateway: { auth: { token: "abcdefghijklmnopqrstuvwxyz" } } }')

@@ -113,6 +113,7 @@ print(repr(said))
 
 
 @pytest.mark.parametrize("hook_missing", [True, False])
+@pytest.mark.live
 def test_serve_says_once_at_start_when_the_fast_path_is_off(tmp_path, hook_missing):
     # gunicorn_config is the master's config module: run it in a process of its own.
     (tmp_path / "chatcompat.json5").write_text('{gateway: {auth: {token: "t0123456789"}}}')

@@ -17,7 +17,6 @@ from chatcompat.requestlog import JsonFormatter
 from chatcompat.settings import AgentConfig
 from chatcompat.settings import Settings
 from tests.conftest import AUTH
-from tests.fake_upstream import FakeUpstream
 from tests.wire import parse_sse
 
 KEY = "sk-proj-T3stKeyAbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
@@ -179,12 +178,6 @@ def test_error_envelopes_are_redacted(protected):
     error = errors.UpstreamRejected(401, f"key {protected} refused", "auth_error", "bad_key")
     assert protected not in json.dumps(error.to_dict())
     assert protected not in error.get_response().get_data(as_text=True)
-
-
-@pytest.fixture
-def fake():
-    with FakeUpstream() as server:
-        yield server
 
 
 @pytest.fixture

@@ -73,6 +73,7 @@ def wait_for_watchdog_past(seconds: float) -> None:
         client.close()
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_a_complete_body_is_returned_and_the_socket_is_left_alone(pair):
     server, client = pair
     client.sendall(b"3\r\n{}\n\r\n0\r\n\r\n")
@@ -167,6 +168,7 @@ def test_a_trickling_body_is_cut_at_the_deadline(pair):
         sender.join(5)
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_the_watchdog_shuts_only_what_is_still_watched(pair):
     server, client = pair
     released = WATCHDOG.watch(server, 0.5)

@@ -22,10 +22,13 @@ from chatcompat.protocol.reply import Reply
 from chatcompat.run import KEEPALIVE
 from chatcompat.sessions import open_store
 from chatcompat.sessions.base import StoreUnavailable
+from tests.polling import wait_until
 from tests.run_support import SCRIPTED_AGENT
 from tests.run_support import LostReplies
 from tests.run_support import make_run
 from tests.scripted_agent import read_log
+
+pytestmark = pytest.mark.usefixtures("quick_turn_write_retries")
 
 
 @pytest.fixture
@@ -35,6 +38,7 @@ def store(settings):
     store.close()
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path, monkeypatch):
     log = tmp_path / "agent.log"
     monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
@@ -47,12 +51,11 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
         for _ in run.events(keepalive=None):
             pass
     run.close()
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and not any(
-        line["event"] == "end" for line in read_log(str(log))
-    ):
-        time.sleep(0.02)
-    end = [line for line in read_log(str(log)) if line["event"] == "end"][0]
+    (end,) = wait_until(
+        lambda: [line for line in read_log(str(log)) if line["event"] == "end"],
+        2,
+        "the agent's end",
+    )
     assert end["outcome"] == "cancelled"
     assert end["at"] - (time.time() - (time.monotonic() - closed_at)) < 1.0
     assert store.load_history("agent:scripted:k", 10) is None
@@ -60,6 +63,7 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
     ours.close()
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_keepalive_markers_while_silent(settings, store):
     run = make_run(settings, store, SCRIPTED_AGENT)
     run.start(split_request([{"role": "user", "content": "[[silent:0.5]] hi"}]), {})
@@ -84,13 +88,26 @@ def test_second_run_on_a_session_waits_then_409(settings, store):
     assert complete(third)["choices"][0]["message"]["content"] == "hi"
 
 
-def test_waiting_run_proceeds_when_the_lock_frees(settings, store):
+def test_waiting_run_proceeds_when_the_lock_frees(settings, store, monkeypatch):
     first = make_run(settings, store, SCRIPTED_AGENT)
     first.start(split_request([{"role": "user", "content": "one"}]), {})
     second = make_run(settings, store, SCRIPTED_AGENT)
-    threading.Timer(0.3, complete, [first]).start()
+    refused = threading.Event()  # the second run found the lock taken: it waits now
+    acquire = store.acquire_lock
+
+    def watched(*args, **kwargs):
+        got = acquire(*args, **kwargs)
+        if not got:
+            refused.set()
+        return got
+
+    monkeypatch.setattr(store, "acquire_lock", watched)
+    finisher = threading.Thread(target=lambda: refused.wait(10) and complete(first))
+    finisher.start()
     second.start(split_request([{"role": "user", "content": "two"}]), {})
     complete(second)
+    finisher.join(10)
+    assert refused.is_set()
     history = store.load_history("agent:scripted:k", 10)
     assert [m["content"] for m in history] == ["one", "one", "two", "two"]
 
@@ -163,6 +180,7 @@ def test_after_an_unknown_write_the_claim_stays_until_it_expires(settings, store
     assert store.acquire_lock("agent:scripted:k", "other", 5)  # the session lock is free
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_a_claim_is_renewed_while_the_run_lives_and_released_when_it_fails(
     settings, store, monkeypatch
 ):
@@ -181,6 +199,7 @@ def test_a_claim_is_renewed_while_the_run_lives_and_released_when_it_fails(
     assert store.claim_idempotency("scope", "retry", "fp", 1) is None
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store, monkeypatch):
     monkeypatch.setattr(lease, "LOCK_TTL_SECONDS", 0.4)
     monkeypatch.setattr(lease, "LOCK_RENEW_SECONDS", 0.1)
@@ -194,8 +213,10 @@ def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store
     run.close()
     # An abandoned lock (its worker died: nobody renews it) frees itself after the TTL.
     assert store.acquire_lock("agent:scripted:dead", "dead-worker", 0.4)
-    time.sleep(0.5)
-    assert store.acquire_lock("agent:scripted:dead", "survivor", 1)
+    assert not store.acquire_lock("agent:scripted:dead", "survivor", 1)
+    wait_until(
+        lambda: store.acquire_lock("agent:scripted:dead", "survivor", 1), 5, "the TTL to pass"
+    )
 
 
 def test_the_run_does_not_import_a_wire_protocol():

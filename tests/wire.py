@@ -32,6 +32,21 @@ def check_chunk(chunk: t.Any) -> None:
 
 
 def check_error(body: t.Any, status: int | None = None, code: str | None = None) -> dict:
+    """Assert an OpenAI error envelope; return its ``error`` object.
+
+    :param body: the decoded body, or a response (Flask's test client, requests or
+        httpx: anything with ``status_code`` and ``get_json()`` or ``json()``).
+    :param status: the HTTP status the response must have; only a response has one,
+        so asking for it with a bare body is a mistake in the test (TypeError).
+    :param code: the ``error.code`` it must have.
+    """
+    if hasattr(body, "status_code"):
+        response = body
+        body = response.get_json() if hasattr(response, "get_json") else response.json()
+        if status is not None:
+            assert response.status_code == status, (response.status_code, body)
+    elif status is not None:
+        raise TypeError("check_error(status=...) needs the response, not its body")
     check("ErrorResponse", body)
     error = body["error"]
     if code is not None:

@@ -30,6 +30,7 @@ from chatcompat.settings import AgentConfig
 from tests.conftest import AUTH
 from tests.conftest import TOKEN
 from tests.fake_upstream import FakeUpstream
+from tests.polling import wait_until
 from tests.wire import check_completion
 from tests.wire import check_error
 from tests.wire import parse_sse
@@ -37,12 +38,6 @@ from tests.wire import stream_text
 
 KEY = "sk-upstream-secret-0123456789"
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture
-def fake():
-    with FakeUpstream() as upstream:
-        yield upstream
 
 
 @pytest.fixture
@@ -294,15 +289,15 @@ def test_text_deltas_and_real_usage(fake):
 
 
 def test_deltas_are_relayed_as_they_arrive(fake):
-    arrivals = []
-    started = time.monotonic()
-    for event in make_agent(fake.base_url).run(
-        request(user("[[delay:0.15]] a b c")), Cancellation()
-    ):
+    # The fake sends a word only when released, and the next one is released only when
+    # the previous one has come out of the agent: an agent that buffered never finishes.
+    words = []
+    fake.gate.release()
+    for event in make_agent(fake.base_url).run(request(user("[[gated]] a b c")), Cancellation()):
         if isinstance(event, TextDelta):
-            arrivals.append(time.monotonic() - started)
-    assert len(arrivals) == 5
-    assert arrivals[0] < 0.4 and arrivals[-1] > 0.6  # not buffered until the end
+            words.append(event.text)
+            fake.gate.release()
+    assert len(words) == 5 and "".join(words) == "You said: a b c", words
 
 
 def test_tool_calls_are_relayed_piece_by_piece(fake):
@@ -441,6 +436,7 @@ def test_connect_timeout(unanswered_url):
     assert "timed out after 0.3 s" in caught.value.message
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_read_timeout_before_headers_and_mid_stream(fake):
     agent = make_agent(fake.base_url, timeout=0.4)
     with pytest.raises(AgentTimeout):
@@ -468,6 +464,7 @@ def certificate(tmp_path_factory) -> tuple[str, str]:
     return cert, key
 
 
+@pytest.mark.live  # the certificate is made by the openssl command
 def test_https_upstream_verified_with_the_system_trust(certificate, monkeypatch):
     with FakeUpstream(tls=certificate) as fake:
         assert fake.base_url.startswith("https://")
@@ -490,6 +487,7 @@ def test_https_upstream_verified_with_the_system_trust(certificate, monkeypatch)
 
 
 @pytest.mark.parametrize("directive", ["[[delay:1.5]] a b c", "[[stall:10]] a"])
+@pytest.mark.live  # waits out real timeouts
 def test_cancel_closes_the_upstream_connection_at_once(fake, directive):
     cancel = Cancellation()
     timer = threading.Timer(0.5, cancel.cancel)
@@ -506,9 +504,13 @@ def test_cancel_closes_the_upstream_connection_at_once(fake, directive):
 def test_cancelled_before_the_request_sends_nothing(fake):
     cancel = Cancellation()
     cancel.cancel()
-    assert run(make_agent(fake.base_url), request(user("a")), cancel) == []
-    time.sleep(0.1)
-    assert fake.chat_requests() == []
+    agent = make_agent(fake.base_url)
+    assert run(agent, request(user("a")), cancel) == []
+    # A request sent anyway would reach the fake before the next one has been answered.
+    assert text_of(run(agent, request(user("after")))) == "You said: after"
+    (only,) = fake.wait_ended(1)
+    assert only.body["messages"][-1]["content"] == "after"
+    assert len(fake.chat_requests()) == 1
 
 
 def test_connections_are_reused_but_never_after_an_aborted_stream(fake):
@@ -531,7 +533,8 @@ def test_connections_are_reused_but_never_after_an_aborted_stream(fake):
 def test_a_pooled_connection_the_upstream_closed_is_not_used(fake):
     agent = make_agent(fake.base_url)
     run(agent, request(user("[[close]] one")))
-    time.sleep(0.1)
+    (first,) = fake.wait_ended(1)
+    wait_until(lambda: first.client_port in fake.closed_ports, 5, "the upstream's close")
     assert text_of(run(agent, request(user("two")))) == "You said: two"
     first, second = fake.chat_requests()
     assert first.client_port != second.client_port
@@ -722,7 +725,9 @@ def test_gateway_upstream_4xx_same_status_before_any_stream(gateway, status, str
         ("openclaw/dead", "a", 502, "upstream_error"),
         ("openclaw", "[[status:500]]", 502, "upstream_error"),
         ("openclaw", "[[html]]", 502, "upstream_error"),
-        ("openclaw/slow", "[[stall:3]]", 504, "timeout"),
+        pytest.param(
+            "openclaw/slow", "[[stall:3]]", 504, "timeout", marks=pytest.mark.live, id="slow"
+        ),  # waits out a real timeout
     ],
 )
 def test_gateway_failures_before_the_stream_are_http_errors(

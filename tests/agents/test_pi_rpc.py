@@ -29,6 +29,7 @@ from chatcompat.agents.base import Finish
 from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
 from chatcompat.agents.base import Usage
+from chatcompat.agents.pi import pool as pi_pool
 from chatcompat.agents.pi import turn as pi_turn
 from chatcompat.agents.pi.agent import BASE_ENV
 from chatcompat.agents.pi.agent import PiAgent
@@ -97,9 +98,9 @@ def command() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeUpstream() as upstream:
-        yield upstream
+def fake(module_fake: FakeUpstream) -> FakeUpstream:
+    """One fake upstream for the whole module (tests/conftest.py)."""
+    return module_fake
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +167,7 @@ def test_registered_and_options_validated():
         assert key in " ".join(caught.value.problems), (bad, caught.value.problems)
 
 
+@pytest.mark.live
 def test_nothing_starts_before_the_first_run(command, fake):
     agent = make_agent("lazy", command=command, baseUrl=fake.base_url, model="m")
     assert agent.pool_stats() == {"pids": [], "idle": []}
@@ -229,6 +231,7 @@ def test_session_file_holds_the_history():
 # -- runs ------------------------------------------------------------------------------------
 
 
+@pytest.mark.live
 def test_run_streams_text_and_real_usage(agent, fake):
     events = list(agent.run(request(user("hello there pi"), system="You are Pi."), Cancellation()))
     assert isinstance(events[0], Started)
@@ -245,6 +248,7 @@ def test_run_streams_text_and_real_usage(agent, fake):
         {"type": "text", "text": "hello there pi"}]}]  # fmt: skip
 
 
+@pytest.mark.live
 def test_cache_reads_reported_by_the_upstream_reach_the_usage(agent, fake):
     # The fake reports prompt_tokens_details.cached_tokens 2; pi calls it cacheRead.
     events = list(agent.run(request(user("[[details]] cached")), Cancellation()))
@@ -253,6 +257,7 @@ def test_cache_reads_reported_by_the_upstream_reach_the_usage(agent, fake):
     assert usage.completion_tokens_details is None  # pi does not count reasoning apart
 
 
+@pytest.mark.live
 def test_history_and_system_prompt_change_per_run_on_one_process(agent, fake):
     (pid,) = agent.pool_stats()["pids"]
     history = [user("q1"), {"role": "assistant", "content": "a1"}]
@@ -275,6 +280,7 @@ def test_history_and_system_prompt_change_per_run_on_one_process(agent, fake):
     assert agent.pool_stats() == {"pids": [pid], "idle": [pid]}  # the same warm process
 
 
+@pytest.mark.live
 def test_a_turn_of_several_messages_is_sent_flattened(agent, fake):
     assistant = {
         "role": "assistant",
@@ -292,6 +298,7 @@ def test_a_turn_of_several_messages_is_sent_flattened(agent, fake):
     assert "[Current message - respond to this]\nTool:c2: noon" in flatten_prompt(turn)
 
 
+@pytest.mark.live
 def test_upstream_failure_before_any_text_raises(agent):
     with pytest.raises(AgentError) as caught:
         list(agent.run(request(user("[[status:500]] boom")), Cancellation()))
@@ -300,6 +307,7 @@ def test_upstream_failure_before_any_text_raises(agent):
     assert agent.pool_stats()["idle"]  # the process is fine
 
 
+@pytest.mark.live
 def test_upstream_failure_after_text_raises_after_started(agent):
     events = []
     with pytest.raises(AgentError):
@@ -308,6 +316,7 @@ def test_upstream_failure_after_text_raises_after_started(agent):
     assert isinstance(events[0], Started) and text_of(events) == "You said: one"
 
 
+@pytest.mark.live
 def test_cancel_aborts_and_the_process_serves_again(agent, fake):
     (pid,) = agent.pool_stats()["pids"]
     process = agent._pool._idle[0]
@@ -329,14 +338,18 @@ def test_cancel_aborts_and_the_process_serves_again(agent, fake):
     assert text_of(agent.run(request(user("after")), Cancellation())) == "You said: after"
 
 
+@pytest.mark.live
 def test_cancel_while_the_upstream_thinks(agent, fake):
     (pid,) = agent.pool_stats()["pids"]
     cancel = Cancellation()
     result: list = []
-    run = agent.run(request(user("[[stall:5]] think")), cancel)
+    mark = uuid.uuid4().hex[:8]
+    run = agent.run(request(user(f"[[stall:5]] think {mark}")), cancel)
     thread = threading.Thread(target=lambda: result.extend(run), daemon=True)
     thread.start()
-    time.sleep(0.5)  # the producer thread blocks, waiting for the first event
+    # The upstream has the request and stalls: the producer thread blocks, waiting for
+    # the first event.
+    fake.wait_for(lambda _: fake.chat_requests_mentioning(mark))
     began = time.monotonic()
     cancel.cancel()  # the callback aborts pi at once
     thread.join(2)
@@ -345,6 +358,7 @@ def test_cancel_while_the_upstream_thinks(agent, fake):
     assert agent.pool_stats() == {"pids": [pid], "idle": [pid]}
 
 
+@pytest.mark.live
 def test_crash_mid_run_is_an_error_and_the_process_is_replaced(agent):
     (pid,) = agent.pool_stats()["pids"]
     run = agent.run(request(user(f"[[delay:0.1]] {'word ' * 30}")), Cancellation())
@@ -363,6 +377,7 @@ def test_crash_mid_run_is_an_error_and_the_process_is_replaced(agent):
     assert text_of(agent.run(request(user("back")), Cancellation())) == "You said: back"
 
 
+@pytest.mark.live
 def test_a_process_that_does_not_answer_abort_is_killed_and_replaced(agent, monkeypatch):
     monkeypatch.setattr(pi_turn, "ABORT_SECONDS", 0.5)
     (pid,) = agent.pool_stats()["pids"]
@@ -382,6 +397,7 @@ def test_a_process_that_does_not_answer_abort_is_killed_and_replaced(agent, monk
     assert text_of(agent.run(request(user("next")), Cancellation())) == "You said: next"
 
 
+@pytest.mark.live
 def test_an_idle_process_that_dies_is_replaced(agent):
     (pid,) = agent.pool_stats()["idle"]
     os.kill(pid, signal.SIGKILL)
@@ -393,7 +409,8 @@ def test_an_idle_process_that_dies_is_replaced(agent):
     assert text_of(agent.run(request(user("again")), Cancellation())) == "You said: again"
 
 
-def test_busy_pool_waits_then_gives_up(agent):
+@pytest.mark.live
+def test_busy_pool_waits_then_gives_up(agent, monkeypatch):
     held = agent.run(request(user(f"[[delay:0.1]] {'word ' * 40}")), Cancellation())
     assert isinstance(next(held), Started)
     began = time.monotonic()
@@ -406,18 +423,33 @@ def test_busy_pool_waits_then_gives_up(agent):
     assert shown.status == 503 and shown.code == "agent_unavailable"
     assert shown.headers() == {"Retry-After": "1"}
     assert "busy" in caught.value.message and "poolSize" in caught.value.message
-    # A run that waits gets the process as soon as it is free again.
+    # A run that waits gets the process as soon as it is free again: the release wakes
+    # it. Its own re-checks (every WAIT_SLICE_SECONDS) and its give-up are pushed far
+    # past the join below, so a release that forgot to notify leaves it asleep.
+    monkeypatch.setattr(pi_pool, "WAIT_SLICE_SECONDS", 60)
+    monkeypatch.setattr(agent, "_queue_timeout", 60)
+    cond = agent._pool._cond
+    waiting = threading.Event()
+
+    def wait(timeout=None):
+        waiting.set()
+        return threading.Condition.wait(cond, timeout)
+
+    monkeypatch.setattr(cond, "wait", wait)
     results: list = []
     waiter = threading.Thread(
-        target=lambda: results.extend(agent.run(request(user("waited")), Cancellation()))
+        target=lambda: results.extend(agent.run(request(user("waited")), Cancellation())),
+        daemon=True,
     )
     waiter.start()
-    time.sleep(0.3)
+    assert waiting.wait(10), "the second run never waited for the busy process"
     held.close()  # as the runner does when its client is gone: pi aborts, the process is free
-    waiter.join(5)
+    waiter.join(10)
+    assert not waiter.is_alive(), "the waiting run was not woken when the process came back"
     assert text_of(results) == "You said: waited"
 
 
+@pytest.mark.live
 def test_isolation_of_the_process(agent, fake):
     (pid,) = agent.pool_stats()["pids"]
     environ = dict(
@@ -454,6 +486,7 @@ def test_isolation_of_the_process(agent, fake):
         ([sys.executable, "-c", "import time; time.sleep(60)"], 0.5, "did not start within"),
     ],
 )
+@pytest.mark.live
 def test_start_failures_are_agent_errors(command, timeout, message):
     agent = make_agent("bad", command=command, startTimeoutSeconds=timeout)
     with pytest.raises(AgentError) as caught:
@@ -463,6 +496,7 @@ def test_start_failures_are_agent_errors(command, timeout, message):
     close(agent)
 
 
+@pytest.mark.live
 def test_a_refused_prompt_is_an_error_and_the_process_stays(command):
     # One of pi's own providers without its key: pi refuses before calling anything.
     agent = make_agent("nokey", command=command, provider="anthropic", model="claude-x")
@@ -474,6 +508,7 @@ def test_a_refused_prompt_is_an_error_and_the_process_stays(command):
     close(agent)
 
 
+@pytest.mark.live
 def test_close_stops_every_process_and_removes_their_directories(command, fake):
     agent = make_agent("closing", command=command, baseUrl=fake.base_url, model="m", poolSize=2)
     holding = agent.run(request(user(f"[[delay:1]] {'word ' * 20}")), Cancellation())
@@ -530,6 +565,7 @@ def transcript(db: pathlib.Path, key: str) -> list:
         store.close()
 
 
+@pytest.mark.live
 def test_gateway_json_and_stream(gateway):
     client, _ = gateway
     response = post(client, {"model": "openclaw", "messages": [user("hi there")]})
@@ -546,6 +582,7 @@ def test_gateway_json_and_stream(gateway):
     assert chunks[-1]["usage"]["completion_tokens"] == 4
 
 
+@pytest.mark.live
 def test_gateway_sticky_session(gateway, fake):
     client, db = gateway
     headers = {"x-openclaw-session-key": f"sticky-{uuid.uuid4().hex[:6]}"}
@@ -561,6 +598,7 @@ def test_gateway_sticky_session(gateway, fake):
     assert len(transcript(db, key)) == 2
 
 
+@pytest.mark.live
 def test_gateway_errors_before_and_after_the_stream_began(gateway):
     client, db = gateway
     response = post(client, {"stream": True, "messages": [user("[[status:503]]")]})

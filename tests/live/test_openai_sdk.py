@@ -75,9 +75,9 @@ def closed_port_url() -> str:
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeUpstream() as upstream:
-        yield upstream
+def fake(module_fake: FakeUpstream) -> FakeUpstream:
+    """One fake upstream for the whole module (tests/conftest.py)."""
+    return module_fake
 
 
 @pytest.fixture(scope="module")

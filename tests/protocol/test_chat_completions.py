@@ -24,6 +24,8 @@ from tests.wire import check_chunk
 from tests.wire import check_completion
 from tests.wire import parse_sse
 
+pytestmark = pytest.mark.usefixtures("quick_turn_write_retries")
+
 
 @pytest.fixture
 def store(settings):

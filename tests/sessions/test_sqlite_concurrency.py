@@ -19,6 +19,7 @@ import pytest
 from chatcompat.sessions import SQLiteStore
 from chatcompat.sessions import StoreUnavailable
 from chatcompat.sessions import sqlite_db
+from tests.sessions.conftest import raw_rows
 
 KEY = "agent:main:openai-user:alice"
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -28,20 +29,10 @@ def user(text: str) -> dict[str, t.Any]:
     return {"role": "user", "content": text}
 
 
-def raw_rows(path: pathlib.Path | str, sql: str) -> list[tuple[t.Any, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute(sql).fetchall()
-
-
 @pytest.fixture
-def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
-    return tmp_path / "sessions.db"
-
-
-@pytest.fixture
-def store(db_path: pathlib.Path) -> t.Iterator[SQLiteStore]:
-    with SQLiteStore(str(db_path)) as store:
-        yield store  # type: ignore[misc]
+def store(sqlite_store: SQLiteStore) -> SQLiteStore:
+    """Here a plain SQLite store (``store`` in ``test_store.py`` is every backend's)."""
+    return sqlite_store
 
 
 # -- busy database -----------------------------------------------------------------
@@ -88,6 +79,7 @@ def test_readers_do_not_wait_for_a_writer(store: SQLiteStore, db_path: pathlib.P
         assert time.monotonic() - started < 0.1
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_busy_past_the_budget_is_unavailable(db_path: pathlib.Path) -> None:
     with SQLiteStore(str(db_path), retry_budget=0.5) as store:
         store.append_turn(KEY, "main", [user("q1")], sticky=True, ttl_seconds=60)
@@ -183,6 +175,7 @@ def _append_worker(path: str, name: str, rendezvous: str) -> None:
             store.append_turn(UNLOCKED_KEY, "main", _turn(name, n), sticky=True, ttl_seconds=600)
 
 
+@pytest.mark.live
 def test_two_processes_append_to_one_session(store: SQLiteStore, tmp_path: pathlib.Path) -> None:
     rendezvous = tmp_path / "rendezvous"
     rendezvous.mkdir()
@@ -251,6 +244,7 @@ print(json.dumps({"max_gap": max(gaps), "turns": store.get_session("k").turns}))
 """
 
 
+@pytest.mark.live
 def test_gevent_worker_keeps_running_while_the_database_is_busy(db_path: pathlib.Path) -> None:
     """20 greenlets wait for another process's write lock: the others must keep running."""
     pytest.importorskip("gevent")

@@ -20,6 +20,7 @@ from chatcompat.sessions import open_store
 from chatcompat.sessions import sqlite_db
 from chatcompat.sessions import sqlite_store
 from chatcompat.settings import RateLimit
+from tests.sessions.conftest import raw_rows
 
 KEY = "agent:main:openai-user:alice"
 # Made by chatcompat at 9c060c2 (schema version 1, before turn ids and idempotency
@@ -32,26 +33,10 @@ def user(text: str) -> dict[str, t.Any]:
     return {"role": "user", "content": text}
 
 
-def raw_rows(path: pathlib.Path | str, sql: str) -> list[tuple[t.Any, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute(sql).fetchall()
-
-
 @pytest.fixture
-def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
-    return tmp_path / "sessions.db"
-
-
-@pytest.fixture
-def store(db_path: pathlib.Path) -> t.Iterator[SQLiteStore]:
-    with SQLiteStore(str(db_path)) as store:
-        yield store  # type: ignore[misc]
-
-
-@pytest.fixture
-def clocked(db_path: pathlib.Path, clock: t.Any) -> t.Iterator[SQLiteStore]:
-    with SQLiteStore(str(db_path), clock=clock) as store:
-        yield store  # type: ignore[misc]
+def store(sqlite_store: SQLiteStore) -> SQLiteStore:
+    """Here a plain SQLite store (``store`` in ``test_store.py`` is every backend's)."""
+    return sqlite_store
 
 
 # -- files -------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """The SessionStore contract, run against every backend of the ``store`` fixture.
 
-Expiry is tested with real time and short TTLs so that backends whose expiry runs
-on a server clock (Redis) can run the same tests.
+Time goes through ``store_clock`` (tests/sessions/conftest.py): a fake clock for
+SQLite, so expiry is tested without waiting; real time with short TTLs for Redis,
+whose expiry runs on its server's clock.
 """
 
 from __future__ import annotations
 
-import time
 import typing as t
 
 import pytest
@@ -101,12 +101,12 @@ def test_sessions_are_independent(store: SessionStore) -> None:
     assert store.load_history(KEY + "x", 100) == [user("other")]
 
 
-def test_session_info(store: SessionStore) -> None:
-    before = time.time()
+def test_session_info(store: SessionStore, store_clock: t.Any) -> None:
+    before = store_clock()
     append(store, KEY, user("q"), assistant("a"), agent_id="main", sticky=True, ttl_seconds=100)
     append(store, "agent:main:openai:1", user("q"), sticky=False, ttl_seconds=100)
     append(store, KEY, user("q2"), user("q3"), assistant("a2"), sticky=True, ttl_seconds=100)
-    after = time.time()
+    after = store_clock()
     info = store.get_session(KEY)
     assert info is not None
     assert (info.key, info.agent_id, info.sticky, info.turns, info.messages) == (
@@ -122,9 +122,9 @@ def test_session_info(store: SessionStore) -> None:
     assert stateless is not None and stateless.sticky is False
 
 
-def test_transcript_groups_turns(store: SessionStore) -> None:
+def test_transcript_groups_turns(store: SessionStore, store_clock: t.Any) -> None:
     append(store, KEY, user("q1"), assistant("a1"))
-    time.sleep(0.01)
+    store_clock.advance(0.01)
     append(store, KEY, user("q2"), user("q2b"), assistant("a2"))
     turns = store.transcript(KEY)
     assert [turn.messages for turn in turns] == [
@@ -134,10 +134,10 @@ def test_transcript_groups_turns(store: SessionStore) -> None:
     assert turns[0].created < turns[1].created
 
 
-def test_list_sessions_most_recent_first(store: SessionStore) -> None:
+def test_list_sessions_most_recent_first(store: SessionStore, store_clock: t.Any) -> None:
     for key in ("k1", "k2", "k3"):
         append(store, key, user(key))
-        time.sleep(0.01)
+        store_clock.advance(0.01)
     append(store, "k1", user("again"))
     assert [info.key for info in store.list_sessions()] == ["k1", "k3", "k2"]
     assert [info.key for info in store.list_sessions(limit=2)] == ["k1", "k3"]
@@ -259,10 +259,10 @@ def test_unencodable_reply_stores_nothing(store: SessionStore) -> None:
 # -- expiry ------------------------------------------------------------------------
 
 
-def test_expired_session_is_absent_everywhere(store: SessionStore) -> None:
+def test_expired_session_is_absent_everywhere(store: SessionStore, store_clock: t.Any) -> None:
     append(store, KEY, user("q"), ttl_seconds=0.05)
     append(store, "live", user("q"))
-    time.sleep(0.1)
+    store_clock.advance(0.1)
     assert store.load_history(KEY, 100) is None
     assert store.get_session(KEY) is None
     assert store.transcript(KEY) == []
@@ -270,10 +270,10 @@ def test_expired_session_is_absent_everywhere(store: SessionStore) -> None:
     assert store.delete_session(KEY) is False
 
 
-def test_expired_session_starts_afresh(store: SessionStore) -> None:
+def test_expired_session_starts_afresh(store: SessionStore, store_clock: t.Any) -> None:
     append(store, KEY, user("old"), assistant("old"), ttl_seconds=0.05)
     first = store.get_session(KEY)
-    time.sleep(0.1)
+    store_clock.advance(0.1)
     append(store, KEY, user("new"))
     assert store.load_history(KEY, 100) == [user("new")]
     info = store.get_session(KEY)
@@ -283,21 +283,21 @@ def test_expired_session_starts_afresh(store: SessionStore) -> None:
     assert len(store.transcript(KEY)) == 1
 
 
-def test_append_refreshes_ttl(store: SessionStore) -> None:
+def test_append_refreshes_ttl(store: SessionStore, store_clock: t.Any) -> None:
     append(store, KEY, user("q1"), ttl_seconds=0.5)
-    time.sleep(0.3)
+    store_clock.advance(0.3)
     append(store, KEY, user("q2"), ttl_seconds=0.5)
-    time.sleep(0.3)  # 0.6 s after the first turn, 0.3 s after the second
+    store_clock.advance(0.3)  # 0.6 s after the first turn, 0.3 s after the second
     assert store.load_history(KEY, 100) == [user("q1"), user("q2")]
-    time.sleep(0.3)
+    store_clock.advance(0.3)
     assert store.load_history(KEY, 100) is None
 
 
-def test_purge_expired(store: SessionStore) -> None:
+def test_purge_expired(store: SessionStore, store_clock: t.Any) -> None:
     append(store, "gone1", user("q"), ttl_seconds=0.05)
     append(store, "gone2", user("q"), user("q"), ttl_seconds=0.05)
     append(store, "live", user("q"))
-    time.sleep(0.1)
+    store_clock.advance(0.1)
     assert store.purge_expired() == 2
     assert store.purge_expired() == 0
     assert [info.key for info in store.list_sessions()] == ["live"]
@@ -315,19 +315,19 @@ def test_lock_excludes_other_owners(make_store: t.Callable[[], SessionStore]) ->
     assert worker2.acquire_lock("other", "run-2", 10) is True
 
 
-def test_lock_is_reentrant_and_refreshes(store: SessionStore) -> None:
+def test_lock_is_reentrant_and_refreshes(store: SessionStore, store_clock: t.Any) -> None:
     assert store.acquire_lock(KEY, "run-1", 0.3)
-    time.sleep(0.2)
+    store_clock.advance(0.2)
     assert store.acquire_lock(KEY, "run-1", 0.3)  # now runs until ~0.5 s
-    time.sleep(0.2)
+    store_clock.advance(0.2)
     assert store.acquire_lock(KEY, "run-2", 10) is False
-    time.sleep(0.2)
+    store_clock.advance(0.2)
     assert store.acquire_lock(KEY, "run-2", 10) is True
 
 
-def test_expired_lock_is_free(store: SessionStore) -> None:
+def test_expired_lock_is_free(store: SessionStore, store_clock: t.Any) -> None:
     assert store.acquire_lock(KEY, "run-1", 0.05)
-    time.sleep(0.1)
+    store_clock.advance(0.1)
     assert store.acquire_lock(KEY, "run-2", 10) is True
     assert store.acquire_lock(KEY, "run-1", 10) is False
 
@@ -356,12 +356,12 @@ def test_one_attempt_locks_out(make_store: t.Callable[[], SessionStore]) -> None
     assert worker2.auth_lockout_remaining("203.0.113.8") == 0.0
 
 
-def test_failures_count_within_the_window(store: SessionStore) -> None:
+def test_failures_count_within_the_window(store: SessionStore, store_clock: t.Any) -> None:
     limit = RateLimit(max_attempts=3, window_seconds=0.3, lockout_seconds=60)
     store.record_auth_failure("c", limit)
     store.record_auth_failure("c", limit)
     assert store.auth_lockout_remaining("c") == 0.0
-    time.sleep(0.4)  # both slide out of the window
+    store_clock.advance(0.4)  # both slide out of the window
     store.record_auth_failure("c", limit)
     store.record_auth_failure("c", limit)
     assert store.auth_lockout_remaining("c") == 0.0
@@ -369,12 +369,12 @@ def test_failures_count_within_the_window(store: SessionStore) -> None:
     assert store.auth_lockout_remaining("c") > 59
 
 
-def test_lockout_ends(store: SessionStore) -> None:
+def test_lockout_ends(store: SessionStore, store_clock: t.Any) -> None:
     limit = RateLimit(max_attempts=2, window_seconds=60, lockout_seconds=0.1)
     store.record_auth_failure("c", limit)
     store.record_auth_failure("c", limit)
     assert 0 < store.auth_lockout_remaining("c") <= 0.1
-    time.sleep(0.15)
+    store_clock.advance(0.15)
     assert store.auth_lockout_remaining("c") == 0.0
     store.record_auth_failure("c", limit)  # the count started again from zero
     assert store.auth_lockout_remaining("c") == 0.0
