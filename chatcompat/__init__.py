@@ -49,7 +49,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
 
     # Before anything can log or answer: no configured secret may leave the gateway.
     redaction.protect(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # a gateway serves no files
     app.wsgi_app = RequestEnd(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions["chatcompat"] = Gateway(settings)
     _configure_logging()

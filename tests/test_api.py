@@ -401,6 +401,7 @@ def test_agent_errors_before_start_are_http_errors(client, directive, status, co
     assert "secret internals" not in response.get_data(as_text=True)
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_run_timeout_is_504(make_app, settings):
     import dataclasses
 

@@ -730,6 +730,7 @@ def test_each_backend_checks_its_own_options_through_the_loader():
     assert build(agents_doc({"id": "a", "backend": CHECKED, "low": 1, "high": 2})).agents
 
 
+@pytest.mark.live  # starts a real process
 def test_the_loader_imports_no_backend_module_until_a_file_names_it():
     # A fresh interpreter: this test process has imported the backends already.
     code = (

@@ -123,6 +123,7 @@ def test_a_body_shorter_than_its_content_length_is_400(pair):
     assert closer.calls == 1
 
 
+@pytest.mark.live  # waits out real timeouts
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 def test_a_stalled_body_is_cut_at_the_deadline(pair, framing):
     server, client = pair
@@ -140,6 +141,7 @@ def test_a_stalled_body_is_cut_at_the_deadline(pair, framing):
     assert closer.calls == 1
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_a_trickling_body_is_cut_at_the_deadline(pair):
     # A byte every 20 ms: no single read ever waits long, the total still is bounded.
     server, client = pair

@@ -73,6 +73,7 @@ def test_keepalive_markers_while_silent(settings, store):
     assert items[-1].__class__.__name__ == "Finish"
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_second_run_on_a_session_waits_then_409(settings, store):
     quick = dataclasses.replace(settings, lock_timeout_seconds=0.3)
     first = make_run(quick, store, SCRIPTED_AGENT)
@@ -219,6 +220,7 @@ def test_the_lock_is_short_lived_and_renewed_while_the_run_lives(settings, store
     )
 
 
+@pytest.mark.live  # starts a real process
 def test_the_run_does_not_import_a_wire_protocol():
     code = (
         "import sys, chatcompat.run; "

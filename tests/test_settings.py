@@ -20,6 +20,7 @@ SECRET = "hunter2-pw"
 TOKEN_ENV = {"CHATCOMPAT_GATEWAY_TOKEN": "t"}
 
 
+@pytest.mark.live  # starts a real process
 def test_the_settings_types_load_no_loader_library_agent_or_store() -> None:
     # A fresh interpreter: this test process has imported everything already.
     code = (

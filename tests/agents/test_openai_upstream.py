@@ -427,6 +427,7 @@ def test_refused_connection_names_the_host(refused_url):
     assert caught.value.message == f"Cannot connect to the upstream {host}: Connection refused."
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_connect_timeout(unanswered_url):
     agent = make_agent(unanswered_url, connectTimeoutSeconds=0.3)
     started = time.monotonic()

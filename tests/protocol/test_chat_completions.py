@@ -139,6 +139,7 @@ def test_store_failing_at_the_end_is_an_error_frame_not_a_finish(settings, store
     assert not any(b'"finish_reason":"stop"' in f for f in frames)
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_the_run_timeout_holds_while_events_keep_coming(settings, store):
     quick = dataclasses.replace(SCRIPTED_AGENT, timeout_seconds=0.3)
     run = make_run(settings, store, quick)

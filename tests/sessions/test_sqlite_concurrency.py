@@ -59,6 +59,7 @@ def write_lock_held(path: pathlib.Path, seconds: float) -> t.Iterator[None]:
         holder.close()
 
 
+@pytest.mark.live  # waits out real timeouts
 def test_busy_database_is_waited_for(store: SQLiteStore, db_path: pathlib.Path) -> None:
     store.ping()
     with write_lock_held(db_path, 0.3):
