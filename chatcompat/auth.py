@@ -110,7 +110,7 @@ class Authenticator:
         if credential is None:
             raise AuthenticationFailed()
         if not hmac.compare_digest(self._digest(credential), self._expected):
-            if limited:
+            if self.rate_limit is not None and limited:
                 store.record_auth_failure(client, self.rate_limit)
             raise AuthenticationFailed("Invalid credential.")
         if limited:

@@ -39,7 +39,7 @@ def call_later(seconds: float, target: t.Callable[[], None]) -> t.Callable[[], N
 
         timer = gevent.get_hub().loop.timer(max(seconds, 0.0))
         timer.start(gevent.spawn_raw, target)
-        return timer.close
+        return t.cast(t.Callable[[], None], timer.close)
     thread = threading.Timer(max(seconds, 0.0), target)
     thread.daemon = True
     thread.start()

@@ -21,7 +21,7 @@ def _os_poll() -> t.Callable[[], t.Any] | None:
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("select"):
         try:
-            return monkey.get_original("select", "poll")
+            return t.cast(t.Callable[[], t.Any], monkey.get_original("select", "poll"))
         except (AttributeError, ImportError):
             return None
     return getattr(select, "poll", None)
@@ -51,7 +51,7 @@ def peer_closed(sock: t.Any) -> bool:
     try:
         if not readable_now(sock):
             return False
-        return sock.recv(1, socket.MSG_PEEK) == b""
+        return bool(sock.recv(1, socket.MSG_PEEK) == b"")
     except (BlockingIOError, InterruptedError):
         return False
     except (ValueError, NotImplementedError, AttributeError, TypeError):

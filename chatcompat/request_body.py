@@ -147,7 +147,7 @@ WATCHDOG = Watchdog()
 
 
 def read_body(
-    stream: t.BinaryIO,
+    stream: t.IO[bytes],
     size: int,
     *,
     content_length: int | None,

@@ -74,7 +74,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``ts``, ``level``, ``logger``, then the fields of a
     dict message (request records) or ``message`` (everything else)."""
 
-    converter = time.gmtime  # the "Z" in ts
+    converter = time.gmtime  # type: ignore[assignment]  # the "Z" in ts
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, t.Any] = {

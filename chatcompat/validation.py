@@ -28,7 +28,7 @@ from importlib import resources
 try:
     import jsonschema_rs
 except ImportError:  # pragma: no cover - a platform without its wheel
-    jsonschema_rs = None
+    jsonschema_rs = None  # type: ignore[assignment]
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from jsonschema.exceptions import best_match
@@ -50,7 +50,7 @@ _AS_IS_FIELDS = tuple(sorted(BACKEND_FIELDS - {"max_tokens", "max_completion_tok
 @functools.cache
 def request_schema() -> dict[str, t.Any]:
     text = resources.files("chatcompat").joinpath("schemas/chat_request.json").read_text("utf-8")
-    return json.loads(text)
+    return t.cast(dict[str, t.Any], json.loads(text))
 
 
 @functools.cache
@@ -182,8 +182,10 @@ def check_backend_fields(
 def _to_api_error(error: ValidationError) -> InvalidRequest:
     if error.validator == "required" and isinstance(error.instance, dict):
         missing = next(name for name in error.validator_value if name not in error.instance)
-        param = param_path([*error.absolute_path, missing])
-        return MissingParameter(f"Missing required parameter: '{param}'.", param=param)
+        missing_param = param_path([*error.absolute_path, missing])
+        return MissingParameter(
+            f"Missing required parameter: '{missing_param}'.", param=missing_param
+        )
     param = param_path(error.absolute_path) or None
     expected = _expected(error)
     if param is None:
@@ -207,7 +209,7 @@ def _expected(error: ValidationError) -> str | None:
             break
         expected = node.schema.get("x-expected") if isinstance(node.schema, dict) else None
         if expected:
-            return expected
+            return str(expected)
         node = node.parent
     return None
 
