@@ -19,7 +19,6 @@ from . import errors
 from . import metrics
 from .errors import AuthenticationFailed
 from .errors import TooManyAuthFailures
-from .sessions.base import StoreUnavailable as StoreUnreachable
 
 if t.TYPE_CHECKING:
     from flask import Request
@@ -56,15 +55,14 @@ def authenticate(request: Request, authenticator: Authenticator, store: SessionS
         request.remote_addr, request.headers.get("x-forwarded-for")
     )
     try:
-        return authenticator.check(authorization, client, store)
+        with errors.map_store_errors():
+            return authenticator.check(authorization, client, store)
     except TooManyAuthFailures:
         metrics.AUTH_FAILURES.labels("locked_out").inc()
         raise
     except AuthenticationFailed:
         metrics.AUTH_FAILURES.labels("invalid" if authorization else "missing").inc()
         raise
-    except StoreUnreachable as exc:
-        raise errors.StoreUnavailable() from exc
 
 
 class Authenticator:
@@ -95,7 +93,7 @@ class Authenticator:
             :data:`ANONYMOUS` in mode ``none``.
         :raise TooManyAuthFailures: while the client is locked out.
         :raise AuthenticationFailed: for a missing or wrong credential.
-        :raise StoreUnavailable: when the lockout state cannot be read or written.
+        :raise StoreUnreachable: when the lockout state cannot be read or written.
         """
         if self.mode == "none":
             return ANONYMOUS

@@ -384,7 +384,7 @@ def map_store_errors(*, unknown_outcome: bool = False, keyed: bool = False) -> t
     """
     try:
         yield
-    except sessions_base.StoreUnavailable as exc:
+    except sessions_base.StoreUnreachable as exc:
         log.warning("session store unavailable: %s", exc)
         if unknown_outcome:
             raise TurnMayNotBeStored(keyed=keyed) from exc

@@ -108,7 +108,7 @@ class Lease:
                 scope, fingerprint = self.idempotency.scope, self.idempotency.fingerprint
                 if self.store.claim_idempotency(scope, self.owner, fingerprint, LOCK_TTL_SECONDS):
                     log.warning("the claim of a running request expired and was taken")
-        except StoreError:  # StoreUnavailable included
+        except StoreError:  # StoreUnreachable included
             return  # the turn cannot be stored either; the end of the run will say so
 
     def release(self, *, keep_claim: bool) -> None:

@@ -13,7 +13,7 @@ from . import metrics
 from .gateway import current_gateway
 from .openapi import openapi_document
 from .protocol.jsonenc import json_response
-from .sessions.base import StoreUnavailable as StoreUnreachable
+from .sessions.base import StoreUnreachable
 
 bp = Blueprint("ops", __name__)
 

@@ -37,14 +37,16 @@ from . import errors
 from . import history
 from .agents.base import AgentRequest
 from .agents.base import Cancellation
+from .agents.base import Event
 from .agents.base import Finish
 from .agents.base import Started
 from .background import call_later
 from .background import spawn
 from .client_socket import peer_closed
 from .lease import Lease
+from .messages import Message
 from .sessions.base import KeyedReply
-from .sessions.base import StoreUnavailable
+from .sessions.base import StoreUnreachable
 
 if t.TYPE_CHECKING:
     from .agents.base import Agent
@@ -58,7 +60,6 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Message = dict[str, t.Any]
 
 # How often a waiting response checks that its client is still there.
 DISCONNECT_POLL_SECONDS = 0.5
@@ -81,11 +82,11 @@ class _Failed:
         self.exc = exc
 
 
-class _Keepalive:
+class Keepalive:
     """Nothing happened for a keepalive interval."""
 
 
-KEEPALIVE = _Keepalive()
+KEEPALIVE = Keepalive()
 
 
 class Run:
@@ -126,10 +127,10 @@ class Run:
         self._closed = False
         self._finished = False
         self._cancel = Cancellation()
-        self._queue: queue.Queue[t.Any] = queue.Queue(QUEUE_SIZE)
+        self._queue: queue.Queue[Event | _End | _Failed] = queue.Queue(QUEUE_SIZE)
         self._deadline = 0.0
         self._peer_check_at = 0.0
-        self._pending: t.Any = None  # an event read early by start()
+        self._pending: Event | None = None  # an event read early by start()
         self._turn_to_store: list[Message] = []
         self._stop_watchdog: t.Callable[[], None] | None = None
         #: When the request was accepted (Unix seconds), as replies report it.
@@ -233,7 +234,7 @@ class Run:
             self._cancel.cancel()
             raise errors.ClientGone()
 
-    def _put(self, item: t.Any) -> bool:
+    def _put(self, item: Event | _End | _Failed) -> bool:
         while not self._cancel.is_set:
             try:
                 self._queue.put(item, timeout=DISCONNECT_POLL_SECONDS)
@@ -244,15 +245,19 @@ class Run:
 
     # -- reading events ----------------------------------------------------------
 
-    def _next(self, keepalive: float | None) -> t.Any:
+    @t.overload
+    def _next(self, keepalive: None) -> Event: ...
+    @t.overload
+    def _next(self, keepalive: float) -> Event | Keepalive: ...
+    def _next(self, keepalive: float | None) -> Event | Keepalive:
         """The next agent event, or KEEPALIVE after ``keepalive`` silent seconds.
 
         :raise errors.ClientGone: the client closed the connection (the run is cancelled).
         :raise errors.APIError: the agent failed or ran out of time.
         """
         if self._pending is not None:
-            item, self._pending = self._pending, None
-            return item
+            pending, self._pending = self._pending, None
+            return pending
         keepalive_at = None if keepalive is None else time.monotonic() + keepalive
         while True:
             now = time.monotonic()
@@ -288,7 +293,11 @@ class Run:
             f"The agent did not finish within {self.agent_config.timeout_seconds:g} s."
         )
 
-    def events(self, keepalive: float | None = None) -> t.Iterator[t.Any]:
+    @t.overload
+    def events(self, keepalive: None = None) -> t.Iterator[Event]: ...
+    @t.overload
+    def events(self, keepalive: float) -> t.Iterator[Event | Keepalive]: ...
+    def events(self, keepalive: float | None = None) -> t.Iterator[Event | Keepalive]:
         """Agent events up to and including :class:`Finish`, with KEEPALIVE markers."""
         while True:
             item = self._next(keepalive)
@@ -359,7 +368,7 @@ class Run:
                             turn_id=self._turn_id,
                             keyed_reply=keyed,
                         )
-                    except StoreUnavailable as exc:
+                    except StoreUnreachable as exc:
                         if attempt == TURN_WRITE_ATTEMPTS:
                             raise  # the last attempt: "may not have been stored"
                         log.warning("session store unavailable while storing a turn: %s", exc)

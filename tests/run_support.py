@@ -7,7 +7,7 @@ import typing as t
 from chatcompat.agents import backend_class
 from chatcompat.requestlog import RequestRecord
 from chatcompat.run import Run
-from chatcompat.sessions.base import StoreUnavailable
+from chatcompat.sessions.base import StoreUnreachable
 from chatcompat.settings import AgentConfig
 from tests.conftest import SCRIPTED
 
@@ -55,4 +55,4 @@ class LostReplies:
         if self.lands:
             self.store.append_turn(*args, **kwargs)
         if len(self.turn_ids) <= self.failures:
-            raise StoreUnavailable("Timeout reading from socket")
+            raise StoreUnreachable("Timeout reading from socket")

@@ -16,7 +16,7 @@ from chatcompat.auth import ANONYMOUS
 from chatcompat.auth import OPERATOR
 from chatcompat.auth import Authenticator
 from chatcompat.auth import authenticate
-from chatcompat.sessions.base import StoreUnavailable as StoreUnreachable
+from chatcompat.sessions.base import StoreUnreachable
 from chatcompat.settings import RateLimit
 from chatcompat.settings import Settings
 from tests.conftest import AUTH

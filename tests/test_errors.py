@@ -10,7 +10,7 @@ from chatcompat.agents.base import AgentRejected
 from chatcompat.agents.base import AgentTimeout
 from chatcompat.agents.base import AgentUnavailable
 from chatcompat.sessions.base import StoreError
-from chatcompat.sessions.base import StoreUnavailable
+from chatcompat.sessions.base import StoreUnreachable
 
 
 def test_agent_errors_map_to_api_errors():
@@ -41,9 +41,9 @@ def test_an_unexpected_agent_exception_is_a_logged_500(caplog):
 @pytest.mark.parametrize(
     ("raised", "unknown_outcome", "expected", "status"),
     [
-        (StoreUnavailable("down"), False, errors.StoreUnavailable, 503),
+        (StoreUnreachable("down"), False, errors.StoreUnavailable, 503),
         (StoreError("refused"), False, errors.APIError, 500),
-        (StoreUnavailable("down"), True, errors.TurnMayNotBeStored, 503),
+        (StoreUnreachable("down"), True, errors.TurnMayNotBeStored, 503),
         (StoreError("refused"), True, errors.TurnMayNotBeStored, 503),
     ],
 )
@@ -58,7 +58,7 @@ def test_store_errors_map_in_one_place(raised, unknown_outcome, expected, status
 def test_an_unknown_keyed_write_says_how_to_retry():
     with pytest.raises(errors.TurnMayNotBeStored) as info:
         with errors.map_store_errors(unknown_outcome=True, keyed=True):
-            raise StoreUnavailable("timeout")
+            raise StoreUnreachable("timeout")
     assert "same Idempotency-Key" in info.value.message
 
 

@@ -21,7 +21,7 @@ from chatcompat.protocol.chat_completions import complete
 from chatcompat.protocol.reply import Reply
 from chatcompat.run import KEEPALIVE
 from chatcompat.sessions import open_store
-from chatcompat.sessions.base import StoreUnavailable
+from chatcompat.sessions.base import StoreUnreachable
 from tests.polling import wait_until
 from tests.run_support import SCRIPTED_AGENT
 from tests.run_support import LostReplies
@@ -118,7 +118,7 @@ class DownStore:
 
     def __getattr__(self, name):
         def fail(*args, **kwargs):
-            raise StoreUnavailable("down")
+            raise StoreUnreachable("down")
 
         return fail
 

@@ -306,7 +306,7 @@ class Agent:
     def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
         """Run the agent and yield its events, ending with one :class:`Finish`.
 
-        Must stop soon after ``cancel`` is set (the runner stops reading and closes
+        Must stop soon after ``cancel`` is set (the gateway's Run stops reading and closes
         the generator). May raise only :class:`AgentError` subclasses.
         """
         raise NotImplementedError("The 'run' method must be implemented.")

@@ -21,7 +21,7 @@ What goes wrong upstream, and what the client sees::
     no byte for timeoutSeconds                 AgentTimeout           504 timeout
     dropped mid-stream, not SSE/JSON,
       error event, stream without an end       AgentError             502, or the error frame
-    client went away (``cancel``)              nothing: the run ends  (the runner stopped)
+    client went away (``cancel``)              nothing: the run ends  (the run stopped)
 
 Before :class:`Started` these become plain HTTP errors; after it, one error frame.
 """
@@ -162,7 +162,7 @@ class OpenAIAgent(Agent):
             defaults["max_tokens"] = limit  # renamed like the request's, see _payload
         self._defaults = defaults
         self._connect_timeout = float(options.get("connectTimeoutSeconds", 10))
-        # timeoutSeconds is the agent's generic key: the whole run (the runner's deadline)
+        # timeoutSeconds is the agent's generic key: the whole run (the run's deadline)
         # and, here, the longest silence between two bytes from the upstream.
         self._read_timeout = float(config.timeout_seconds)
         self._pool: ConnectionPool | None = None  # opened on the first run, in the worker
@@ -217,7 +217,7 @@ class OpenAIAgent(Agent):
             hold.release()
             if conn is not None and not (reusable and pool.put(conn)):
                 conn.close()
-        # Last, with the connection already back in the pool: the runner ends the run
+        # Last, with the connection already back in the pool: the gateway's Run ends
         # (and cancels, which must not reach a released socket) once it has Finish.
         if finish is not None:
             yield finish

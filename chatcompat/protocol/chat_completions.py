@@ -19,7 +19,7 @@ from ..agents.base import ReplyInfo
 from ..agents.base import TextDelta
 from ..agents.base import ToolCallDelta
 from ..agents.base import Usage
-from ..run import KEEPALIVE
+from ..run import Keepalive
 from .jsonenc import dumps
 from .jsonenc import json_response
 from .reply import Reply
@@ -221,7 +221,7 @@ def stream(run: Run, include_usage: bool) -> t.Iterator[bytes]:
         if not run.ready():
             yield _flush(frames, record)
         for event in run.events(keepalive):
-            if event is KEEPALIVE:
+            if isinstance(event, Keepalive):
                 frames.append(KEEPALIVE_FRAME)
             else:
                 reply.add(event)

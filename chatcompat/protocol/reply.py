@@ -15,11 +15,12 @@ from ..agents.base import RefusalDelta
 from ..agents.base import ReplyInfo
 from ..agents.base import TextDelta
 from ..agents.base import ToolCallDelta
+from ..messages import Message
 
 if t.TYPE_CHECKING:
+    from ..agents.base import Event
     from ..agents.base import Usage
 
-Message = dict[str, t.Any]
 
 
 class Reply:
@@ -37,7 +38,7 @@ class Reply:
         self.system_fingerprint: str | None = None
         self.refusal_parts: list[str] = []
 
-    def add(self, event: t.Any) -> None:
+    def add(self, event: Event) -> None:
         """Take one agent event into the reply (events it does not hold are ignored)."""
         if isinstance(event, (TextDelta, RefusalDelta)):
             if isinstance(event, TextDelta):

@@ -10,7 +10,7 @@ from .base import KeyedReply
 from .base import SessionInfo
 from .base import SessionStore
 from .base import StoreError
-from .base import StoreUnavailable
+from .base import StoreUnreachable
 from .base import Turn
 from .sqlite_store import SQLiteStore
 
@@ -21,7 +21,7 @@ __all__ = [
     "SessionInfo",
     "SessionStore",
     "StoreError",
-    "StoreUnavailable",
+    "StoreUnreachable",
     "Turn",
     "open_store",
     "store_class",

@@ -18,7 +18,7 @@ session its turn went to: it expires, is refreshed and is deleted with it.
 Exceptions::
 
     StoreError                 anything the store could not do
-    └── StoreUnavailable       the store cannot be reached or is too busy (HTTP 503)
+    └── StoreUnreachable       the store cannot be reached or is too busy (HTTP 503)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class StoreError(Exception):
     """The session store failed."""
 
 
-class StoreUnavailable(StoreError):
+class StoreUnreachable(StoreError):
     """The session store cannot be reached (or stayed locked past the retry budget)."""
 
 
@@ -91,7 +91,7 @@ class SessionStore:
 
     Implementations must be safe to share between the greenlets (gevent) or threads
     (gthread) of one worker process, and between worker processes. Every method may
-    raise :class:`StoreUnavailable`; none may raise a foreign exception (translate
+    raise :class:`StoreUnreachable`; none may raise a foreign exception (translate
     ``sqlite3``/``redis`` errors at the boundary). Methods that wait must do it with
     ``time.sleep`` so gevent can switch greenlets: never block inside the database.
 
@@ -120,7 +120,7 @@ class SessionStore:
         raise NotImplementedError("The 'from_url' method must be implemented.")
 
     def ping(self) -> None:
-        """Raise :class:`StoreUnavailable` unless the store answers."""
+        """Raise :class:`StoreUnreachable` unless the store answers."""
         raise NotImplementedError("The 'ping' method must be implemented.")
 
     def load_history(self, key: str, limit: int) -> list[Message] | None:

@@ -32,7 +32,7 @@ future Redis Cluster mode would have to update them separately.
 The client is built lazily with :meth:`redis.Redis.from_url`, once per process (it is
 rebuilt after a fork), so nothing connects at import or in the gunicorn master and
 sockets are made after gevent has patched them. Socket timeouts are short so an
-unreachable Redis fails fast with :class:`StoreUnavailable`; a command whose
+unreachable Redis fails fast with :class:`StoreUnreachable`; a command whose
 connection broke is resent once on a fresh connection (what makes a restarted Redis
 usable at once), which the writes are made idempotent for. URL query options such
 as ``?socket_timeout=5`` override the defaults here.
@@ -63,7 +63,7 @@ from .base import KeyedReply
 from .base import SessionInfo
 from .base import SessionStore
 from .base import StoreError
-from .base import StoreUnavailable
+from .base import StoreUnreachable
 from .base import Turn
 from .sqlite_db import decode
 from .sqlite_db import encode
@@ -171,7 +171,7 @@ class RedisStore(SessionStore):
 
     @contextlib.contextmanager
     def _boundary(self, action: str) -> t.Iterator[None]:
-        """Turn every redis-py error into :class:`StoreError` or :class:`StoreUnavailable`."""
+        """Turn every redis-py error into :class:`StoreError` or :class:`StoreUnreachable`."""
         try:
             yield
         except redis.RedisError as exc:
@@ -180,7 +180,7 @@ class RedisStore(SessionStore):
                 detail = detail.replace(secret, "***")
             if isinstance(exc, _UNAVAILABLE):
                 message = f"the session store {self.location} is unavailable ({detail})"
-                raise StoreUnavailable(message) from exc
+                raise StoreUnreachable(message) from exc
             message = f"the session store {self.location} failed to {action} ({detail})"
             raise StoreError(message) from exc
 

@@ -4,7 +4,7 @@ Under gevent every ``sqlite3`` call is a blocking C call that freezes the whole 
 (SPEC section 14), so: WAL (readers never wait for the writer), transactions of a few
 statements, a 1 ms busy timeout inside SQLite, and the real waiting for a busy
 database done here with ``time.sleep`` (cooperative under gevent) for at most
-``retry_budget`` seconds before :class:`StoreUnavailable`.
+``retry_budget`` seconds before :class:`StoreUnreachable`.
 
 Each process has one connection, opened lazily and guarded by a lock. It is closed
 before a fork and never used by the child, which opens its own: SQLite's file locks
@@ -24,7 +24,7 @@ import typing as t
 import weakref
 
 from .base import StoreError
-from .base import StoreUnavailable
+from .base import StoreUnreachable
 
 _T = t.TypeVar("_T")
 
@@ -109,7 +109,7 @@ class Database:
     def with_retries(self, op: t.Callable[[sqlite3.Connection], _T]) -> _T:
         """Call ``op`` with the connection, again while the database is locked.
 
-        :raises StoreUnavailable: the file cannot be opened or used, or it stayed
+        :raises StoreUnreachable: the file cannot be opened or used, or it stayed
             locked for ``retry_budget`` seconds.
         :raises StoreError: any other SQLite error.
         """
@@ -123,11 +123,11 @@ class Database:
                 if (_result_code(exc) & 0xFF) not in _BUSY_CODES:
                     raise _translate(exc, self.path) from exc
                 if time.monotonic() >= deadline:
-                    raise StoreUnavailable(
+                    raise StoreUnreachable(
                         f"the session store {self.path} stayed locked for {self.retry_budget:g}s"
                     ) from exc
             except OSError as exc:
-                raise StoreUnavailable(
+                raise StoreUnreachable(
                     f"cannot open the session store {self.path}: {exc.strerror or exc}"
                 ) from exc
             # Outside the lock, so other greenlets can use the connection meanwhile;
@@ -287,7 +287,7 @@ def _result_code(exc: sqlite3.Error) -> int:
 def _translate(exc: sqlite3.Error, path: str) -> StoreError:
     # SQLite's messages name no data (values are bound parameters): safe to show.
     if (_result_code(exc) & 0xFF) in _UNAVAILABLE_CODES:
-        return StoreUnavailable(f"the session store {path} is unusable: {exc}")
+        return StoreUnreachable(f"the session store {path} is unusable: {exc}")
     return StoreError(f"the session store {path} failed: {exc}")
 
 

@@ -16,7 +16,7 @@ from chatcompat.protocol.chat_completions import replay_stream
 from chatcompat.protocol.sse import data_frame
 from chatcompat.sessions import open_store
 from chatcompat.sessions.base import StoreError
-from chatcompat.sessions.base import StoreUnavailable
+from chatcompat.sessions.base import StoreUnreachable
 from tests.run_support import SCRIPTED_AGENT
 from tests.run_support import LostReplies
 from tests.run_support import make_run
@@ -130,7 +130,7 @@ def test_store_failing_at_the_end_is_an_error_frame_not_a_finish(settings, store
     run.start(split_request([{"role": "user", "content": "a b"}]), {})
 
     def broken(*args, **kwargs):
-        raise StoreUnavailable("gone")
+        raise StoreUnreachable("gone")
 
     monkeypatch.setattr(store, "append_turn", broken)
     frames = list(protocol.stream(run, include_usage=True))

@@ -20,7 +20,7 @@ import pytest
 
 from chatcompat.sessions import KeyedReply
 from chatcompat.sessions import StoreError
-from chatcompat.sessions import StoreUnavailable
+from chatcompat.sessions import StoreUnreachable
 from chatcompat.sessions import open_store
 from chatcompat.sessions.redis_store import RedisStore
 from chatcompat.settings import RateLimit
@@ -289,14 +289,14 @@ def test_other_redis_errors_are_store_errors(store: RedisStore, raw: t.Any) -> N
     raw.set(META, "not a hash")  # WRONGTYPE: a bug or a foreign writer, not an outage
     with pytest.raises(StoreError) as info:
         store.get_session(KEY)
-    assert not isinstance(info.value, StoreUnavailable)
+    assert not isinstance(info.value, StoreUnreachable)
     assert "WRONGTYPE" in str(info.value)
 
 
 def test_password_never_shows(server: RedisServer) -> None:
     url = f"redis://someone:hunter2-secret@127.0.0.1:{server.port}/0"  # no such user
     with RedisStore(url) as store:
-        with pytest.raises(StoreUnavailable) as info:
+        with pytest.raises(StoreUnreachable) as info:
             store.ping()
     assert "hunter2" not in str(info.value)
     assert f"redis://127.0.0.1:{server.port}/0" in str(info.value)
@@ -325,7 +325,7 @@ def test_redis_down_is_unavailable_fast_then_recovers(server: RedisServer) -> No
         server.kill()  # its data goes too (no persistence in the tests)
         for name, call in EVERY_CALL:
             started = time.monotonic()
-            with pytest.raises(StoreUnavailable, match="unavailable"):
+            with pytest.raises(StoreUnreachable, match="unavailable"):
                 call(store)
             assert time.monotonic() - started < 0.5, name
         server.start()  # same port, empty
@@ -351,7 +351,7 @@ def test_hung_redis_times_out(server: RedisServer) -> None:
         server.pause()  # the kernel still accepts; nothing answers
         try:
             started = time.monotonic()
-            with pytest.raises(StoreUnavailable):
+            with pytest.raises(StoreUnreachable):
                 store.load_history(KEY, 10)
             assert time.monotonic() - started < 1.0  # no resend after a timeout
         finally:
@@ -393,7 +393,7 @@ monkey.patch_all()
 
 import gevent
 
-from chatcompat.sessions import StoreUnavailable
+from chatcompat.sessions import StoreUnreachable
 from chatcompat.sessions.redis_store import RedisStore
 
 # A "Redis" that accepts connections and never answers.
@@ -415,7 +415,7 @@ def ticker():
 def stuck():
     try:
         hung.ping()
-    except StoreUnavailable:
+    except StoreUnreachable:
         errors.append("unavailable")
 
 

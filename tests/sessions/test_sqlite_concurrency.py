@@ -17,7 +17,7 @@ import typing as t
 import pytest
 
 from chatcompat.sessions import SQLiteStore
-from chatcompat.sessions import StoreUnavailable
+from chatcompat.sessions import StoreUnreachable
 from chatcompat.sessions import sqlite_db
 from tests.sessions.conftest import raw_rows
 
@@ -86,10 +86,10 @@ def test_busy_past_the_budget_is_unavailable(db_path: pathlib.Path) -> None:
         store.append_turn(KEY, "main", [user("q1")], sticky=True, ttl_seconds=60)
         with write_lock_held(db_path, 10):
             started = time.monotonic()
-            with pytest.raises(StoreUnavailable, match="locked"):
+            with pytest.raises(StoreUnreachable, match="locked"):
                 store.append_turn(KEY, "main", [user("q2")], sticky=True, ttl_seconds=60)
             assert 0.45 <= time.monotonic() - started < 1.5
-            with pytest.raises(StoreUnavailable):
+            with pytest.raises(StoreUnreachable):
                 store.acquire_lock(KEY, "run", 10)
         assert store.load_history(KEY, 100) == [user("q1")]
         assert store.acquire_lock(KEY, "run", 10) is True

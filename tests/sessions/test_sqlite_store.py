@@ -15,7 +15,7 @@ from chatcompat.sessions import IdempotencyRecord
 from chatcompat.sessions import KeyedReply
 from chatcompat.sessions import SQLiteStore
 from chatcompat.sessions import StoreError
-from chatcompat.sessions import StoreUnavailable
+from chatcompat.sessions import StoreUnreachable
 from chatcompat.sessions import open_store
 from chatcompat.sessions import sqlite_db
 from chatcompat.sessions import sqlite_store
@@ -64,19 +64,19 @@ def test_messages_are_compact_json_in_order(store: SQLiteStore, db_path: pathlib
 def test_unwritable_location_is_unavailable(tmp_path: pathlib.Path) -> None:
     (tmp_path / "regular").write_text("a file, not a directory")
     with SQLiteStore(str(tmp_path / "regular" / "state" / "sessions.db")) as store:
-        with pytest.raises(StoreUnavailable) as info:
+        with pytest.raises(StoreUnreachable) as info:
             store.ping()
         assert isinstance(info.value.__cause__, OSError)
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(StoreUnreachable):
             store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=60)
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(StoreUnreachable):
             store.acquire_lock(KEY, "run", 10)
 
 
 def test_not_a_database_is_unavailable(db_path: pathlib.Path) -> None:
     db_path.write_bytes(b"this is not an SQLite file\n" * 200)
     with SQLiteStore(str(db_path)) as store:
-        with pytest.raises(StoreUnavailable) as info:
+        with pytest.raises(StoreUnreachable) as info:
             store.ping()
         assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
 
@@ -106,7 +106,7 @@ def test_failure_inside_the_transaction_rolls_back(
             store.append_turn(
                 key, "main", [user("fine"), user("boom")], sticky=False, ttl_seconds=9
             )
-        assert not isinstance(info.value, StoreUnavailable)
+        assert not isinstance(info.value, StoreUnreachable)
     assert store.load_history(KEY, 100) == [user("q1"), user("a1")]
     info_ = store.get_session(KEY)
     assert info_ is not None and (info_.turns, info_.messages, info_.sticky) == (1, 2, True)

@@ -31,7 +31,7 @@ What goes wrong, and what the client sees::
     model call failed (stopReason "error":     AgentError            502 before the stream,
       refused, 4xx/5xx, dropped...)                                  else the error frame
     process died during the run                AgentError            502 / error frame
-    client went away, or the run's time is up  nothing: the run ends (the runner stopped)
+    client went away, or the run's time is up  nothing: the run ends (the run stopped)
 
 On cancellation pi gets ``abort``; the process goes back to the pool once pi has
 answered it (after its ``agent_end``), or is killed after ``ABORT_SECONDS``.
@@ -229,7 +229,7 @@ class PiAgent(Agent):
                 with contextlib.suppress(OSError):
                     session.unlink(missing_ok=True)
                 pool.release(process, healthy)
-        # Last, with the process already back in the pool: the runner ends the run (and
+        # Last, with the process already back in the pool: the gateway's Run ends (and
         # cancels, which must not reach a released process) once it has the Finish.
         if finish is not None:
             yield finish
