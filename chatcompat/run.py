@@ -133,6 +133,7 @@ class Run:
         self._pending: Event | None = None  # an event read early by start()
         self._turn_to_store: list[Message] = []
         self._stop_watchdog: t.Callable[[], None] | None = None
+        self._storing = False
         #: When the request was accepted (Unix seconds), as replies report it.
         self.created = int(time.time())
 
@@ -343,7 +344,11 @@ class Run:
             if keyed_reply is None:
                 raise ValueError("a run with an Idempotency-Key stores its reply")
             keyed = KeyedReply(self.idempotency.scope, self.idempotency.fingerprint, keyed_reply)
-        self._write_turn([*self._turn_to_store, message], ttl, keyed)
+        self._storing = True  # the watchdog leaves a write in progress alone
+        try:
+            self._write_turn([*self._turn_to_store, message], ttl, keyed)
+        finally:
+            self._storing = False
         self._finished = True
         self.record.set_usage(usage)
 
@@ -431,12 +436,19 @@ class Run:
         connection, which ends the pending send."""
         if self._closed:
             return
+        if self._storing:
+            # Not stuck sending: writing the turn, whose store calls have their own
+            # timeouts. Releasing the lock or the claim under that write would let
+            # another turn, or a repeat of this request, run before it lands.
+            self._stop_watchdog = call_later(DEADLINE_GRACE_SECONDS, self._past_deadline)
+            return
         log.warning(
             "run on agent %s outlived its timeout of %g s; its client stopped reading",
             self.agent_config.id,
             self.agent_config.timeout_seconds,
         )
-        self.record.outcome = "error:timeout"
+        if not self._finished:
+            self.record.outcome = "error:timeout"
         self.close()
         if self._socket is not None:
             try:

@@ -265,3 +265,44 @@ def test_a_stream_failure_is_recorded_as_the_outcome(settings, store):
     assert run.record.outcome == "error:timeout"
     bug = run.stream_failed(KeyError("bug"))
     assert bug.status == 500 and run.record.outcome == "error:internal_error"
+
+
+class SlowWrites:
+    """Wraps a store: each turn write takes ``seconds``; lock releases are logged."""
+
+    def __init__(self, store, seconds, said):
+        self.store, self.seconds, self.said = store, seconds, said
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def append_turn(self, *args, **kwargs):
+        self.said.append("write starts")
+        time.sleep(self.seconds)
+        stored = self.store.append_turn(*args, **kwargs)
+        self.said.append("write done")
+        return stored
+
+    def release_lock(self, *args, **kwargs):
+        self.said.append("lock released")
+        return self.store.release_lock(*args, **kwargs)
+
+
+@pytest.mark.live  # waits out real timeouts
+def test_the_watchdog_leaves_a_turn_write_in_progress_alone(settings, store, monkeypatch):
+    # The deadline and its grace pass while the turn is being written: the lock (and a
+    # claim) must stay with the write until it lands.
+    monkeypatch.setattr(run_module, "DEADLINE_GRACE_SECONDS", 0.05)
+    said: list[str] = []
+    quick = dataclasses.replace(SCRIPTED_AGENT, timeout_seconds=0.3)
+    run = make_run(settings, SlowWrites(store, 0.6, said), quick)
+    run.start(split_request([{"role": "user", "content": "hi"}]), {})
+    run.watch()
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    run.finish(reply.message(), reply.usage)
+    run.close()
+    assert said == ["write starts", "write done", "lock released"]
+    assert run.record.outcome == "ok"
+    assert len(store.transcript("agent:scripted:k")) == 1
