@@ -36,7 +36,6 @@ import threading
 import typing as t
 import urllib.parse
 
-from .. import fastjson
 from ..messages import Message
 from .api_keys import key_problems
 from .api_keys import read_api_key
@@ -48,14 +47,18 @@ from .base import AgentRequest
 from .base import Cancellation
 from .base import Event
 from .base import Finish
-from .base import Logprobs
 from .base import OptionProblem
-from .base import RefusalDelta
 from .base import ReplyInfo
 from .base import Started
-from .base import TextDelta
-from .base import ToolCallDelta
 from .base import Usage
+from .openai_replies import chunk_events
+from .openai_replies import completion_events
+from .openai_replies import default_error_type
+from .openai_replies import error_details
+from .openai_replies import finish_reason_of
+from .openai_replies import parse_json
+from .openai_replies import reply_info_of
+from .openai_replies import usage_of
 from .upstream_http import ConnectionPool
 from .upstream_http import Hold
 from .upstream_http import SSEDecoder
@@ -70,9 +73,6 @@ READ_SIZE = 65536
 MAX_ERROR_BODY = 65536
 MAX_JSON_BODY = 32 * 1024 * 1024
 DRAIN_SECONDS = 2.0  # after [DONE], how long the end of the body may take
-FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
-# OpenAI's values; another one (some compatible server's own) would break the client's schema.
-SERVICE_TIERS = {"auto", "default", "flex", "scale", "priority", "fast"}
 _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 # scheme://host[:port][/path][?query]; no user:password@ (it would end up in messages).
 _BASE_URL = (
@@ -199,9 +199,9 @@ class OpenAIAgent(Agent):
                 if content_type.startswith("application/json"):
                     # It ignored stream: true. Read it all first, so a bad body is still
                     # a plain HTTP error for the client.
-                    document = _json(response.read(MAX_JSON_BODY), self._where)
+                    document = parse_json(response.read(MAX_JSON_BODY), self._where)
                     try:
-                        events = list(_completion_events(document, self._where))
+                        events = list(completion_events(document, self._where))
                     except (TypeError, ValueError, AttributeError) as exc:
                         raise AgentError(
                             f"The upstream {self._where} sent a malformed completion."
@@ -243,11 +243,11 @@ class OpenAIAgent(Agent):
                 if payload.strip() == "[DONE]":
                     done = True
                     break
-                chunk = _json(payload, self._where)
+                chunk = parse_json(payload, self._where)
                 try:
-                    usage = _usage(chunk.get("usage")) or usage
-                    events_of_chunk = list(_chunk_events(chunk))
-                    seen = _reply_info(chunk)
+                    usage = usage_of(chunk.get("usage")) or usage
+                    events_of_chunk = list(chunk_events(chunk))
+                    seen = reply_info_of(chunk)
                 except (TypeError, ValueError, AttributeError) as exc:
                     raise AgentError(f"The upstream {self._where} sent a malformed chunk.") from exc
                 if seen is not None and seen != info:
@@ -270,7 +270,7 @@ class OpenAIAgent(Agent):
                     pass
             if conn.sock is not None:
                 conn.sock.settimeout(self._read_timeout)
-        return Finish(_finish_reason(reason), usage)
+        return Finish(finish_reason_of(reason), usage)
 
     # -- building the request ------------------------------------------------------------
 
@@ -344,7 +344,7 @@ class OpenAIAgent(Agent):
         """
         raw = response.read(MAX_ERROR_BODY)
         status = response.status
-        message, kind, code, param = _error_details(raw)
+        message, kind, code, param = error_details(raw)
         if not message:
             message = f"{response.reason or 'no message'} (POST {self._path})"
         log.warning("upstream %s answered %d", self._where, status)
@@ -354,7 +354,7 @@ class OpenAIAgent(Agent):
                     f"The upstream {self._where} refused the gateway's credentials for agent"
                     f" {self.config.id!r} ({status}): {message}"
                 )
-            return AgentRejected(status, message, kind or _default_type(status), code, param)
+            return AgentRejected(status, message, kind or default_error_type(status), code, param)
         return AgentError(f"The upstream {self._where} answered {status}: {message}")
 
     def close(self) -> None:
@@ -366,185 +366,6 @@ class OpenAIAgent(Agent):
 
 
 # -- what the upstream said --------------------------------------------------------------
-
-
-def _json(raw: bytes | str, where: str) -> dict[str, t.Any]:
-    try:
-        document = fastjson.loads(raw)
-    except ValueError as exc:
-        raise AgentError(f"The upstream {where} sent something that is not JSON.") from exc
-    if not isinstance(document, dict):
-        raise AgentError(f"The upstream {where} sent JSON that is not an object.")
-    error = document.get("error")
-    if error is not None:  # an error event in a 200 stream (vLLM, OpenAI do this)
-        message = error.get("message") if isinstance(error, dict) else error
-        raise AgentError(f"The upstream {where} reported an error: {message}")
-    return document
-
-
-def _chunk_events(chunk: dict[str, t.Any]) -> t.Iterator[Event | str]:
-    """The events of one ``chat.completion.chunk``; a ``str`` is its finish_reason."""
-    for choice in chunk.get("choices") or ():
-        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-            continue  # we ask for one choice; a default n in params must not mix them
-        delta = choice.get("delta") or {}
-        yield from _text_events(delta, _logprobs(choice.get("logprobs")))
-        for position, call in enumerate(delta.get("tool_calls") or ()):
-            function = call.get("function") or {}
-            arguments = function.get("arguments")
-            yield ToolCallDelta(
-                index=int(call.get("index", position)),
-                id=call.get("id") or None,
-                name=function.get("name") or None,
-                arguments=arguments if isinstance(arguments, str) else "",
-            )
-        if choice.get("finish_reason"):
-            yield str(choice["finish_reason"])
-
-
-def _text_events(delta: dict[str, t.Any], logprobs: Logprobs | None) -> t.Iterator[Event]:
-    """The refusal and text of a delta (or message), the log probabilities on the first."""
-    refusal = delta.get("refusal")
-    if isinstance(refusal, str) and refusal:
-        yield RefusalDelta(refusal, logprobs)
-        logprobs = None
-    content = delta.get("content")
-    if (isinstance(content, str) and content) or logprobs is not None:
-        yield TextDelta(content if isinstance(content, str) else "", logprobs)
-
-
-def _completion_events(document: dict[str, t.Any], where: str) -> t.Iterator[Event]:
-    """An upstream that ignored ``stream: true`` sent one ``chat.completion``."""
-    choices = [c for c in document.get("choices") or () if isinstance(c, dict)]
-    if not choices:
-        raise AgentError(f"The upstream {where} sent a completion without choices.")
-    info = _reply_info(document)
-    if info is not None:
-        yield info
-    message = choices[0].get("message") or {}
-    yield from _text_events(message, _logprobs(choices[0].get("logprobs")))
-    for index, call in enumerate(message.get("tool_calls") or ()):
-        function = call.get("function") or {}
-        arguments = function.get("arguments", "")
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments)
-        yield ToolCallDelta(index, call.get("id"), function.get("name"), arguments)
-    yield Finish(_finish_reason(choices[0].get("finish_reason")), _usage(document.get("usage")))
-
-
-def _usage(value: t.Any) -> Usage | None:
-    if not isinstance(value, dict):
-        return None
-    prompt = value.get("prompt_tokens") or 0
-    completion = value.get("completion_tokens") or 0
-    total = value.get("total_tokens") or prompt + completion
-    return Usage(
-        int(prompt),
-        int(completion),
-        int(total),
-        _details(value.get("prompt_tokens_details")),
-        _details(value.get("completion_tokens_details")),
-    )
-
-
-def _details(value: t.Any) -> dict[str, int] | None:
-    """The integer entries of a usage details object (vLLM sends null, others nulls
-    inside: OpenAI's schema takes integers only)."""
-    if not isinstance(value, dict):
-        return None
-    details = {
-        str(key): number
-        for key, number in value.items()
-        if isinstance(number, int) and not isinstance(number, bool)
-    }
-    return details or None
-
-
-def _reply_info(document: dict[str, t.Any]) -> ReplyInfo | None:
-    """The chunk's or completion's service tier and system fingerprint, if it has any."""
-    if "service_tier" not in document and "system_fingerprint" not in document:
-        return None  # most compatible servers: no object per chunk for nothing
-    tier = document.get("service_tier")
-    fingerprint = document.get("system_fingerprint")
-    info = ReplyInfo(
-        tier if tier in SERVICE_TIERS else None,
-        fingerprint if isinstance(fingerprint, str) else None,
-    )
-    return None if info == ReplyInfo() else info
-
-
-def _logprobs(value: t.Any) -> Logprobs | None:
-    """A choice's ``logprobs`` with OpenAI's required keys filled in.
-
-    :raise ValueError: an entry without a string token and a numeric logprob.
-    """
-    if not isinstance(value, dict):
-        return None
-    content = _token_logprobs(value.get("content"), alternatives=True)
-    refusal = _token_logprobs(value.get("refusal"), alternatives=True)
-    if not content and not refusal:
-        return None
-    return Logprobs(content, refusal)
-
-
-def _token_logprobs(entries: t.Any, alternatives: bool) -> list[dict[str, t.Any]] | None:
-    if not isinstance(entries, list):
-        return None
-    tokens = []
-    for entry in entries:
-        token, logprob = entry.get("token"), entry.get("logprob")
-        if (
-            not isinstance(token, str)
-            or not isinstance(logprob, (int, float))
-            or isinstance(logprob, bool)
-        ):
-            raise ValueError("a logprobs entry needs a token and a logprob")
-        raw = entry.get("bytes")
-        valid_bytes = isinstance(raw, list) and all(isinstance(b, int) for b in raw)
-        item: dict[str, t.Any] = {
-            "token": token,
-            "logprob": logprob,
-            "bytes": raw if valid_bytes else None,
-        }
-        if alternatives:
-            item["top_logprobs"] = _token_logprobs(entry.get("top_logprobs"), False) or []
-        tokens.append(item)
-    return tokens
-
-
-def _finish_reason(reason: str | None) -> str:
-    # content_filter is kept: it is OpenAI's own value and tells the client why the text
-    # stopped. Legacy function_call becomes tool_calls; anything else (llama.cpp's
-    # "eos", missing) means the model stopped on its own.
-    if reason == "function_call":
-        return "tool_calls"
-    return reason if reason in FINISH_REASONS else "stop"
-
-
-def _error_details(raw: bytes) -> tuple[str | None, str | None, str | None, str | None]:
-    """message, type, code and param of an upstream error body, as far as it has them."""
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        return None, None, None, None
-    if not isinstance(document, dict):
-        return None, None, None, None
-    error = document.get("error")
-    if isinstance(error, str):  # Ollama, llama.cpp: {"error": "model not found"}
-        return error, None, None, None
-    if not isinstance(error, dict):
-        # Older vLLM: the fields at the top level; FastAPI apps: {"detail": "..."}.
-        error = {**document, "message": document.get("message") or document.get("detail")}
-    strings = [error.get(key) for key in ("message", "type", "code", "param")]
-    # vLLM puts the HTTP status (an int) in code; OpenAI's code is a string or null.
-    message, kind, code, param = (value if isinstance(value, str) else None for value in strings)
-    return message, kind, code, param
-
-
-def _default_type(status: int) -> str:
-    return {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
-        status, "invalid_request_error"
-    )
 
 
 def _upstream_message(message: Message) -> Message:

@@ -987,7 +987,7 @@ def test_agent_events_carry_logprobs_usage_details_and_reply_info(fake):
 
 
 def test_malformed_logprobs_are_a_malformed_chunk():
-    from chatcompat.agents.openai_upstream import _chunk_events
+    from chatcompat.agents.openai_replies import chunk_events as _chunk_events
 
     chunk = {"choices": [{"index": 0, "delta": {"content": "x"}, "logprobs": {"content": [5]}}]}
     with pytest.raises((TypeError, ValueError, AttributeError)):
