@@ -109,3 +109,13 @@ def quick_turn_write_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     from chatcompat import run
 
     monkeypatch.setattr(run, "TURN_WRITE_PAUSE_SECONDS", 0.001)
+
+
+@pytest.fixture
+def store(settings: Settings) -> t.Iterator[t.Any]:
+    """The session store the ``settings`` name, closed after the test."""
+    from chatcompat.sessions import open_store
+
+    opened = open_store(settings.session_store)
+    yield opened
+    opened.close()

@@ -20,7 +20,6 @@ from chatcompat.idempotency import Idempotency
 from chatcompat.protocol.chat_completions import complete
 from chatcompat.protocol.reply import Reply
 from chatcompat.run import KEEPALIVE
-from chatcompat.sessions import open_store
 from chatcompat.sessions.base import StoreUnreachable
 from tests.polling import wait_until
 from tests.run_support import SCRIPTED_AGENT
@@ -29,13 +28,6 @@ from tests.run_support import make_run
 from tests.scripted_agent import read_log
 
 pytestmark = pytest.mark.usefixtures("quick_turn_write_retries")
-
-
-@pytest.fixture
-def store(settings):
-    store = open_store(settings.session_store)
-    yield store
-    store.close()
 
 
 @pytest.mark.live  # waits out real timeouts

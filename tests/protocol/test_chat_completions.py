@@ -14,7 +14,6 @@ from chatcompat.protocol import chat_completions as protocol
 from chatcompat.protocol.chat_completions import replay_response
 from chatcompat.protocol.chat_completions import replay_stream
 from chatcompat.protocol.sse import data_frame
-from chatcompat.sessions import open_store
 from chatcompat.sessions.base import StoreError
 from chatcompat.sessions.base import StoreUnreachable
 from tests.run_support import SCRIPTED_AGENT
@@ -25,13 +24,6 @@ from tests.wire import check_completion
 from tests.wire import parse_sse
 
 pytestmark = pytest.mark.usefixtures("quick_turn_write_retries")
-
-
-@pytest.fixture
-def store(settings):
-    store = open_store(settings.session_store)
-    yield store
-    store.close()
 
 
 def test_completion_passes_the_schema_with_and_without_tool_calls():
