@@ -225,6 +225,9 @@ def start_cluster(
 ) -> Cluster:
     """Redis, then ``hosts`` gateway hosts (2 gevent workers each, started together),
     then nginx over them. ``sessions`` go into each host's ``sessions`` config."""
+    # Skip (or fail, under CI) before anything starts: a skip after would leave the
+    # Redis and the hosts running.
+    require_binary("nginx", "nginx")
     redis = RedisServer(directory / "redis", persistent=persistent_redis)
     redis.start()
     overrides = host_overrides(redis.url, **sessions)
