@@ -71,3 +71,14 @@ def read_api_key(options: t.Mapping[str, t.Any], agent_id: str) -> str | None:
             f"The API key of agent {agent_id!r} is unusable: {source} holds control characters."
         )
     return key or None
+
+
+class SendsAPIKey:
+    """Mixed into a backend that sends an upstream key (before :class:`Agent` in its
+    bases): its start-up check covers ``apiKey``, ``apiKeyEnv`` and ``headers``."""
+
+    @classmethod
+    def check_options(
+        cls, options: t.Mapping[str, t.Any], environ: t.Mapping[str, str]
+    ) -> list[OptionProblem]:
+        return key_problems(options, environ)

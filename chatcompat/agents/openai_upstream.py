@@ -37,7 +37,7 @@ import typing as t
 import urllib.parse
 
 from ..messages import Message
-from .api_keys import key_problems
+from .api_keys import SendsAPIKey
 from .api_keys import read_api_key
 from .base import BACKEND_FIELDS
 from .base import Agent
@@ -47,7 +47,6 @@ from .base import AgentRequest
 from .base import Cancellation
 from .base import Event
 from .base import Finish
-from .base import OptionProblem
 from .base import ReplyInfo
 from .base import Started
 from .base import Usage
@@ -80,7 +79,7 @@ _BASE_URL = (
 )
 
 
-class OpenAIAgent(Agent):
+class OpenAIAgent(SendsAPIKey, Agent):
     """An agent answered by an OpenAI-compatible ``/chat/completions`` upstream.
 
     Built lazily in each worker; its connection pool opens on the first run and is
@@ -93,12 +92,6 @@ class OpenAIAgent(Agent):
     # The upstream decides on keys OpenAI's API does not have (vLLM takes top_k,
     # OpenAI refuses it with a 400 that comes back as it is).
     takes_extension_fields = True
-
-    @classmethod
-    def check_options(
-        cls, options: t.Mapping[str, t.Any], environ: t.Mapping[str, str]
-    ) -> list[OptionProblem]:
-        return key_problems(options, environ)
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {

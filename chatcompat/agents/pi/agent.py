@@ -50,7 +50,7 @@ import threading
 import typing as t
 
 from ...history import flatten_prompt
-from ..api_keys import key_problems
+from ..api_keys import SendsAPIKey
 from ..api_keys import read_api_key
 from ..base import Agent
 from ..base import AgentError
@@ -58,7 +58,6 @@ from ..base import AgentRejected
 from ..base import AgentRequest
 from ..base import Cancellation
 from ..base import Event
-from ..base import OptionProblem
 from .pool import ProcessPool
 from .process import PiProcess
 from .turn import PiTurn
@@ -88,19 +87,13 @@ ISOLATION_FLAGS = ["--no-session", "--no-extensions", "--no-skills", "--no-promp
 _ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-class PiAgent(Agent):
+class PiAgent(SendsAPIKey, Agent):
     """An agent answered by pi processes (a pool per worker, see the module docstring)."""
 
     name = "pi"
     # None: pi takes one prompt per run, with no way to set sampling, token limits,
     # client tools or response formats per prompt; requests with them are refused.
     request_fields: t.ClassVar[frozenset[str]] = frozenset()
-
-    @classmethod
-    def check_options(
-        cls, options: t.Mapping[str, t.Any], environ: t.Mapping[str, str]
-    ) -> list[OptionProblem]:
-        return key_problems(options, environ)
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {
