@@ -113,7 +113,7 @@ class OpenAIAgent(SendsAPIKey, Agent):
                 "type": "object",
                 "propertyNames": {"pattern": _HEADER_NAME},
                 # Control characters and surrounding whitespace are refused by the
-                # config loader, without quoting the value (Agent.check_options).
+                # config loader, without quoting the value (api_keys.SendsAPIKey).
                 "additionalProperties": {"type": "string"},
                 "description": "Extra request headers (they win over the defaults).",
             },
