@@ -12,6 +12,8 @@ Events, in order::
     TextDelta*        pieces of the assistant text, append-only (with log probabilities
                       when asked for)
     RefusalDelta*     pieces of a refusal (instead of text), append-only
+    ReasoningDelta*   pieces of the model's reasoning (an upstream's reasoning_content
+                      or reasoning, pi's thinking): relayed, never stored as text
     ToolCallDelta*    pieces of function tool calls
     ReplyInfo*        the upstream's service_tier / system_fingerprint, at any point
     Finish            exactly one, last: finish_reason and usage
@@ -122,6 +124,15 @@ class RefusalDelta:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning, append-only. Protocols relay it (chat
+    completions as ``reasoning_content``, Responses as a ``reasoning`` item); it is
+    never part of the stored assistant message."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ToolCallDelta:
     """A piece of tool call ``index``: the first piece carries ``id`` and ``name``."""
 
@@ -146,7 +157,7 @@ class Finish:
     usage: Usage | None = None
 
 
-Event = Started | TextDelta | RefusalDelta | ToolCallDelta | ReplyInfo | Finish
+Event = Started | TextDelta | RefusalDelta | ReasoningDelta | ToolCallDelta | ReplyInfo | Finish
 
 
 @dataclasses.dataclass
@@ -160,6 +171,8 @@ class AgentRequest:
     (``temperature``, ``max_tokens``, ``stop`` as a list, ``tools``...), only those
     the client sent (not null); they are all of the backend's ``request_fields``,
     since a request with any other one is refused before the run.
+    ``model`` is the upstream model the client chose for this run with
+    ``x-openclaw-model`` (one of the agent's ``models``), None for the agent's own.
     """
 
     agent_id: str
@@ -168,6 +181,7 @@ class AgentRequest:
     history_count: int = 0
     system_prompt: str | None = None
     params: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+    model: str | None = None
 
 
 class AgentError(Exception):

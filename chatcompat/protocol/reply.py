@@ -11,6 +11,7 @@ from __future__ import annotations
 import typing as t
 
 from ..agents.base import Finish
+from ..agents.base import ReasoningDelta
 from ..agents.base import RefusalDelta
 from ..agents.base import ReplyInfo
 from ..agents.base import TextDelta
@@ -37,6 +38,7 @@ class Reply:
         self.service_tier: str | None = None
         self.system_fingerprint: str | None = None
         self.refusal_parts: list[str] = []
+        self.reasoning_parts: list[str] = []
 
     def add(self, event: Event) -> None:
         """Take one agent event into the reply (events it does not hold are ignored)."""
@@ -54,6 +56,8 @@ class Reply:
                     if self.logprobs_refusal is None:
                         self.logprobs_refusal = []
                     self.logprobs_refusal.extend(event.logprobs.refusal)
+        elif isinstance(event, ReasoningDelta):
+            self.reasoning_parts.append(event.text)
         elif isinstance(event, ReplyInfo):
             self.service_tier = event.service_tier
             self.system_fingerprint = event.system_fingerprint
@@ -86,6 +90,11 @@ class Reply:
         """The model's refusal, relayed to the client (not stored: the turn's content
         stays the text, empty for a refusal)."""
         return "".join(self.refusal_parts) or None
+
+    @property
+    def reasoning(self) -> str | None:
+        """The reasoning the agent reported, relayed but never stored (None: none)."""
+        return "".join(self.reasoning_parts) or None
 
     @property
     def tool_calls(self) -> list[dict[str, t.Any]]:
