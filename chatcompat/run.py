@@ -55,6 +55,7 @@ if t.TYPE_CHECKING:
     from .requestlog import RequestRecord
     from .sessions.base import IdempotencyRecord
     from .sessions.base import SessionStore
+    from .sessions.base import StoredResponse
     from .settings import AgentConfig
     from .settings import Settings
 
@@ -95,6 +96,9 @@ class Run:
 
     :param model: the model the client asked for, as replies name it.
     :param client_socket: the client's connection, looked at to notice it closed.
+    :param owner: the principal the run is for; stored responses remember it.
+    :param store_turn: False for a request that must leave nothing stored (the
+        Responses API's ``store: false``): the run reads its session but writes nothing.
     """
 
     def __init__(
@@ -110,6 +114,8 @@ class Run:
         client_socket: socket.socket | None,
         record: RequestRecord,
         idempotency: Idempotency | None = None,
+        owner: str = "operator",
+        store_turn: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -120,6 +126,8 @@ class Run:
         self.model = model
         self.record = record
         self.idempotency = idempotency
+        self.owner = owner
+        self.store_turn = store_turn
         self._socket = client_socket
         self._lease = Lease(store, session_key, idempotency)
         self._turn_id = uuid.uuid4().hex
@@ -321,13 +329,18 @@ class Run:
         return self.idempotency is not None
 
     def finish(
-        self, message: Message, usage: Usage | None, keyed_reply: dict[str, t.Any] | None = None
+        self,
+        message: Message,
+        usage: Usage | None,
+        keyed_reply: dict[str, t.Any] | None = None,
+        response: StoredResponse | None = None,
     ) -> None:
         """Store the finished turn (the run's only write of it) and record its usage.
 
         :param message: the assistant message (:meth:`~chatcompat.protocol.reply.Reply.message`).
         :param keyed_reply: the reply as the client got it, stored in the same write under
             the request's Idempotency-Key to be replayed; required when :attr:`keyed`.
+        :param response: the Responses API response, stored in the same write.
         :raise errors.ClientGone: the client left before the end (nothing is stored).
         :raise errors.TurnMayNotBeStored: the write's outcome is unknown.
         :raise errors.APIError: the store refused the turn (nothing stored).
@@ -344,15 +357,22 @@ class Run:
             if keyed_reply is None:
                 raise ValueError("a run with an Idempotency-Key stores its reply")
             keyed = KeyedReply(self.idempotency.scope, self.idempotency.fingerprint, keyed_reply)
-        self._storing = True  # the watchdog leaves a write in progress alone
-        try:
-            self._write_turn([*self._turn_to_store, message], ttl, keyed)
-        finally:
-            self._storing = False
+        if self.store_turn:
+            self._storing = True  # the watchdog leaves a write in progress alone
+            try:
+                self._write_turn([*self._turn_to_store, message], ttl, keyed, response)
+            finally:
+                self._storing = False
         self._finished = True
         self.record.set_usage(usage)
 
-    def _write_turn(self, messages: list[Message], ttl: float, keyed: KeyedReply | None) -> None:
+    def _write_turn(
+        self,
+        messages: list[Message],
+        ttl: float,
+        keyed: KeyedReply | None,
+        response: StoredResponse | None,
+    ) -> None:
         """Append the turn, sending it again while the outcome is unknown.
 
         :raise errors.TurnMayNotBeStored: no attempt was confirmed, and one may have
@@ -372,6 +392,7 @@ class Run:
                             ttl_seconds=ttl,
                             turn_id=self._turn_id,
                             keyed_reply=keyed,
+                            response=response,
                         )
                     except StoreUnreachable as exc:
                         if attempt == TURN_WRITE_ATTEMPTS:
@@ -468,4 +489,4 @@ class Run:
         # outcome the claim stays until it expires: a write that Redis still holds may
         # land after a release sent later (a paused Redis serves its queued connections
         # in any order), and the key must not run twice.
-        self._lease.release(keep_claim=self._finished or self._write_unknown)
+        self._lease.release(keep_claim=(self._finished and self.store_turn) or self._write_unknown)

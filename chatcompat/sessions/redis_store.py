@@ -62,6 +62,7 @@ from .base import IdempotencyRecord
 from .base import KeyedReply
 from .base import SessionInfo
 from .base import SessionStore
+from .base import StoredResponse
 from .base import StoreError
 from .base import StoreUnreachable
 from .base import Turn
@@ -212,7 +213,9 @@ class RedisStore(SessionStore):
 
     # -- sessions -----------------------------------------------------------------
 
-    def load_history(self, key: str, limit: int) -> list[Message] | None:
+    def load_history(self, key: str, limit: int, upto: int | None = None) -> list[Message] | None:
+        if upto is not None:
+            raise NotImplementedError("history up to a response")  # lands with the Responses store
         meta, msgs = self._session_keys(key)[:2]
         with self._boundary("load a history"):
             pipe = self._redis()[0].pipeline(transaction=True)  # one snapshot
@@ -234,6 +237,7 @@ class RedisStore(SessionStore):
         ttl_seconds: float,
         turn_id: str | None = None,
         keyed_reply: KeyedReply | None = None,
+        response: StoredResponse | None = None,
     ) -> bool:
         """Append one turn atomically (one Lua script) and move the expiry of the whole
         session, its finished replies included, to ``now + ttl_seconds``.
@@ -244,6 +248,8 @@ class RedisStore(SessionStore):
         """
         if not messages:
             raise StoreError("a turn needs at least one message")
+        if response is not None:
+            raise StoreError("responses are not stored yet")  # until the Responses store lands
         bodies = [encode(message) for message in messages]
         keys = self._session_keys(key)
         fingerprint = reply = ""

@@ -23,6 +23,7 @@ from .base import IdempotencyRecord
 from .base import KeyedReply
 from .base import SessionInfo
 from .base import SessionStore
+from .base import StoredResponse
 from .base import StoreError
 from .base import Turn
 from .sqlite_db import RETRY_BUDGET_SECONDS
@@ -79,11 +80,13 @@ class SQLiteStore(SessionStore):
     def close(self) -> None:
         self._db.close()
 
-    def load_history(self, key: str, limit: int) -> list[Message] | None:
+    def load_history(self, key: str, limit: int, upto: int | None = None) -> list[Message] | None:
         """Return the last ``limit`` messages, oldest first (``[]`` when ``limit <= 0``).
 
         :return: None when the session has no live turn.
         """
+        if upto is not None:
+            raise NotImplementedError("history up to a response")  # lands with the Responses store
 
         def op(conn: sqlite3.Connection) -> list[str] | None:
             with self._db.transaction(conn, "DEFERRED"):  # one snapshot for both queries
@@ -108,6 +111,7 @@ class SQLiteStore(SessionStore):
         ttl_seconds: float,
         turn_id: str | None = None,
         keyed_reply: KeyedReply | None = None,
+        response: StoredResponse | None = None,
     ) -> bool:
         """Append one turn atomically; ``sticky`` and ``agent_id`` take the latest value.
 
@@ -120,6 +124,8 @@ class SQLiteStore(SessionStore):
         """
         if not messages:
             raise StoreError("a turn needs at least one message")
+        if response is not None:
+            raise StoreError("responses are not stored yet")  # until the Responses store lands
         bodies = [encode(message) for message in messages]  # before taking any lock
         reply = None if keyed_reply is None else encode(keyed_reply.reply)
         turn_id = turn_id or uuid.uuid4().hex
