@@ -738,6 +738,11 @@ def _listed_message(item: dict[str, t.Any]) -> dict[str, t.Any]:
     if isinstance(content, str):
         kind = "output_text" if item["role"] == "assistant" else "input_text"
         content = [{"type": kind, "text": content}]
+    # OpenAI's output_text part requires its annotations and logprobs.
+    content = [
+        {"annotations": [], "logprobs": [], **part} if part["type"] == "output_text" else part
+        for part in content
+    ]
     return {
         "id": item.get("id") or new_id("msg"),
         "type": "message",

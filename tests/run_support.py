@@ -22,6 +22,7 @@ def make_run(
     client_socket: t.Any = None,
     sticky: bool = True,
     idempotency: t.Any = None,
+    store_turn: bool = True,
 ) -> Run:
     return Run(
         settings=settings,
@@ -34,6 +35,7 @@ def make_run(
         client_socket=client_socket,
         record=RequestRecord("r", "POST", "/"),
         idempotency=idempotency,
+        store_turn=store_turn,
     )
 
 
