@@ -776,6 +776,8 @@ def check_backend_fields(
         if name in BACKEND_FIELDS:
             if name not in taken:
                 param = RESPONSES_NAMES.get(name, name)
+                if name == "logprobs" and request.body.get("top_logprobs") is not None:
+                    param = "top_logprobs"  # what asked for them
                 raise UnsupportedParameter(
                     f"Unsupported parameter: '{param}' is not taken by agent {agent_id!r}"
                     f" (backend {backend!r}); leave it out or pick another agent.",
