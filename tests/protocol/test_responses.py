@@ -466,3 +466,43 @@ def test_list_params_refused(args, param):
     with pytest.raises(errors.InvalidRequest) as caught:
         protocol.list_params(args)
     assert caught.value.param == param
+
+
+# -- the official SDK's accumulator ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "directive", ["a b c", "[[tool]]", "[[tools]]", "[[reason]] x", "[[refuse]]"]
+)
+def test_openai_pythons_stream_accumulator_builds_the_same_response(settings, store, directive):
+    """``client.responses.stream()`` of the official SDK, fed our bytes: it checks
+    indexes and part types as it accumulates, and ends on the completing event (no
+    ``[DONE]``)."""
+    import httpx2 as httpx
+    import openai
+
+    body = {"input": directive, "tools": [{"type": "function", "name": "get_weather"}]}
+    run, request = started(settings, store, body)
+    raw = b"".join(protocol.stream(run, request))
+
+    def handler(http_request):
+        return httpx.Response(200, content=raw, headers={"content-type": "text/event-stream"})
+
+    client = openai.OpenAI(
+        api_key="k",
+        base_url="http://gateway/v1",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+    with client.responses.stream(model="m", input=directive) as sdk_stream:
+        kinds = [event.type for event in sdk_stream]
+        sdk_final = sdk_stream.get_final_response()
+    events, _ = parse_response_sse(raw)
+    assert kinds == [e["type"] for e in events]
+    output = sdk_final.model_dump(mode="json", exclude_unset=True)["output"]
+    for item in output:  # what the SDK adds of its own (structured output parsing)
+        item.pop("parsed_arguments", None)
+        for part in item.get("content", ()):
+            part.pop("parsed", None)
+    assert output == events[-1]["response"]["output"]
+    if directive == "a b c":
+        assert sdk_final.output_text == "a b c"
