@@ -31,6 +31,7 @@ from ..agents.base import Usage
 from ..run import Keepalive
 from ..sessions.base import StoredResponse
 from .jsonenc import dumps
+from .jsonenc import encode
 from .jsonenc import json_response
 from .reply import Reply
 from .sse import KEEPALIVE_FRAME
@@ -223,14 +224,11 @@ class EventEncoder:
         self.sequence += 1
         return event_frame(type, dumps(fields))
 
-    def text_delta(
-        self, item_id: str, output_index: int, content_index: int, delta: str, logprobs: str
-    ) -> bytes:
-        """The most frequent event, joined from strings (no dict to encode).
-
-        :param logprobs: the ``logprobs`` array, already JSON.
-        """
-        payload = (
+    @staticmethod
+    def text_delta_head(item_id: str, output_index: int, content_index: int) -> bytes:
+        """What every ``response.output_text.delta`` frame of one part starts with."""
+        return encode(
+            "event: response.output_text.delta\ndata: "
             '{"type":"response.output_text.delta","item_id":'
             + dumps(item_id)
             + ',"output_index":'
@@ -238,15 +236,17 @@ class EventEncoder:
             + ',"content_index":'
             + str(content_index)
             + ',"delta":'
-            + dumps(delta)
-            + ',"logprobs":'
-            + logprobs
-            + ',"sequence_number":'
-            + str(self.sequence)
-            + "}"
         )
+
+    def text_delta(self, head: bytes, delta: str, logprobs: str = "[]") -> bytes:
+        """The most frequent event: its part's :meth:`text_delta_head` and a few joined
+        strings (no dict to encode).
+
+        :param logprobs: the ``logprobs`` array, already JSON.
+        """
+        tail = dumps(delta) + ',"logprobs":' + logprobs + ',"sequence_number":'
         self.sequence += 1
-        return event_frame("response.output_text.delta", payload)
+        return head + encode(tail + str(self.sequence - 1)) + b"}\n\n"
 
 
 class Output:
@@ -266,6 +266,7 @@ class Output:
         self._pieces: list[str] = []
         self._logprobs: list[dict[str, t.Any]] = []
         self._calls: dict[int, int] = {}  # tool call index -> output index
+        self._delta_head = b""  # the open output_text part's text_delta_head
 
     def _send(self, type: str, fields: dict[str, t.Any]) -> None:
         if self._encoder is not None:
@@ -327,16 +328,19 @@ class Output:
     def _text(self, event: TextDelta) -> None:
         if not event.text and event.logprobs is None:
             return
-        index, item = self._message("output_text")
-        self._pieces.append(event.text)
-        logprobs = logprobs_list(event.logprobs.content if event.logprobs else None)
-        self._logprobs.extend(logprobs)
-        if self._encoder is not None:
-            self.frames.append(
-                self._encoder.text_delta(
-                    item["id"], index, len(item["content"]) - 1, event.text, dumps(logprobs)
-                )
+        if self._part != "output_text":
+            index, item = self._message("output_text")
+            self._delta_head = EventEncoder.text_delta_head(
+                item["id"], index, len(item["content"]) - 1
             )
+        self._pieces.append(event.text)
+        logprobs = "[]"
+        if event.logprobs is not None:
+            entries = logprobs_list(event.logprobs.content)
+            self._logprobs.extend(entries)
+            logprobs = dumps(entries)
+        if self._encoder is not None:
+            self.frames.append(self._encoder.text_delta(self._delta_head, event.text, logprobs))
 
     def _refusal(self, event: RefusalDelta) -> None:
         if not event.text:
@@ -618,7 +622,7 @@ def _document(
     reason: str | None,
     reply: Reply,
 ) -> dict[str, t.Any]:
-    return response_object(
+    document = response_object(
         id=id,
         created_at=run.created,
         model=run.model,
@@ -628,6 +632,9 @@ def _document(
         usage=usage_dict(reply.usage),
         incomplete_reason=reason,
     )
+    if reply.service_tier is not None:
+        document["service_tier"] = reply.service_tier  # the tier that served it, as OpenAI says
+    return document
 
 
 def _stored(
@@ -677,15 +684,8 @@ def _replay_item(encoder: EventEncoder, index: int, item: dict[str, t.Any]) -> l
             if part["type"] == "output_text":
                 empty = {**part, "text": "", "logprobs": []}
                 frames.append(encoder.event("response.content_part.added", {**at, "part": empty}))
-                frames.append(
-                    encoder.text_delta(
-                        where["item_id"],
-                        index,
-                        content_index,
-                        part["text"],
-                        dumps(part["logprobs"]),
-                    )
-                )
+                head = encoder.text_delta_head(where["item_id"], index, content_index)
+                frames.append(encoder.text_delta(head, part["text"], dumps(part["logprobs"])))
                 done = {"text": part["text"], "logprobs": part["logprobs"]}
                 frames.append(encoder.event("response.output_text.done", {**at, **done}))
             else:

@@ -291,6 +291,21 @@ def test_a_tool_call_without_an_id_gets_one_and_the_stored_turn_uses_it():
     assert call_id.startswith("call_") and reply.message()["tool_calls"][0]["id"] == call_id
 
 
+def test_the_tier_that_served_the_reply_is_the_responses_service_tier(settings, store):
+    from chatcompat.agents.base import ReplyInfo
+
+    run, request = started(settings, store, {"input": "x", "service_tier": "auto"})
+    assert request.echo["service_tier"] == "auto"
+    reply = Reply()
+    reply.add(ReplyInfo(service_tier="default"))
+    output = protocol.Output(None, None)
+    output.finish(reply)
+    document = protocol._document("resp_1", run, request, output, "completed", None, reply)
+    check_response(document)
+    assert document["service_tier"] == "default"
+    run.close()
+
+
 def test_an_empty_reply_is_an_empty_message():
     output = protocol.Output(None, None)
     reply = Reply()
