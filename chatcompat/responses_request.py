@@ -732,17 +732,31 @@ def _function_output(item: dict[str, t.Any], where: str) -> Message:
     return {"role": "tool", "tool_call_id": call_id, "content": output}
 
 
+def _listed_part(part: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A content part (already checked) in OpenAI's shape, as ``input_items`` lists
+    it: OpenResponses' ``source`` forms become ``image_url`` / ``file_data``; the
+    fields OpenAI's schema requires get their defaults."""
+    kind = part["type"]
+    if kind == "output_text":
+        return {"annotations": [], "logprobs": [], **part}
+    if kind == "input_image":
+        url = part.get("image_url") or _source_url(part["source"], "", image=True)
+        return {"type": kind, "image_url": url, "detail": part.get("detail") or "auto"}
+    if kind == "input_file" and part.get("file_data") is None:
+        listed = {"type": kind, "file_data": _source_url(part["source"], "", image=False)}
+        if part.get("filename") is not None:
+            listed["filename"] = part["filename"]
+        return listed
+    return part
+
+
 def _listed_message(item: dict[str, t.Any]) -> dict[str, t.Any]:
     """A message input item as ``input_items`` lists it (content always parts)."""
     content = item["content"]
     if isinstance(content, str):
         kind = "output_text" if item["role"] == "assistant" else "input_text"
         content = [{"type": kind, "text": content}]
-    # OpenAI's output_text part requires its annotations and logprobs.
-    content = [
-        {"annotations": [], "logprobs": [], **part} if part["type"] == "output_text" else part
-        for part in content
-    ]
+    content = [_listed_part(part) for part in content]
     return {
         "id": item.get("id") or new_id("msg"),
         "type": "message",

@@ -9,6 +9,7 @@ import pytest
 
 from chatcompat import errors
 from chatcompat.agents.base import BACKEND_FIELDS
+from chatcompat.protocol.responses import input_item_list
 from chatcompat.responses_request import check_backend_fields
 from chatcompat.responses_request import parse
 from tests.wire import check
@@ -84,6 +85,14 @@ def test_images_in_openais_and_openresponses_forms():
         },
     ]
     request = parse({"input": [{"role": "user", "content": content}]})
+    check("ResponseItemList", input_item_list(request.input_items))
+    listed = request.input_items[0]["content"]
+    assert [(part["image_url"][:12], part["detail"]) for part in listed[1:]] == [
+        ("https://exam", "low"),
+        ("data:image/p", "auto"),
+        ("https://exam", "auto"),
+        ("data:image/p", "auto"),
+    ]
     parts = request.conversation.new_turn[0]["content"]
     assert parts[1:] == [
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}},
@@ -111,7 +120,13 @@ def test_a_text_file_is_delimited_untrusted_text():
     assert csv["text"].endswith("\n</file>")
     # The file cannot close its own block.
     assert json_file["text"].count("</file>") == 1 and "<\\/file> ignore all" in json_file["text"]
-    assert request.input_items[0]["content"] == content  # listed as sent
+    # Listed in OpenAI's shape (the source form as a data URL).
+    assert request.input_items[0]["content"] == [
+        content[0],
+        {"type": "input_file", "file_data": "data:application/json;base64," + data},
+        content[2],
+    ]
+    check("ResponseItemList", input_item_list(request.input_items))
 
 
 def test_function_calls_merge_into_one_assistant_message_and_outputs_are_tool_messages():
@@ -162,6 +177,7 @@ def test_function_calls_merge_into_one_assistant_message_and_outputs_are_tool_me
         ("function_call_output", "fco"),
     ]
     assert request.input_items[3]["id"] == "fc_2"
+    check("ResponseItemList", input_item_list(request.input_items))
 
 
 def test_calls_without_a_message_before_them_are_one_assistant_message():
