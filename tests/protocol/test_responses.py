@@ -19,6 +19,7 @@ from chatcompat.protocol import responses as protocol
 from chatcompat.protocol.reply import Reply
 from chatcompat.sessions.base import StoreUnreachable
 from tests.run_support import SCRIPTED_AGENT
+from tests.run_support import KeepsResponses
 from tests.run_support import LostReplies
 from tests.run_support import make_run
 from tests.wire import accumulate
@@ -32,29 +33,9 @@ pytestmark = pytest.mark.usefixtures("quick_turn_write_retries")
 KEY = "agent:scripted:k"
 
 
-class Responses:
-    """Wraps a store: keeps the StoredResponse each turn write carries, and writes the
-    turn without it (the Responses store is tested with the stores, not here)."""
-
-    def __init__(self, store):
-        self.store = store
-        self.responses = {}
-
-    def __getattr__(self, name):
-        return getattr(self.store, name)
-
-    def append_turn(self, *args, response=None, **kwargs):
-        if response is not None:
-            self.responses[response.id] = response
-        return self.store.append_turn(*args, **kwargs)
-
-    def get_response(self, id):
-        return self.responses.get(id)
-
-
 @pytest.fixture
 def store(store):
-    return Responses(store)
+    return KeepsResponses(store)
 
 
 def started(settings, store, body, **run_args):
