@@ -206,6 +206,11 @@ class SessionStore:
         return whether it existed and was live."""
         raise NotImplementedError("The 'delete_response' method must be implemented.")
 
+    def response_ids(self, key: str) -> list[str]:
+        """Return the ids of a live session's stored responses, oldest first ([] when
+        none); for ``chatcompat sessions show``."""
+        raise NotImplementedError("The 'response_ids' method must be implemented.")
+
     def acquire_lock(self, key: str, owner: str, ttl_seconds: float) -> bool:
         """Take the run lock of a session without waiting.
 
