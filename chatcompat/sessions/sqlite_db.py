@@ -82,12 +82,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # pos: the message's place in its session's transcript (0, 1, ...), so the
         # history up to a stored response reads through an index, at a cost that grows
-        # with the limit and not with the transcript. Existing rows are numbered here.
+        # with the limit and not with the transcript. Existing rows are numbered here,
+        # in one pass through a temporary table (UPDATE ... FROM needs SQLite 3.33;
+        # window functions 3.25, upserts already need 3.24).
         "ALTER TABLE messages ADD COLUMN pos INTEGER",
-        """UPDATE messages SET pos = numbered.pos FROM (
-            SELECT rowid AS id, row_number() OVER (PARTITION BY key ORDER BY turn, seq) - 1
-            AS pos FROM messages
-        ) AS numbered WHERE messages.rowid = numbered.id""",
+        "CREATE TEMP TABLE IF NOT EXISTS numbered (id INTEGER PRIMARY KEY, pos INTEGER)",
+        """INSERT INTO numbered (id, pos) SELECT rowid,
+            row_number() OVER (PARTITION BY key ORDER BY turn, seq) - 1 FROM messages""",
+        "UPDATE messages SET pos = (SELECT pos FROM numbered WHERE id = messages.rowid)",
+        "DROP TABLE numbered",
         "CREATE UNIQUE INDEX IF NOT EXISTS messages_pos ON messages (key, pos)",
         # Responses API responses (SPEC 15), written with their turn. No expiry of
         # their own: one is live while its session's row is, and goes when that row
