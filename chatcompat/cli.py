@@ -33,6 +33,7 @@ CONFIG_TEMPLATE = """\
     http: {{
       endpoints: {{
         chatCompletions: {{ enabled: true }},
+        responses: {{ enabled: true }},
       }},
     }},
   }},

@@ -26,6 +26,7 @@ A protocol streams a reply like this (the chat-completions one, in short)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import socket
@@ -55,6 +56,7 @@ if t.TYPE_CHECKING:
     from .requestlog import RequestRecord
     from .sessions.base import IdempotencyRecord
     from .sessions.base import SessionStore
+    from .sessions.base import StoredResponse
     from .settings import AgentConfig
     from .settings import Settings
 
@@ -86,6 +88,23 @@ class Keepalive:
     """Nothing happened for a keepalive interval."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Continuation:
+    """Where a Responses request's ``previous_response_id`` points (SPEC 15).
+
+    Continuing the latest response of a session runs on that session (``fork`` False:
+    the run's session key is ``source_key``, and the response must still be the latest
+    once the lock is held). Continuing an earlier one forks (``fork`` True): the run's
+    session is a new one, whose history is the first ``position`` messages of
+    ``source_key``, stored with the new turn as the fork's first turn.
+    """
+
+    response_id: str
+    source_key: str
+    position: int
+    fork: bool
+
+
 KEEPALIVE = Keepalive()
 
 
@@ -95,6 +114,9 @@ class Run:
 
     :param model: the model the client asked for, as replies name it.
     :param client_socket: the client's connection, looked at to notice it closed.
+    :param owner: the principal the run is for; stored responses remember it.
+    :param store_turn: False for a request that must leave nothing stored (the
+        Responses API's ``store: false``): the run reads its session but writes nothing.
     """
 
     def __init__(
@@ -110,6 +132,8 @@ class Run:
         client_socket: socket.socket | None,
         record: RequestRecord,
         idempotency: Idempotency | None = None,
+        owner: str = "operator",
+        store_turn: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -120,6 +144,8 @@ class Run:
         self.model = model
         self.record = record
         self.idempotency = idempotency
+        self.owner = owner
+        self.store_turn = store_turn
         self._socket = client_socket
         self._lease = Lease(store, session_key, idempotency)
         self._turn_id = uuid.uuid4().hex
@@ -150,11 +176,17 @@ class Run:
         """
         return self._lease.claim()
 
-    def start(self, conversation: history.Conversation, params: dict[str, t.Any]) -> None:
+    def start(
+        self,
+        conversation: history.Conversation,
+        params: dict[str, t.Any],
+        continuation: Continuation | None = None,
+    ) -> None:
         """Lock the session, build the input, start the agent and wait until it has
         accepted the run. Errors up to here are plain HTTP errors.
 
-        :raise errors.APIError: 409/5xx before anything was sent.
+        :param continuation: where the request's ``previous_response_id`` points.
+        :raise errors.APIError: 404/409/5xx before anything was sent.
         """
         system_text, earlier, new_turn = conversation
         timeout = self.agent_config.timeout_seconds
@@ -164,11 +196,19 @@ class Run:
         # A key generated for this request is known to nobody else yet: no lock to
         # take and no history to read (half the store work of a stateless request).
         try:
-            if self.sticky:
+            fork_base: list[Message] | None = None
+            stored: list[Message] | None
+            if continuation is not None and continuation.fork:
+                # A new session (its key is fresh): no lock; the source is only read.
+                fork_base = self._fork_base(continuation)
+                stored = fork_base[-limit:] if limit > 0 else []
+            elif self.sticky:
                 lock_wait = self.settings.lock_timeout_seconds
                 self._lease.lock(timeout if lock_wait is None else lock_wait, self._waiting)
                 with errors.map_store_errors():
                     stored = self.store.load_history(self.session_key, limit)
+                if continuation is not None:
+                    self._check_still_latest(continuation)
             else:
                 # The turn must be storable before an agent spends anything on it.
                 with errors.map_store_errors():
@@ -178,6 +218,8 @@ class Run:
             # A new session keeps what the agent saw as its first turn, so the next
             # request (which sends only the key) continues the same conversation.
             self._turn_to_store = (past if stored is None else []) + new_turn
+            if fork_base is not None:
+                self._turn_to_store = fork_base + new_turn
             sent = past + new_turn
             if not self.agent.accepts_images:
                 sent = history.drop_images(sent, agent_id=self.agent_config.id)
@@ -199,6 +241,39 @@ class Run:
         except BaseException:
             self.close()
             raise
+
+    def _fork_base(self, continuation: Continuation) -> list[Message]:
+        """The forked session's history: the source's first ``position`` messages.
+
+        :raise errors.PreviousResponseNotFound: the source session expired meanwhile.
+        """
+        with errors.map_store_errors():
+            base = self.store.load_history(
+                continuation.source_key, continuation.position, upto=continuation.position
+            )
+        if base is None:
+            raise errors.PreviousResponseNotFound(
+                f"Previous response with id {continuation.response_id!r} not found.",
+                param="previous_response_id",
+            )
+        return base
+
+    def _check_still_latest(self, continuation: Continuation) -> None:
+        """Under the session lock: the response is still the session's latest turn, so
+        the new turn follows it (another request may have continued it meanwhile).
+
+        :raise errors.PreviousResponseNotFound: it was deleted or expired meanwhile.
+        :raise errors.ResponseContinued: a turn was stored after it meanwhile.
+        """
+        with errors.map_store_errors():
+            record = self.store.get_response(continuation.response_id)
+        if record is None or record.session_key != self.session_key:
+            raise errors.PreviousResponseNotFound(
+                f"Previous response with id {continuation.response_id!r} not found.",
+                param="previous_response_id",
+            )
+        if not record.latest:
+            raise errors.ResponseContinued(param="previous_response_id")
 
     def _waiting(self, now: float) -> None:
         if now >= self._peer_check_at:
@@ -321,13 +396,18 @@ class Run:
         return self.idempotency is not None
 
     def finish(
-        self, message: Message, usage: Usage | None, keyed_reply: dict[str, t.Any] | None = None
+        self,
+        message: Message,
+        usage: Usage | None,
+        keyed_reply: dict[str, t.Any] | None = None,
+        response: StoredResponse | None = None,
     ) -> None:
         """Store the finished turn (the run's only write of it) and record its usage.
 
         :param message: the assistant message (:meth:`~chatcompat.protocol.reply.Reply.message`).
         :param keyed_reply: the reply as the client got it, stored in the same write under
             the request's Idempotency-Key to be replayed; required when :attr:`keyed`.
+        :param response: the Responses API response, stored in the same write.
         :raise errors.ClientGone: the client left before the end (nothing is stored).
         :raise errors.TurnMayNotBeStored: the write's outcome is unknown.
         :raise errors.APIError: the store refused the turn (nothing stored).
@@ -344,15 +424,22 @@ class Run:
             if keyed_reply is None:
                 raise ValueError("a run with an Idempotency-Key stores its reply")
             keyed = KeyedReply(self.idempotency.scope, self.idempotency.fingerprint, keyed_reply)
-        self._storing = True  # the watchdog leaves a write in progress alone
-        try:
-            self._write_turn([*self._turn_to_store, message], ttl, keyed)
-        finally:
-            self._storing = False
+        if self.store_turn:
+            self._storing = True  # the watchdog leaves a write in progress alone
+            try:
+                self._write_turn([*self._turn_to_store, message], ttl, keyed, response)
+            finally:
+                self._storing = False
         self._finished = True
         self.record.set_usage(usage)
 
-    def _write_turn(self, messages: list[Message], ttl: float, keyed: KeyedReply | None) -> None:
+    def _write_turn(
+        self,
+        messages: list[Message],
+        ttl: float,
+        keyed: KeyedReply | None,
+        response: StoredResponse | None,
+    ) -> None:
         """Append the turn, sending it again while the outcome is unknown.
 
         :raise errors.TurnMayNotBeStored: no attempt was confirmed, and one may have
@@ -372,6 +459,7 @@ class Run:
                             ttl_seconds=ttl,
                             turn_id=self._turn_id,
                             keyed_reply=keyed,
+                            response=response,
                         )
                     except StoreUnreachable as exc:
                         if attempt == TURN_WRITE_ATTEMPTS:
@@ -468,4 +556,4 @@ class Run:
         # outcome the claim stays until it expires: a write that Redis still holds may
         # land after a release sent later (a paused Redis serves its queued connections
         # in any order), and the key must not run twice.
-        self._lease.release(keep_claim=self._finished or self._write_unknown)
+        self._lease.release(keep_claim=(self._finished and self.store_turn) or self._write_unknown)

@@ -65,6 +65,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     chat_completions_enabled: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    responses_enabled: bool = False
+    responses_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     sse_keepalive_seconds: float = 15.0
     body_timeout_seconds: float = 30.0
     agents: tuple[AgentConfig, ...] = (AgentConfig(id="main", backend="echo"),)
