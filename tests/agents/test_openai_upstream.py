@@ -839,7 +839,8 @@ def test_gateway_forwards_each_field_verbatim(gateway, fake, field):
 
 def test_gateway_forwards_them_all_at_once_with_tools(gateway, fake):
     body = {
-        "messages": [user("a")],
+        # The fake calls tools when told to: tool_choice "required" is then satisfied.
+        "messages": [user("a [[tools]]")],
         **FORWARDED,
         "top_logprobs": 3,
         "tools": TOOLS_SENT,
