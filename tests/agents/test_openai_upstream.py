@@ -1064,6 +1064,15 @@ def test_gateway_relays_reasoning_and_never_stores_it(gateway, fake, stream):
     assert history[2] == {"role": "assistant", "content": "You said: hi"}
 
 
+def test_gateway_sends_no_reasoning_a_client_sends_back(gateway, fake):
+    answer = {"role": "assistant", "content": "You said: hi", "reasoning_content": THOUGHT}
+    post(gateway, {"messages": [user("hi"), answer, user("more")]})
+    assert fake.chat_requests()[0].body["messages"][2] == {
+        "role": "assistant",
+        "content": "You said: hi",
+    }
+
+
 def test_gateway_drops_reasoning_for_an_agent_that_says_so(make_app, fake):
     agent = AgentConfig(
         id="quiet",
