@@ -65,6 +65,9 @@ class ReplyRules:
         self._names: dict[int, str] = {}  # tool call index -> its name so far
         self._held: list[Event] = []
         self._holding = self._demanded
+        #: Nothing to enforce or drop: every event passes as it is (the usual request,
+        #: whose run skips :meth:`take`).
+        self.passive = not self._demanded and not self._no_tools and relay_reasoning
 
     def take(self, event: Event) -> list[Event]:
         """The events to pass on for ``event`` (none, it, or held ones before it).

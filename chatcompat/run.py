@@ -317,7 +317,7 @@ class Run:
             if isinstance(item, Keepalive):
                 yield item
                 continue
-            for event in self._rules.take(item):
+            for event in (item,) if self._rules.passive else self._rules.take(item):
                 yield event
                 if isinstance(event, Finish):
                     return

@@ -37,6 +37,15 @@ def test_demanded_tool(choice, expected):
     assert demanded_tool(choice) == expected
 
 
+@pytest.mark.parametrize(
+    ("choice", "relay", "passive"),
+    [(None, True, True), ("auto", True, True), ("none", True, False),
+     ("required", True, False), (WEATHER, True, False), (None, False, False)],
+)  # fmt: skip
+def test_only_rules_without_anything_to_do_are_passive(choice, relay, passive):
+    assert ReplyRules(choice, relay_reasoning=relay).passive is passive
+
+
 @pytest.mark.parametrize("choice", [None, "auto"])
 def test_without_a_demand_every_event_passes_as_it_comes(choice):
     events = [
