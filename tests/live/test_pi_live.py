@@ -138,6 +138,16 @@ def test_pi_thinking_is_relayed_as_reasoning_content(client, fake):
     assert reply.choices[0].message.reasoning_content == REASONING  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("choice", ["auto", "none"])
+def test_pi_takes_tool_choice(client, choice):
+    # Clients that always send tool_choice reach pi; "required" needs tools, which pi refuses.
+    mark = marker()
+    reply = client.chat.completions.create(
+        model="openclaw", messages=[user(f"choose {mark}")], tool_choice=choice
+    )
+    assert reply.choices[0].message.content == f"You said: choose {mark}"
+
+
 def test_curl_json_and_stream(server):
     if not shutil.which("curl"):
         if os.environ.get("CI"):
