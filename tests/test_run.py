@@ -359,3 +359,68 @@ def test_store_false_reads_the_session_and_writes_nothing(settings, store):
     run.store_turn = False
     _turn(run, "two")
     assert _said(store.load_history(key, 10)) == ["one", "one"]
+
+
+# -- the request's rules on the events (chatcompat.reply_rules) -------------------------
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_a_reply_without_the_demanded_tool_call_fails_and_stores_nothing(settings, store, choice):
+    run = make_run(settings, store, SCRIPTED_AGENT, idempotency=Idempotency("scope", "fp"))
+    assert run.claim() is None
+    run.start(split_request([{"role": "user", "content": "plain words"}]), {"tool_choice": choice})
+    reply = Reply()
+    with pytest.raises(errors.ToolChoiceNotSatisfied) as caught:
+        for event in run.events():
+            reply.add(event)
+    run.close()
+    assert caught.value.status == 502
+    assert reply.text == ""  # the prose never reached the protocol
+    assert store.load_history("agent:scripted:k", 10) is None
+    assert store.acquire_lock("agent:scripted:k", "other", 5)  # released
+    assert store.claim_idempotency("scope", "retry", "fp", 1) is None  # free for a retry
+
+
+def test_a_reply_with_the_demanded_tool_call_is_stored(settings, store):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    choice = {"type": "function", "function": {"name": "get_time"}}
+    run.start(split_request([{"role": "user", "content": "[[tools]]"}]), {"tool_choice": choice})
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    run.finish(reply.message(), reply.usage)
+    run.close()
+    history = store.load_history("agent:scripted:k", 10)
+    assert [call["function"]["name"] for call in history[-1]["tool_calls"]] == [
+        "get_weather",
+        "get_time",
+    ]
+
+
+def test_tool_choice_none_relays_no_tool_call(settings, store):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start(split_request([{"role": "user", "content": "[[tools]]"}]), {"tool_choice": "none"})
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    run.finish(reply.message(), reply.usage)
+    run.close()
+    assert reply.tool_calls == [] and reply.finish_reason == "stop"
+    assert store.load_history("agent:scripted:k", 10)[-1] == {"role": "assistant", "content": ""}
+
+
+@pytest.mark.parametrize("mode", ["relay", "drop"])
+def test_reasoning_is_relayed_or_dropped_and_never_stored(settings, store, mode):
+    agent = dataclasses.replace(SCRIPTED_AGENT, reasoning=mode)
+    run = make_run(settings, store, agent)
+    run.start(split_request([{"role": "user", "content": "[[think]] hi"}]), {})
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    run.finish(reply.message(), reply.usage)
+    run.close()
+    assert reply.reasoning == ("Let me think. Echo it." if mode == "relay" else None)
+    stored = store.load_history("agent:scripted:k", 10)[-1]
+    assert stored == {"role": "assistant", "content": "hi"}
