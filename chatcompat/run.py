@@ -26,6 +26,7 @@ A protocol streams a reply like this (the chat-completions one, in short)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import socket
@@ -45,6 +46,7 @@ from .background import spawn
 from .client_socket import peer_closed
 from .lease import Lease
 from .messages import Message
+from .reply_rules import ReplyRules
 from .sessions.base import KeyedReply
 from .sessions.base import StoreUnreachable
 
@@ -85,6 +87,23 @@ class _Failed:
 
 class Keepalive:
     """Nothing happened for a keepalive interval."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Continuation:
+    """Where a Responses request's ``previous_response_id`` points (SPEC 15).
+
+    Continuing the latest response of a session runs on that session (``fork`` False:
+    the run's session key is ``source_key``, and the response must still be the latest
+    once the lock is held). Continuing an earlier one forks (``fork`` True): the run's
+    session is a new one, whose history is the first ``position`` messages of
+    ``source_key``, stored with the new turn as the fork's first turn.
+    """
+
+    response_id: str
+    source_key: str
+    position: int
+    fork: bool
 
 
 KEEPALIVE = Keepalive()
@@ -142,6 +161,7 @@ class Run:
         self._turn_to_store: list[Message] = []
         self._stop_watchdog: t.Callable[[], None] | None = None
         self._storing = False
+        self._rules = ReplyRules(None)  # start() sets the request's
         #: When the request was accepted (Unix seconds), as replies report it.
         self.created = int(time.time())
 
@@ -158,13 +178,22 @@ class Run:
         """
         return self._lease.claim()
 
-    def start(self, conversation: history.Conversation, params: dict[str, t.Any]) -> None:
+    def start(
+        self,
+        conversation: history.Conversation,
+        params: dict[str, t.Any],
+        continuation: Continuation | None = None,
+    ) -> None:
         """Lock the session, build the input, start the agent and wait until it has
         accepted the run. Errors up to here are plain HTTP errors.
 
-        :raise errors.APIError: 409/5xx before anything was sent.
+        :param continuation: where the request's ``previous_response_id`` points.
+        :raise errors.APIError: 404/409/5xx before anything was sent.
         """
         system_text, earlier, new_turn = conversation
+        self._rules = ReplyRules(
+            params.get("tool_choice"), relay_reasoning=self.agent_config.reasoning == "relay"
+        )
         timeout = self.agent_config.timeout_seconds
         limit = self.agent_config.history_limit
         if limit is None:
@@ -172,11 +201,19 @@ class Run:
         # A key generated for this request is known to nobody else yet: no lock to
         # take and no history to read (half the store work of a stateless request).
         try:
-            if self.sticky:
+            fork_base: list[Message] | None = None
+            stored: list[Message] | None
+            if continuation is not None and continuation.fork:
+                # A new session (its key is fresh): no lock; the source is only read.
+                fork_base = self._fork_base(continuation)
+                stored = fork_base[-limit:] if limit > 0 else []
+            elif self.sticky:
                 lock_wait = self.settings.lock_timeout_seconds
                 self._lease.lock(timeout if lock_wait is None else lock_wait, self._waiting)
                 with errors.map_store_errors():
                     stored = self.store.load_history(self.session_key, limit)
+                if continuation is not None:
+                    self._check_still_latest(continuation)
             else:
                 # The turn must be storable before an agent spends anything on it.
                 with errors.map_store_errors():
@@ -186,6 +223,8 @@ class Run:
             # A new session keeps what the agent saw as its first turn, so the next
             # request (which sends only the key) continues the same conversation.
             self._turn_to_store = (past if stored is None else []) + new_turn
+            if fork_base is not None:
+                self._turn_to_store = fork_base + new_turn
             sent = past + new_turn
             if not self.agent.accepts_images:
                 sent = history.drop_images(sent, agent_id=self.agent_config.id)
@@ -207,6 +246,39 @@ class Run:
         except BaseException:
             self.close()
             raise
+
+    def _fork_base(self, continuation: Continuation) -> list[Message]:
+        """The forked session's history: the source's first ``position`` messages.
+
+        :raise errors.PreviousResponseNotFound: the source session expired meanwhile.
+        """
+        with errors.map_store_errors():
+            base = self.store.load_history(
+                continuation.source_key, continuation.position, upto=continuation.position
+            )
+        if base is None:
+            raise errors.PreviousResponseNotFound(
+                f"Previous response with id {continuation.response_id!r} not found.",
+                param="previous_response_id",
+            )
+        return base
+
+    def _check_still_latest(self, continuation: Continuation) -> None:
+        """Under the session lock: the response is still the session's latest turn, so
+        the new turn follows it (another request may have continued it meanwhile).
+
+        :raise errors.PreviousResponseNotFound: it was deleted or expired meanwhile.
+        :raise errors.ResponseContinued: a turn was stored after it meanwhile.
+        """
+        with errors.map_store_errors():
+            record = self.store.get_response(continuation.response_id)
+        if record is None or record.session_key != self.session_key:
+            raise errors.PreviousResponseNotFound(
+                f"Previous response with id {continuation.response_id!r} not found.",
+                param="previous_response_id",
+            )
+        if not record.latest:
+            raise errors.ResponseContinued(param="previous_response_id")
 
     def _waiting(self, now: float) -> None:
         if now >= self._peer_check_at:
@@ -307,14 +379,23 @@ class Run:
     @t.overload
     def events(self, keepalive: float) -> t.Iterator[Event | Keepalive]: ...
     def events(self, keepalive: float | None = None) -> t.Iterator[Event | Keepalive]:
-        """Agent events up to and including :class:`Finish`, with KEEPALIVE markers."""
+        """Agent events up to and including :class:`Finish`, with KEEPALIVE markers, as
+        the request's rules let them through (:mod:`chatcompat.reply_rules`).
+
+        :raise errors.ToolChoiceNotSatisfied: the reply did not call the tool the
+            request's ``tool_choice`` demands (at its end; nothing is stored).
+        """
         while True:
             item = self._next(keepalive)
             if isinstance(item, Started):
                 continue
-            yield item
-            if isinstance(item, Finish):
-                return
+            if isinstance(item, Keepalive):
+                yield item
+                continue
+            for event in (item,) if self._rules.passive else self._rules.take(item):
+                yield event
+                if isinstance(event, Finish):
+                    return
 
     def ready(self) -> bool:
         """True when an event is already waiting (reading it will not block): a

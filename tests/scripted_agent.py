@@ -13,9 +13,9 @@ Directives (one per message):
     [[hang]]              start, then never finish until cancelled
     [[tools]]             answer with two tool calls and finish_reason tool_calls
     [[tool]]              answer "Checking." and one tool call, finish_reason tool_calls
-    [[reason]]            report reasoning ("Thinking it over.") before the echo
     [[refuse]]            refuse ("I can't help with that.") instead of answering
     [[length]]            echo, then finish_reason length (cut by the token limit)
+    [[think]]             reason first (THOUGHTS, in two ReasoningDelta pieces), then echo
     [[slow:<ms>]]         pause ms before each word
     [[flood]]             stream 8 KiB pieces without end until cancelled
     [[gate]]              start, then wait until the file ``open_gate()`` makes exists
@@ -49,6 +49,7 @@ from chatcompat.agents.base import Usage
 from chatcompat.history import message_text
 
 DIRECTIVE = re.compile(r"\[\[([a-z-]+)(?::([0-9.]+))?\]\]")
+THOUGHTS = ("Let me think. ", "Echo it.")
 
 
 class ScriptedAgent(Agent):
@@ -115,9 +116,9 @@ class ScriptedAgent(Agent):
                 yield RefusalDelta("help with that.")
                 yield Finish("stop", Usage(2, 5, 7))
                 return
-            if verb == "reason":
-                yield ReasoningDelta("Thinking ")
-                yield ReasoningDelta("it over.")
+            if verb == "think":
+                for thought in THOUGHTS:
+                    yield ReasoningDelta(thought)
             delay = float(value) / 1000 if verb == "slow" else 0.0
             words = DIRECTIVE.sub("", text).split()
             for index, word in enumerate(words):

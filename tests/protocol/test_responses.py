@@ -22,6 +22,7 @@ from tests.run_support import SCRIPTED_AGENT
 from tests.run_support import KeepsResponses
 from tests.run_support import LostReplies
 from tests.run_support import make_run
+from tests.scripted_agent import THOUGHTS
 from tests.wire import accumulate
 from tests.wire import check
 from tests.wire import check_response
@@ -112,10 +113,10 @@ def test_a_text_reply_is_one_message_with_an_output_text_part(settings, store):
 
 def test_the_echo_repeats_the_request_as_openai_does(settings, store):
     body = {
-        "input": "x",
+        "input": "[[tool]]",
         "instructions": "Be brief.",
-        "tools": [{"type": "function", "name": "f", "description": "d"}],
-        "tool_choice": {"type": "function", "name": "f"},
+        "tools": [{"type": "function", "name": "get_weather", "description": "d"}],
+        "tool_choice": {"type": "function", "name": "get_weather"},
         "metadata": {"k": "v"},
         "user": "alice",
         "max_output_tokens": 9,
@@ -127,9 +128,15 @@ def test_the_echo_repeats_the_request_as_openai_does(settings, store):
     document = completed(settings, store, body)
     assert document["instructions"] == "Be brief."
     assert document["tools"] == [
-        {"type": "function", "name": "f", "description": "d", "parameters": None, "strict": None}
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "d",
+            "parameters": None,
+            "strict": None,
+        }
     ]
-    assert document["tool_choice"] == {"type": "function", "name": "f"}
+    assert document["tool_choice"] == {"type": "function", "name": "get_weather"}
     assert document["metadata"] == {"k": "v"} and document["user"] == "alice"
     assert document["max_output_tokens"] == 9 and document["store"] is False
     assert document["text"]["format"]["name"] == "out" and document["top_logprobs"] == 2
@@ -190,17 +197,17 @@ def test_two_tool_calls_are_two_function_call_items(settings, store, streaming):
 @pytest.mark.parametrize("streaming", [False, True])
 def test_reasoning_is_an_item_of_its_own_and_never_stored(settings, store, streaming):
     if streaming:
-        events, _, _ = streamed(settings, store, "[[reason]] the answer")
+        events, _, _ = streamed(settings, store, "[[think]] the answer")
         document = final(events)
         deltas = [
             e["delta"] for e in events if e["type"] == "response.reasoning_summary_text.delta"
         ]
-        assert deltas == ["Thinking ", "it over."]
+        assert deltas == list(THOUGHTS)
     else:
-        document = completed(settings, store, "[[reason]] the answer")
+        document = completed(settings, store, "[[think]] the answer")
     reasoning, message = document["output"]
     assert reasoning["type"] == "reasoning" and reasoning["id"].startswith("rs_")
-    assert reasoning["summary"] == [{"type": "summary_text", "text": "Thinking it over."}]
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "".join(THOUGHTS)}]
     assert message["content"][0]["text"] == "the answer"
     assert store.load_history(KEY, 10)[-1] == {"role": "assistant", "content": "the answer"}
 
@@ -396,7 +403,7 @@ def test_a_given_id_names_the_response(settings, store):
 # -- replay and the other routes --------------------------------------------------------
 
 
-@pytest.mark.parametrize("directive", ["a b", "[[tool]]", "[[reason]] x", "[[refuse]]"])
+@pytest.mark.parametrize("directive", ["a b", "[[tool]]", "[[think]] x", "[[refuse]]"])
 def test_a_replayed_stream_rebuilds_the_stored_response(settings, store, directive):
     document = completed(settings, store, {"input": directive, "store": False})
     response = protocol.replay_response(document, stream=True)
@@ -468,7 +475,7 @@ def test_list_params_refused(args, param):
 
 
 @pytest.mark.parametrize(
-    "directive", ["a b c", "[[tool]]", "[[tools]]", "[[reason]] x", "[[refuse]]"]
+    "directive", ["a b c", "[[tool]]", "[[tools]]", "[[think]] x", "[[refuse]]"]
 )
 def test_openai_pythons_stream_accumulator_builds_the_same_response(settings, store, directive):
     """``client.responses.stream()`` of the official SDK, fed our bytes: it checks
@@ -502,3 +509,14 @@ def test_openai_pythons_stream_accumulator_builds_the_same_response(settings, st
     assert output == events[-1]["response"]["output"]
     if directive == "a b c":
         assert sdk_final.output_text == "a b c"
+
+
+def test_the_real_store_keeps_the_response_as_returned(settings, store):
+    real = store.store  # under the wrapper: the session store itself
+    request = responses_request.parse({"input": "a b"})
+    run = make_run(settings, real, SCRIPTED_AGENT)
+    run.start(request.conversation, request.params)
+    document = protocol.complete(run, request)
+    record = real.get_response(document["id"])
+    assert record.document == document and record.input_items == request.input_items
+    assert record.session_key == KEY and record.position == 2 and record.latest
