@@ -453,9 +453,17 @@ def _agent(
         kwargs["history_limit"] = int(merged["historyLimit"])
     if isinstance(merged.get("systemPrompt"), str):
         kwargs["system_prompt"] = merged["systemPrompt"]
+    kwargs.update(_agent_reasoning(merged))
     backend = backend if isinstance(backend, str) else ""
     default = merged.get("default") is True
     return AgentConfig(id=agent_id, backend=backend, options=options, default=default, **kwargs)
+
+
+def _agent_reasoning(merged: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The agent's ``reasoning`` switch (the schema checked its value)."""
+    if merged.get("reasoning") in ("relay", "drop"):
+        return {"reasoning": merged["reasoning"]}
+    return {}
 
 
 def _options_problems(

@@ -44,6 +44,8 @@ Tree::
     ├── UpstreamRejected              upstream's 4xx status, type and code
     ├── TransferCodingNotImplemented  501 unsupported_transfer_coding (from gunicorn's parser)
     ├── UpstreamFailed                502 api_error / upstream_error
+    │   └── ToolChoiceNotSatisfied    502 tool_choice_not_satisfied (the reply did not
+    │                                 call the tool the request's tool_choice demands)
     ├── StoreUnavailable              503 api_error / store_unavailable
     │   └── TurnMayNotBeStored        503 store_unavailable (the turn's write failed)
     ├── AgentUnavailable              503 api_error / agent_unavailable (+ Retry-After)
@@ -323,6 +325,14 @@ class UpstreamFailed(APIError):
     status = 502
     code = "upstream_error"
     message = "The agent failed to produce a reply."
+
+
+class ToolChoiceNotSatisfied(UpstreamFailed):
+    """The request's ``tool_choice`` demanded a tool call and the reply made none (or
+    not of the named tool): the backend did not enforce it, so the gateway does."""
+
+    code = "tool_choice_not_satisfied"
+    message = "tool_choice=required was not satisfied by the agent's reply."
 
 
 class TransferCodingNotImplemented(APIError):

@@ -46,6 +46,7 @@ from .background import spawn
 from .client_socket import peer_closed
 from .lease import Lease
 from .messages import Message
+from .reply_rules import ReplyRules
 from .sessions.base import KeyedReply
 from .sessions.base import StoreUnreachable
 
@@ -160,6 +161,7 @@ class Run:
         self._turn_to_store: list[Message] = []
         self._stop_watchdog: t.Callable[[], None] | None = None
         self._storing = False
+        self._rules = ReplyRules(None)  # start() sets the request's
         #: When the request was accepted (Unix seconds), as replies report it.
         self.created = int(time.time())
 
@@ -189,6 +191,9 @@ class Run:
         :raise errors.APIError: 404/409/5xx before anything was sent.
         """
         system_text, earlier, new_turn = conversation
+        self._rules = ReplyRules(
+            params.get("tool_choice"), relay_reasoning=self.agent_config.reasoning == "relay"
+        )
         timeout = self.agent_config.timeout_seconds
         limit = self.agent_config.history_limit
         if limit is None:
@@ -374,14 +379,23 @@ class Run:
     @t.overload
     def events(self, keepalive: float) -> t.Iterator[Event | Keepalive]: ...
     def events(self, keepalive: float | None = None) -> t.Iterator[Event | Keepalive]:
-        """Agent events up to and including :class:`Finish`, with KEEPALIVE markers."""
+        """Agent events up to and including :class:`Finish`, with KEEPALIVE markers, as
+        the request's rules let them through (:mod:`chatcompat.reply_rules`).
+
+        :raise errors.ToolChoiceNotSatisfied: the reply did not call the tool the
+            request's ``tool_choice`` demands (at its end; nothing is stored).
+        """
         while True:
             item = self._next(keepalive)
             if isinstance(item, Started):
                 continue
-            yield item
-            if isinstance(item, Finish):
-                return
+            if isinstance(item, Keepalive):
+                yield item
+                continue
+            for event in (item,) if self._rules.passive else self._rules.take(item):
+                yield event
+                if isinstance(event, Finish):
+                    return
 
     def ready(self) -> bool:
         """True when an event is already waiting (reading it will not block): a

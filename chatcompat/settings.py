@@ -47,6 +47,8 @@ class AgentConfig:
     timeout_seconds: float = 600.0
     history_limit: int | None = None
     default: bool = False
+    # "relay" or "drop": whether the agent's reasoning reaches the client (never stored).
+    reasoning: str = "relay"
 
 
 @dataclasses.dataclass(frozen=True)

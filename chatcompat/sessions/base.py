@@ -181,7 +181,7 @@ class SessionStore:
         Also moves the expiry of the session and of its idempotency records to
         ``now + ttl_seconds``; ``agent_id`` and ``sticky`` take the values of the
         latest turn. A session whose expiry has passed starts afresh, without its old
-        turns and records.
+        turns, records and responses.
 
         :param turn_id: the turn's id (a fresh one when None). A turn with this id
             already in the session makes the call a no-op: a retried write lands once.
@@ -189,10 +189,12 @@ class SessionStore:
             scope (replacing the claim, whoever holds it). A scope that already holds
             a finished reply makes the call a no-op: a request is stored once.
         :param response: the Responses API response of the turn, stored in the same
-            step (its position is the session's message count after the append).
+            step (its position is the session's message count after the append); a
+            no-op call stores none.
         :return: True when the turn was stored, False for a no-op.
-        :raises StoreError: ``messages`` is empty or it or the reply is not
-            JSON-serialisable (nothing of the turn is stored).
+        :raises StoreError: ``messages`` is empty, it, the reply or the response is
+            not JSON-serialisable, or the response's id is already stored (nothing
+            of the turn is stored).
         """
         raise NotImplementedError("The 'append_turn' method must be implemented.")
 
@@ -205,6 +207,11 @@ class SessionStore:
         """Delete a stored response (its turn stays in the session's transcript);
         return whether it existed and was live."""
         raise NotImplementedError("The 'delete_response' method must be implemented.")
+
+    def response_ids(self, key: str) -> list[str]:
+        """Return the ids of a live session's stored responses, oldest first ([] when
+        none); for ``chatcompat sessions show``."""
+        raise NotImplementedError("The 'response_ids' method must be implemented.")
 
     def acquire_lock(self, key: str, owner: str, ttl_seconds: float) -> bool:
         """Take the run lock of a session without waiting.
