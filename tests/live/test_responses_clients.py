@@ -508,20 +508,22 @@ def get_weather(city: str) -> str:
     return f"sunny in {city}"
 
 
-def weather_agent(base_url: str, recorder: Recorder) -> agents.Agent:
-    """An ordinary Agents SDK agent; only the client's base URL and key are ours."""
+def weather_agent(base_url: str, recorder: Recorder) -> tuple[agents.Agent, openai.AsyncOpenAI]:
+    """An ordinary Agents SDK agent, and its client (close it in the event loop that
+    used it); only the client's base URL and key are ours."""
     client = openai.AsyncOpenAI(
         base_url=base_url,
         api_key=TOKEN,
         max_retries=0,
         http_client=httpx2.AsyncClient(transport=AsyncRecordingTransport(recorder)),
     )
-    return agents.Agent(
+    agent = agents.Agent(
         name="Weather",
         instructions="You answer questions about the weather.",
         tools=[get_weather],
         model=agents.OpenAIResponsesModel(model="openclaw", openai_client=client),
     )
+    return agent, client
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -535,16 +537,19 @@ def test_agents_sdk_runs_its_tool_loop_through_the_gateway(
     server, fake, recorder, streamed, auto_previous
 ):
     mark = marker()
-    agent = weather_agent(server.url("/v1"), recorder)
+    agent, client = weather_agent(server.url("/v1"), recorder)
     question = f"{call('get_weather', city='Paris')} What is the weather in Paris? {mark}"
 
     async def run() -> t.Any:
         options = {"auto_previous_response_id": auto_previous}
-        if not streamed:
-            return await agents.Runner.run(agent, question, **options), []
-        result = agents.Runner.run_streamed(agent, question, **options)
-        events = [event async for event in result.stream_events()]
-        return result, events
+        try:
+            if not streamed:
+                return await agents.Runner.run(agent, question, **options), []
+            result = agents.Runner.run_streamed(agent, question, **options)
+            events = [event async for event in result.stream_events()]
+            return result, events
+        finally:
+            await client.close()
 
     result, events = asyncio.run(run())
     assert result.final_output == "Tool result: sunny in Paris"
@@ -579,13 +584,16 @@ def test_agents_sdk_runs_its_tool_loop_through_the_gateway(
 
 def test_agents_sdk_continues_a_conversation_by_previous_response_id(server, fake, recorder):
     mark = marker()
-    agent = weather_agent(server.url("/v1"), recorder)
+    agent, client = weather_agent(server.url("/v1"), recorder)
 
     async def run() -> t.Any:
-        first = await agents.Runner.run(agent, f"My name is Ada. {mark}")
-        second = await agents.Runner.run(
-            agent, f"What is my name? {mark}", previous_response_id=first.last_response_id
-        )
+        try:
+            first = await agents.Runner.run(agent, f"My name is Ada. {mark}")
+            second = await agents.Runner.run(
+                agent, f"What is my name? {mark}", previous_response_id=first.last_response_id
+            )
+        finally:
+            await client.close()
         return first, second
 
     first, second = asyncio.run(run())
