@@ -12,6 +12,7 @@ object and event in it is checked against OpenAI's schemas after each test.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import os
@@ -26,17 +27,18 @@ import httpx2
 import openai
 import pytest
 
+from tests.fake_upstream import REASONING
 from tests.fake_upstream import FakeUpstream
 from tests.live.conftest import REPO
 from tests.live.conftest import TOKEN
 from tests.live.conftest import start_server
 from tests.responses_wire import check_deleted
-from tests.responses_wire import check_event
 from tests.responses_wire import check_item_list
 from tests.responses_wire import check_response
 from tests.responses_wire import parse_stream
 from tests.wire import check
 from tests.wire import check_completion
+from tests.wire import check_response_event
 from tests.wire import parse_sse
 
 pytestmark = pytest.mark.live
@@ -654,7 +656,7 @@ def test_openai_node_create_and_stream(server, fake, openai_node):
         document = {k: v for k, v in got[name].items() if k != "output_text"}  # the SDK's own
         check_response(document)
     for event in got["events"]:
-        check_event(event)
+        check_response_event(event)
     assert got["created"]["output_text"] == f"You said: hello {mark}"
     types = [event["type"] for event in got["events"]]
     assert types[0] == "response.created" and types[-1] == "response.completed"
@@ -666,3 +668,95 @@ def test_openai_node_create_and_stream(server, fake, openai_node):
     assert json.loads(function_call["arguments"]) == {"city": "Oslo"}
     assert got["answer"]["output_text"] == "Tool result: rain"
     assert len(fake.chat_requests_mentioning(mark)) == 4
+
+
+# -- more of SPEC 15 through the Python SDK ------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_is_an_output_item_and_never_history(client, fake, stream):
+    mark = marker()
+    session = session_header(f"reason-{mark}")
+    request = {"model": "openclaw", "input": f"[[reasoning]] think {mark}"}
+    if stream:
+        with client.responses.stream(**request, extra_headers=session) as events:
+            types = {event.type for event in events}
+            response = events.get_final_response()
+        assert "response.output_item.added" in types
+        assert any(kind.startswith("response.reasoning_") for kind in types), types
+    else:
+        response = client.responses.create(**request, extra_headers=session)
+    reasoning, message = response.output
+    assert reasoning.type == "reasoning" and message.type == "message"
+    texts = [part.text for part in [*reasoning.summary, *(reasoning.content or [])]]
+    assert REASONING in texts, reasoning
+    assert response.output_text == f"You said: think {mark}"
+    client.responses.create(model="openclaw", input=f"next {mark}", extra_headers=session)
+    history = contents(upstream_messages(fake, mark)[-1])[1:]
+    assert history == [f"[[reasoning]] think {mark}", f"You said: think {mark}", f"next {mark}"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_reply_cut_by_the_token_limit_is_incomplete_and_stored(client, stream):
+    mark = marker()
+    request = {"model": "openclaw", "input": f"[[finish:length]] long {mark}"}
+    if stream:
+        with client.responses.stream(**request, max_output_tokens=4) as stream:
+            events = list(stream)
+        # The SDK's get_final_response() wants response.completed: the Response of an
+        # incomplete stream is in its last event.
+        assert events[-1].type == "response.incomplete"
+        response = events[-1].response
+    else:
+        response = client.responses.create(**request, max_output_tokens=4)
+    assert response.status == "incomplete"
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert client.responses.retrieve(response.id).status == "incomplete"
+
+
+def test_image_and_file_inputs_reach_the_upstream(client, fake):
+    mark = marker()
+    pixel = "data:image/png;base64,iVBORw0KGgo="
+    csv = base64.b64encode(b"city,sky\nParis,sunny\n").decode()
+    parts = [
+        {"type": "input_text", "text": f"what is this? {mark}"},
+        {"type": "input_image", "image_url": pixel, "detail": "low"},
+        {"type": "input_image", "source": {"type": "base64", "media_type": "image/png",
+                                           "data": "iVBORw0KGgo="}},
+        {"type": "input_file", "filename": "sky.csv", "file_data": f"data:text/csv;base64,{csv}"},
+    ]  # fmt: skip
+    client.responses.create(model="openclaw", input=[{"role": "user", "content": parts}])
+    (sent,) = fake.chat_requests_mentioning(mark)
+    content = sent.body["messages"][-1]["content"]
+    images = [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
+    assert images == [pixel, pixel]
+    texts = "\n".join(part["text"] for part in content if part["type"] == "text")
+    assert f"what is this? {mark}" in texts
+    assert "Paris,sunny" in texts and "sky.csv" in texts  # the file, delimited
+
+
+@pytest.mark.parametrize(
+    "tool_choice,sent_choice",
+    [
+        ("required", "required"),
+        ({"type": "function", "name": "get_weather"},
+         {"type": "function", "function": {"name": "get_weather"}}),
+    ],
+)  # fmt: skip
+def test_tool_choice_reaches_the_upstream(client, fake, tool_choice, sent_choice):
+    mark = marker()
+    response = client.responses.create(
+        model="openclaw",
+        input=f"{call('get_weather', city='Nice')} {mark}",
+        tools=[WEATHER],
+        tool_choice=tool_choice,
+    )
+    assert response.output[0].type == "function_call"
+    (sent,) = fake.chat_requests_mentioning(mark)
+    assert sent.body["tool_choice"] == sent_choice
+
+
+def test_other_tool_types_are_refused_with_param(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="openclaw", input="hi", tools=[{"type": "web_search"}])
+    assert caught.value.param == "tools[0].type"

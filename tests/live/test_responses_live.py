@@ -26,13 +26,13 @@ from tests.live.conftest import start_server
 from tests.live.multihost import host_overrides
 from tests.redis_server import RedisServer
 from tests.responses_wire import check_deleted
-from tests.responses_wire import check_event
 from tests.responses_wire import check_item_list
 from tests.responses_wire import check_response
 from tests.responses_wire import output_text
 from tests.responses_wire import parse_stream
 from tests.responses_wire import stream_text
 from tests.wire import check_error
+from tests.wire import check_response_event
 
 pytestmark = pytest.mark.live
 
@@ -181,7 +181,7 @@ def test_disconnect_mid_stream_stores_nothing(server: LiveServer, fake: FakeUpst
         if frame.startswith(": "):
             continue
         event = json.loads(frame.split("\n")[1].removeprefix("data: "))
-        check_event(event)
+        check_response_event(event)
         events.append(event)
         if event["type"] == "response.output_text.delta":
             break
