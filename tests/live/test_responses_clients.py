@@ -760,3 +760,41 @@ def test_other_tool_types_are_refused_with_param(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="openclaw", input="hi", tools=[{"type": "web_search"}])
     assert caught.value.param == "tools[0].type"
+
+
+def test_an_agent_written_for_openai_runs_unchanged(server, fake, recorder):
+    """The agent's code as OpenAI's quick start writes it: no model named (the SDK's
+    default model and its default settings go out). Only the client is ours: base URL,
+    key, and the agent header, which makes the gateway ignore the model string."""
+    mark = marker()
+    client = openai.AsyncOpenAI(
+        base_url=server.url("/v1"),
+        api_key=TOKEN,
+        max_retries=0,
+        default_headers={"x-openclaw-agent-id": "up"},
+        http_client=httpx2.AsyncClient(transport=AsyncRecordingTransport(recorder)),
+    )
+    agent = agents.Agent(
+        name="Weather",
+        instructions="You answer questions about the weather.",
+        tools=[get_weather],
+    )
+    provider = agents.OpenAIProvider(openai_client=client, use_responses=True)
+    question = f"{call('get_weather', city='Lima')} Weather in Lima? {mark}"
+
+    async def run() -> t.Any:
+        try:
+            config = agents.RunConfig(model_provider=provider)
+            return await agents.Runner.run(agent, question, run_config=config)
+        finally:
+            await client.close()
+
+    result = asyncio.run(run())
+    assert result.final_output == "Tool result: sunny in Lima"
+    asked, answered = fake.chat_requests_mentioning(mark)
+    assert asked.body["model"] == "fake-model"  # the agent's upstream model, not the SDK's
+    # The SDK's default settings for its default model, forwarded in chat's names.
+    assert (asked.body["reasoning_effort"], asked.body["verbosity"]) == ("none", "low")
+    assert answered.body["messages"][-1]["content"] == "sunny in Lima"
+    models = [json.loads(e.body)["model"] for e in recorder.exchanges if e.method == "POST"]
+    assert models == [agents.models.get_default_model()] * 2  # echoed as sent
