@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -798,3 +799,41 @@ def test_an_agent_written_for_openai_runs_unchanged(server, fake, recorder):
     assert answered.body["messages"][-1]["content"] == "sunny in Lima"
     models = [json.loads(e.body)["model"] for e in recorder.exchanges if e.method == "POST"]
     assert models == [agents.models.get_default_model()] * 2  # echoed as sent
+
+
+def test_concurrent_continuations_of_one_response_never_mix(server, fake):
+    """Several clients continue the same latest response at once: exactly one appends
+    to its session; each other one branches off into a new session, or is told to send
+    again (409 ``response_continued``). No run sees another's turn."""
+    mark = marker()
+    sdk = openai.OpenAI(base_url=server.url("/v1"), api_key=TOKEN, max_retries=0, timeout=20)
+    try:
+        root = sdk.responses.with_raw_response.create(model="openclaw", input=f"root {mark}")
+        root_session = root.headers["x-openclaw-session-key"]
+
+        def branch(n: int) -> t.Any:
+            try:
+                return sdk.responses.with_raw_response.create(
+                    model="openclaw",
+                    input=f"[[delay:0.05]] branch{n} {mark}",
+                    previous_response_id=root.parse().id,
+                )
+            except openai.ConflictError as error:
+                return error
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(branch, range(4)))
+    finally:
+        sdk.close()
+    refused = [o for o in outcomes if isinstance(o, openai.ConflictError)]
+    assert all(error.code == "response_continued" for error in refused)
+    sessions = [o.headers["x-openclaw-session-key"] for o in outcomes if o not in refused]
+    assert sessions.count(root_session) == 1, (root_session, sessions)
+    assert len(set(sessions)) == len(sessions)  # the others: a new session each
+    for request in fake.chat_requests_mentioning(mark)[1:]:
+        own = request.body["messages"][-1]["content"]
+        assert contents(request.body["messages"])[1:] == [
+            f"root {mark}",
+            f"You said: root {mark}",
+            own,
+        ]
