@@ -23,8 +23,10 @@ from tests.live.conftest import LiveServer
 from tests.live.conftest import RawExchange
 from tests.live.conftest import merged
 from tests.live.conftest import start_server
+from tests.live.multihost import Nginx
 from tests.live.multihost import host_overrides
 from tests.redis_server import RedisServer
+from tests.redis_server import require_binary
 from tests.responses_wire import check_deleted
 from tests.responses_wire import check_item_list
 from tests.responses_wire import check_response
@@ -241,25 +243,36 @@ def test_the_endpoint_is_off_by_default(live: LiveServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[list[LiveServer]]:
-    """Two gateway hosts (one worker each) sharing one redis-server."""
+def two_hosts(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> t.Iterator[tuple[list[LiveServer], Nginx]]:
+    """Two gateway hosts (one worker each) sharing one redis-server, and nginx
+    (``deploy/nginx.conf``) in front of them."""
+    require_binary("nginx", "nginx")  # before anything starts (a skip would leak them)
     directory = tmp_path_factory.mktemp("responses-redis")
     redis = RedisServer(directory / "redis")
     redis.start()
     hosts: list[LiveServer] = []
+    nginx: Nginx | None = None
     try:
         overrides = merged(host_overrides(redis.url), RESPONSES_ON)
         for n in range(2):
             hosts.append(start_server(directory / f"host{n}", workers=1, overrides=overrides))
-        yield hosts
+        nginx = Nginx([host.port for host in hosts])
+        nginx.start()
+        yield hosts, nginx
     finally:
+        if nginx is not None:
+            nginx.stop()
         for host in hosts:
             host.stop()
         redis.stop()
 
 
-def test_continuation_and_forks_across_two_hosts(two_hosts: list[LiveServer]) -> None:
-    a, b = two_hosts
+def test_continuation_and_forks_across_two_hosts(
+    two_hosts: tuple[list[LiveServer], Nginx],
+) -> None:
+    (a, b), _ = two_hosts
     mark = marker()
 
     def turn(host: LiveServer, text: str, previous: str | None = None) -> dict:
@@ -280,7 +293,7 @@ def test_continuation_and_forks_across_two_hosts(two_hosts: list[LiveServer]) ->
     assert two["session"] == one["session"] != three["session"] == four["session"]
     starts = {
         message_text(line["messages"][-1]).split()[0]: line
-        for host in two_hosts
+        for host in (a, b)
         for line in host.runs()
         if line["event"] == "start" and mark in json.dumps(line["messages"])
     }
@@ -302,3 +315,37 @@ def test_continuation_and_forks_across_two_hosts(two_hosts: list[LiveServer]) ->
                             four["id"]})  # fmt: skip
     assert refused.status == 404
     check_error(refused.json(), code="previous_response_not_found")
+
+
+def test_a_stream_through_nginx_flows_and_continues_on_either_host(
+    two_hosts: tuple[list[LiveServer], Nginx],
+) -> None:
+    hosts, nginx = two_hosts
+    mark = marker()
+    # Accept-Encoding as the SDKs send it: nginx must neither compress nor hold the stream.
+    body = {"model": "openclaw/scripted", "input": f"[[slow:400]] w1 w2 w3 {mark}", "stream": True}
+    exchange = post(nginx.port, body, {"Accept-Encoding": "gzip, deflate"})
+    assert exchange.status == 200 and exchange.header("Content-Encoding") is None
+    frames = list(exchange.frames())
+    arrivals = [at for frame, at in frames if frame.startswith("event: response.output_text.delta")]
+    # A word every 0.4 s: unbuffered, the first arrives well before the last.
+    assert arrivals[0] - exchange.started < 0.9 and arrivals[-1] - arrivals[0] > 0.8
+    last = json.loads(frames[-1][0].split("\n")[1].removeprefix("data: "))
+    assert last["type"] == "response.completed"
+    previous = last["response"]["id"]
+    for n in range(4):  # round robin: the chain goes on over both hosts
+        body = {"model": "openclaw/scripted", "input": f"next{n} {mark}"}
+        exchange = post(nginx.port, {**body, "previous_response_id": previous})
+        assert exchange.status == 200, exchange.body()
+        previous = exchange.json()["id"]
+    starts = [
+        (index, line)
+        for index, host in enumerate(hosts)
+        for line in host.runs()
+        if line["event"] == "start" and mark in json.dumps(line["messages"][-1])
+    ]
+    assert {index for index, _ in starts} == {0, 1}, "nginx sent every turn to one host"
+    for _, line in starts:
+        n = message_text(line["messages"][-1]).split()[0]
+        if n.startswith("next"):  # all earlier turns, whichever host ran this one
+            assert line["history_count"] == 2 * (int(n.removeprefix("next")) + 1)
