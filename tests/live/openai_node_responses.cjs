@@ -1,7 +1,8 @@
 // The openai-node SDK against chatcompat's /v1/responses, for
-// tests/live/test_responses_clients.py: responses.create, responses.stream, and a
-// function tool round trip by previous_response_id. Prints what it received as JSON
-// (the objects as the SDK returned them, every stream event) for the test to check.
+// tests/live/test_responses_clients.py: responses.create, responses.stream, a function
+// tool round trip by previous_response_id, and a streamed tool call. Prints what it
+// received as JSON (the objects as the SDK returned them, every stream event) for the
+// test to check.
 'use strict';
 
 const OpenAI = require(process.env.OPENAI_NODE_PACKAGE);
@@ -38,7 +39,20 @@ async function main() {
     tools: [tool],
   });
 
-  process.stdout.write(JSON.stringify({ created, events, final, tool: asked, answer }));
+  const toolEvents = [];
+  const toolStream = client.responses.stream({
+    model: 'openclaw',
+    input: `${process.env.CALL} streamed call ${mark}`,
+    tools: [tool],
+  });
+  for await (const event of toolStream) {
+    toolEvents.push(event);
+  }
+  const toolFinal = await toolStream.finalResponse();
+
+  process.stdout.write(
+    JSON.stringify({ created, events, final, tool: asked, answer, toolEvents, toolFinal }),
+  );
 }
 
 main().catch((error) => {

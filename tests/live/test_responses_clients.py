@@ -653,10 +653,10 @@ def run_node(server, package: pathlib.Path, mark: str) -> dict:
 def test_openai_node_create_and_stream(server, fake, openai_node):
     mark = marker()
     got = run_node(server, openai_node, mark)
-    for name in ("created", "final", "tool", "answer"):
+    for name in ("created", "final", "tool", "answer", "toolFinal"):
         document = {k: v for k, v in got[name].items() if k != "output_text"}  # the SDK's own
         check_response(document)
-    for event in got["events"]:
+    for event in got["events"] + got["toolEvents"]:
         check_response_event(event)
     assert got["created"]["output_text"] == f"You said: hello {mark}"
     types = [event["type"] for event in got["events"]]
@@ -668,7 +668,10 @@ def test_openai_node_create_and_stream(server, fake, openai_node):
     assert function_call["type"] == "function_call"
     assert json.loads(function_call["arguments"]) == {"city": "Oslo"}
     assert got["answer"]["output_text"] == "Tool result: rain"
-    assert len(fake.chat_requests_mentioning(mark)) == 4
+    pieces = [e["delta"] for e in got["toolEvents"] if e["type"].endswith("arguments.delta")]
+    (streamed_call,) = got["toolFinal"]["output"]
+    assert "".join(pieces) == streamed_call["arguments"] == '{"city": "Oslo"}'
+    assert len(fake.chat_requests_mentioning(mark)) == 5
 
 
 # -- more of SPEC 15 through the Python SDK ------------------------------------------------------
@@ -837,3 +840,36 @@ def test_concurrent_continuations_of_one_response_never_mix(server, fake):
             f"You said: root {mark}",
             own,
         ]
+
+
+def test_logprobs_when_included(client, fake):
+    mark = marker()
+    request = {
+        "model": "openclaw",
+        "input": f"odds {mark}",
+        "include": ["message.output_text.logprobs"],
+        "top_logprobs": 2,
+    }
+    response = client.responses.create(**request)
+    (part,) = response.output[0].content
+    assert "".join(entry.token for entry in part.logprobs) == part.text
+    assert [len(entry.top_logprobs) for entry in part.logprobs] == [2] * 4
+    with client.responses.stream(**request) as stream:
+        deltas = [event for event in stream if event.type == "response.output_text.delta"]
+    assert [event.logprobs[0].token for event in deltas] == [event.delta for event in deltas]
+    first, _ = fake.chat_requests_mentioning(mark)
+    assert first.body["logprobs"] is True and first.body["top_logprobs"] == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refusal_is_a_refusal_part(client, stream):
+    request = {"model": "openclaw", "input": "[[refuse]] not that"}
+    if stream:
+        with client.responses.stream(**request) as events:
+            kinds = [event.type for event in events]
+            response = events.get_final_response()
+        assert "response.refusal.done" in kinds
+    else:
+        response = client.responses.create(**request)
+    (part,) = response.output[0].content
+    assert (part.type, part.refusal) == ("refusal", "You said: not that")
