@@ -15,6 +15,7 @@ from flask import request
 from . import auth
 from . import errors
 from . import idempotency
+from . import images
 from . import metrics
 from . import request_body
 from . import requestlog
@@ -74,6 +75,8 @@ def chat_completions() -> Response:
         agent_config.id,
         agent_config.backend,
     )
+    # 6b. The agent's image policy: every image part that reaches it (400 naming the part).
+    new_images = images.check_images(body["messages"], agent_config.images)
     # 7. The session key.
     key, sticky = routing.session_key(
         agent_config.id, request.headers.get("x-openclaw-session-key"), body.get("user")
@@ -104,7 +107,7 @@ def chat_completions() -> Response:
         assert stored.reply is not None
         return chat_protocol.replay_response(stored.reply, record.stream, include_usage)
     # 9. The session lock, and the agent started.
-    run.start(conversation, validation.forwarded_params(body))
+    run.start(conversation, validation.forwarded_params(body), new_images=new_images)
     # 10. The reply: JSON, or SSE.
     if not record.stream:
         return json_response(chat_protocol.complete(run))

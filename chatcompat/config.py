@@ -29,6 +29,7 @@ from jsonschema.exceptions import SchemaError
 from .settings import SECRET_KEY
 from .settings import UNSENDABLE
 from .settings import AgentConfig
+from .settings import ImagePolicy
 from .settings import RateLimit
 from .settings import Settings
 from .settings import StoreURL
@@ -407,6 +408,7 @@ def _agents(
         if not isinstance(entry, dict):
             continue
         merged = {**defaults, **entry}
+        merged.update(_merged_images(defaults, entry))
         agent = _agent(at, merged, environ, problems)
         if agent is None:
             continue
@@ -450,9 +452,53 @@ def _agent(
         kwargs["history_limit"] = int(merged["historyLimit"])
     if isinstance(merged.get("systemPrompt"), str):
         kwargs["system_prompt"] = merged["systemPrompt"]
+    if isinstance(merged.get("images"), dict):
+        kwargs["images"] = _image_policy(merged["images"])
     backend = backend if isinstance(backend, str) else ""
     default = merged.get("default") is True
     return AgentConfig(id=agent_id, backend=backend, options=options, default=default, **kwargs)
+
+
+def _merged_images(
+    defaults: t.Mapping[str, t.Any], entry: t.Mapping[str, t.Any]
+) -> dict[str, t.Any]:
+    """``images`` of ``agents.defaults`` and of an entry, merged key by key (the entry's
+    keys win), so an entry can change one limit and keep the shared rest."""
+    shared, own = defaults.get("images"), entry.get("images")
+    if isinstance(shared, dict) and isinstance(own, dict):
+        return {"images": {**shared, **own}}
+    return {}
+
+
+def _image_policy(images: t.Mapping[str, t.Any]) -> ImagePolicy:
+    """The ``images`` object as a policy. A value of the wrong type (the schema reported
+    it, so these settings are never used) falls back to its default."""
+    default = ImagePolicy()
+
+    def number(key: str, fallback: float) -> float:
+        value = images.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        return fallback
+
+    def strings(key: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
+        value = images.get(key)
+        if not isinstance(value, list) or not value:
+            return fallback
+        return tuple(item for item in value if isinstance(item, str))
+
+    history = images.get("history")
+    return ImagePolicy(
+        allow_url=images.get("allowUrl") is True,
+        url_allowlist=tuple(host.lower() for host in strings("urlAllowlist", ())),
+        allowed_mimes=strings("allowedMimes", default.allowed_mimes),
+        max_bytes=int(number("maxBytes", default.max_bytes)),
+        max_parts=int(number("maxParts", default.max_parts)),
+        max_total_bytes=int(number("maxTotalBytes", default.max_total_bytes)),
+        history=history if isinstance(history, str) else default.history,
+        max_redirects=int(number("maxRedirects", default.max_redirects)),
+        timeout_seconds=number("timeoutMs", default.timeout_seconds * 1000) / 1000,
+    )
 
 
 def _options_problems(

@@ -20,6 +20,7 @@ Tree::
     │   ├── UnsupportedParameter      400 unsupported_parameter (the gateway or the
     │   │                             routed agent's backend does not take the field)
     │   ├── UnsupportedValue          400 unsupported_value (modalities audio...)
+    │   ├── InvalidImage              400 invalid_image (refused by the agent's image policy)
     │   ├── InvalidSessionKey         400 invalid_session_key
     │   └── InvalidIdempotencyKey     400 invalid_idempotency_key
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
@@ -150,6 +151,12 @@ class UnsupportedParameter(InvalidRequest):
 
 class UnsupportedValue(InvalidRequest):
     code = "unsupported_value"
+
+
+class InvalidImage(InvalidRequest):
+    """An ``image_url`` part the routed agent's image policy refuses (``param`` names it)."""
+
+    code = "invalid_image"
 
 
 class InvalidSessionKey(InvalidRequest):

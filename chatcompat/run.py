@@ -35,10 +35,12 @@ import uuid
 
 from . import errors
 from . import history
+from . import images
 from .agents.base import AgentRequest
 from .agents.base import Cancellation
 from .agents.base import Event
 from .agents.base import Finish
+from .agents.base import InputImage
 from .agents.base import Started
 from .background import call_later
 from .background import spawn
@@ -150,11 +152,19 @@ class Run:
         """
         return self._lease.claim()
 
-    def start(self, conversation: history.Conversation, params: dict[str, t.Any]) -> None:
+    def start(
+        self,
+        conversation: history.Conversation,
+        params: dict[str, t.Any],
+        new_images: t.Sequence[InputImage] = (),
+    ) -> None:
         """Lock the session, build the input, start the agent and wait until it has
         accepted the run. Errors up to here are plain HTTP errors.
 
-        :raise errors.APIError: 409/5xx before anything was sent.
+        :param new_images: the new turn's images as :func:`chatcompat.images.check_images`
+            accepted them (a backend that needs bytes gets them).
+        :raise errors.APIError: 409/5xx before anything was sent (a 400 from a backend
+            that refused what an image URL brought).
         """
         system_text, earlier, new_turn = conversation
         timeout = self.agent_config.timeout_seconds
@@ -178,7 +188,11 @@ class Run:
             # A new session keeps what the agent saw as its first turn, so the next
             # request (which sends only the key) continues the same conversation.
             self._turn_to_store = (past if stored is None else []) + new_turn
-            sent = past + new_turn
+            # Earlier turns' images: a short marker unless images.history is "keep";
+            # always for a backend that takes images as bytes (its history is text).
+            needs_bytes = self.agent.needs_image_bytes
+            shown = images.mark_earlier_images(past, self.agent_config.images, always=needs_bytes)
+            sent = shown + new_turn
             if not self.agent.accepts_images:
                 sent = history.drop_images(sent, agent_id=self.agent_config.id)
             request = AgentRequest(
@@ -190,6 +204,7 @@ class Run:
                     self.agent_config.system_prompt, system_text
                 ),
                 params=params,
+                images=tuple(new_images) if needs_bytes else (),
             )
             self._deadline = time.monotonic() + timeout
             spawn(self._produce, request)

@@ -31,6 +31,35 @@ class RateLimit:
     exempt_loopback: bool = True
 
 
+# -- image policy (``images`` of an agent) ----------------------------------------------
+
+# OpenClaw's chat-completions defaults: the types its endpoint takes, 10 MiB per image,
+# 8 image parts and 20 MiB of images per request, 3 redirects and 10 s per fetch.
+DEFAULT_IMAGE_MIMES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/heic",
+                       "image/heif")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePolicy:
+    """What an agent takes of a request's ``image_url`` parts (``images`` of the agent).
+
+    ``url_allowlist`` holds lowercased host names; ``*.example.com`` matches the
+    subdomains of example.com, not example.com itself. Empty: any host (when
+    ``allow_url``).
+    """
+
+    allow_url: bool = False
+    url_allowlist: tuple[str, ...] = ()
+    allowed_mimes: tuple[str, ...] = DEFAULT_IMAGE_MIMES
+    max_bytes: int = 10 * 1024 * 1024
+    max_parts: int = 8
+    max_total_bytes: int = 20 * 1024 * 1024
+    # "marker": earlier turns' images reach the agent as a short text; "keep": as sent.
+    history: str = "marker"
+    max_redirects: int = 3
+    timeout_seconds: float = 10.0
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """One entry of ``agents.list`` with ``agents.defaults`` merged in.
@@ -47,6 +76,7 @@ class AgentConfig:
     timeout_seconds: float = 600.0
     history_limit: int | None = None
     default: bool = False
+    images: ImagePolicy = dataclasses.field(default_factory=ImagePolicy)
 
 
 @dataclasses.dataclass(frozen=True)

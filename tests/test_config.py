@@ -697,7 +697,7 @@ def test_agents_defaults_are_merged_and_entries_win():
             agents_doc({"id": "a", "backend": "echo", "delayMz": 1}),
             [
                 "agents.list[0].delayMz: unknown key (expected one of: backend, default, "
-                "delayMs, historyLimit, id, systemPrompt, timeoutSeconds)"
+                "delayMs, historyLimit, id, images, systemPrompt, timeoutSeconds)"
             ],
         ),
         (
