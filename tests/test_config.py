@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,8 +18,10 @@ from chatcompat.config import load_document
 from chatcompat.config import load_settings
 from chatcompat.config import settings_from_document
 from chatcompat.config import state_dir
+from chatcompat.image_types import SNIFFED_TYPES
 from chatcompat.settings import DEFAULT_MAX_BODY_BYTES
 from chatcompat.settings import AgentConfig
+from chatcompat.settings import ImagePolicy
 from chatcompat.settings import RateLimit
 from chatcompat.settings import Settings
 
@@ -946,3 +949,74 @@ def test_an_unset_api_key_variable_is_left_to_the_run():
     # It is read again when the agent runs (and may be set by then in a worker).
     doc = agents_doc({**UPSTREAM, "apiKeyEnv": "UPSTREAM_KEY"})
     assert build(doc).agents[0].options["apiKeyEnv"] == "UPSTREAM_KEY"
+
+
+# --- images (the image policy of an agent) --------------------------------------------
+
+
+def test_image_policy_defaults_are_openclaws_and_documented():
+    (agent,) = build(agents_doc({"id": "a", "backend": "echo"})).agents
+    assert agent.images == ImagePolicy()
+    assert ImagePolicy().max_parts == 8 and ImagePolicy().max_bytes == 10 * 1024 * 1024
+    assert ImagePolicy().allow_url is False and ImagePolicy().history == "marker"
+    schema = config_schema()["$defs"]["agentKeys"]["properties"]["images"]["properties"]
+    policy = ImagePolicy()
+    assert schema["allowUrl"]["default"] is policy.allow_url
+    assert tuple(schema["allowedMimes"]["default"]) == policy.allowed_mimes
+    assert schema["allowedMimes"]["items"]["enum"] == list(SNIFFED_TYPES)
+    assert schema["maxBytes"]["default"] == policy.max_bytes
+    assert schema["maxParts"]["default"] == policy.max_parts
+    assert schema["maxTotalBytes"]["default"] == policy.max_total_bytes
+    assert schema["history"]["default"] == policy.history
+    assert schema["maxRedirects"]["default"] == policy.max_redirects
+    assert schema["timeoutMs"]["default"] == policy.timeout_seconds * 1000
+
+
+def test_image_policy_keys_map_and_merge_with_the_defaults_key_by_key():
+    shared = {"allowUrl": True, "urlAllowlist": ["CDN.example.com", "*.img.example"],
+              "maxParts": 2, "timeoutMs": 2500}  # fmt: skip
+    doc = agents_doc(
+        {"id": "a", "backend": "echo", "images": {"maxParts": 4, "history": "keep"}},
+        {"id": "b", "backend": "echo"},
+        {"id": "c", "backend": "echo", "images": {"allowedMimes": ["image/png"],
+                                                  "maxBytes": 100, "maxTotalBytes": 150,
+                                                  "maxRedirects": 0}},
+        defaults={"images": shared},
+    )  # fmt: skip
+    a, b, c = build(doc).agents
+    allowlist = ("cdn.example.com", "*.img.example")
+    assert a.images == ImagePolicy(allow_url=True, url_allowlist=allowlist, max_parts=4,
+                                   history="keep", timeout_seconds=2.5)  # fmt: skip
+    assert b.images == dataclasses.replace(a.images, max_parts=2, history="marker")
+    assert c.images == dataclasses.replace(
+        b.images, allowed_mimes=("image/png",), max_bytes=100, max_total_bytes=150,
+        max_redirects=0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("images", "expected"),
+    [
+        ({"allowUrl": "yes"}, "agents.list[0].images.allowUrl: 'yes' is not of type 'boolean'"),
+        ({"maxParts": -1}, "agents.list[0].images.maxParts: -1 is less than the minimum of 0"),
+        ({"maxBytes": 0}, "agents.list[0].images.maxBytes: 0 is less than the minimum of 1"),
+        ({"history": "drop"}, "agents.list[0].images.history: 'drop' is not one of"
+                              " ['marker', 'keep']"),
+        ({"allowedMimes": ["image/svg+xml"]}, "agents.list[0].images.allowedMimes[0]:"
+                                              " 'image/svg+xml' is not one of"),
+        ({"allowedMimes": []}, "agents.list[0].images.allowedMimes: [] should be non-empty"),
+        ({"urlAllowlist": ["https://a.b"]}, "agents.list[0].images.urlAllowlist[0]:"
+                                            " 'https://a.b' does not match"),
+        ({"maxPart": 2}, "agents.list[0].images.maxPart: unknown key (expected one of: allowUrl,"
+                         " allowedMimes, history, maxBytes, maxParts, maxRedirects,"
+                         " maxTotalBytes, timeoutMs, urlAllowlist)"),
+    ],
+)  # fmt: skip
+def test_bad_image_policy_is_reported_at_its_key_path(images, expected):
+    (problem,) = problems(agents_doc({"id": "a", "backend": "echo", "images": images}))
+    assert problem.startswith(expected)
+
+
+def test_bad_image_policy_in_defaults_is_reported_there():
+    doc = agents_doc({"id": "a", "backend": "echo"}, defaults={"images": {"maxParts": "8"}})
+    assert problems(doc) == ["agents.defaults.images.maxParts: '8' is not of type 'integer'"]

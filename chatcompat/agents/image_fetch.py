@@ -131,6 +131,7 @@ def fetch(
     while True:
         parts = _hop(url, allowlist)
         conn = _connect(parts, deadline, timeout_seconds, address_allowed, resolver, current)
+        response = None
         try:
             response = _get(conn, parts, deadline, timeout_seconds)
             location = response.getheader("Location")
@@ -156,6 +157,8 @@ def fetch(
                 f"The image URL could not be fetched ({type(exc).__name__})."
             ) from None
         finally:
+            if response is not None:
+                response.close()  # it owns the socket once the server said it will close
             conn.close()
 
 
