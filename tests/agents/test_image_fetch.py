@@ -73,6 +73,14 @@ def test_localhost_by_name_is_refused_for_its_dns_answers(server):
     assert len(server.requests) == before  # never connected
 
 
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "127.1", "[::1]", "[::ffff:127.0.0.1]"])
+def test_other_spellings_of_loopback_are_refused(server, host):
+    before = len(server.requests)
+    with pytest.raises(FetchRefused, match="non-public address"):
+        fetch(f"http://{host}:{server.port}/png", **LIMITS)
+    assert len(server.requests) == before
+
+
 def test_allowed_address_is_fetched(server):
     fetched = fetch(server.url("/png"), address_allowed=only("127.0.0.1"), **LIMITS)
     assert fetched.data == PNG
