@@ -33,6 +33,7 @@ CONFIG_TEMPLATE = """\
     http: {{
       endpoints: {{
         chatCompletions: {{ enabled: true }},
+        responses: {{ enabled: true }},
       }},
     }},
   }},
@@ -278,6 +279,7 @@ def cmd_sessions_show(args: argparse.Namespace) -> int:
             print(f"no session {args.key!r}", file=sys.stderr)
             return 1
         turns = store.transcript(args.key)
+        responses = store.response_ids(args.key)
     document = {
         "key": info.key,
         "agent": info.agent_id,
@@ -286,6 +288,7 @@ def cmd_sessions_show(args: argparse.Namespace) -> int:
         "updated": _when(info.updated),
         "expires": _when(info.expires),
         "turns": [{"created": _when(turn.created), "messages": turn.messages} for turn in turns],
+        "responses": responses,  # ids of the stored Responses API responses, oldest first
     }
     print(json.dumps(document, indent=2, ensure_ascii=False))
     return 0

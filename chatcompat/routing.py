@@ -125,7 +125,12 @@ def session_key(agent_id: str, header_key: str | None, user: str | None) -> tupl
             # included) stay as they were, and no literal user can spell an encoded one.
             return f"agent:{agent_id}:openai-user-enc:{header_safe(name)}", True
         return f"agent:{agent_id}:openai-user:{name}", True
-    return f"agent:{agent_id}:openai:{uuid.uuid4()}", False
+    return fresh_session_key(agent_id), False
+
+
+def fresh_session_key(agent_id: str) -> str:
+    """A new key nobody knows yet: a stateless request's, or a forked conversation's."""
+    return f"agent:{agent_id}:openai:{uuid.uuid4()}"
 
 
 def header_safe(text: str) -> str:

@@ -7,8 +7,10 @@ import importlib
 from ..settings import StoreURL
 from .base import IdempotencyRecord
 from .base import KeyedReply
+from .base import ResponseRecord
 from .base import SessionInfo
 from .base import SessionStore
+from .base import StoredResponse
 from .base import StoreError
 from .base import StoreUnreachable
 from .base import Turn
@@ -17,10 +19,12 @@ from .sqlite_store import SQLiteStore
 __all__ = [
     "IdempotencyRecord",
     "KeyedReply",
+    "ResponseRecord",
     "SQLiteStore",
     "SessionInfo",
     "SessionStore",
     "StoreError",
+    "StoredResponse",
     "StoreUnreachable",
     "Turn",
     "open_store",
