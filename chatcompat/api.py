@@ -77,7 +77,9 @@ def chat_completions() -> Response:
         agent_config.backend,
     )
     # 6b. The agent's image policy: every image part that reaches it (400 naming the part).
-    new_images = images.check_images(body["messages"], agent_config.images)
+    new_images = images.check_images(
+        body["messages"], agent_config.images, with_bytes=agent.needs_image_bytes
+    )
     # 7. The session key.
     key, sticky = routing.session_key(
         agent_config.id, request.headers.get("x-openclaw-session-key"), body.get("user")

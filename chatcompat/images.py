@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 import typing as t
 import urllib.parse
@@ -54,6 +55,7 @@ def check_images(
     *,
     param_prefix: str = "messages",
     param_for: t.Callable[[int, int], str] | None = None,
+    with_bytes: bool = True,
 ) -> tuple[InputImage, ...]:
     """Check the image parts of chat-shaped ``messages`` that will reach the agent.
 
@@ -63,6 +65,8 @@ def check_images(
     :param param_prefix: the messages' path in the request, for ``param``.
     :param param_for: ``(message index, part index) -> param`` of the part's URL, for a
         protocol whose paths are not ``<prefix>[i].content[j].image_url[.url]``.
+    :param with_bytes: keep the decoded bytes in the result (for a backend that needs
+        them; else they are dropped once checked, not held for the whole run).
     :return: the new turn's images, in order, as a backend that needs bytes takes them.
     :raise InvalidImage: the first part the policy refuses (400, ``param`` naming it).
     """
@@ -106,7 +110,7 @@ def check_images(
                         param=param,
                     )
             if current:
-                new_turn.append(image)
+                new_turn.append(image if with_bytes else dataclasses.replace(image, data=None))
     return tuple(new_turn)
 
 

@@ -50,6 +50,11 @@ def test_data_uri_is_decoded_and_typed_by_its_bytes():
     assert got.param == "messages[0].content[1].image_url.url"
 
 
+def test_bytes_are_kept_only_when_asked():
+    (got,) = check_images([turn(image(PNG_URI))], POLICY, with_bytes=False)
+    assert (got.data, got.mime_type) == (None, "image/png")
+
+
 def test_claimed_type_is_not_trusted():
     # JPEG bytes labelled PNG: the bytes decide.
     (got,) = check_images([turn(image(data_uri(JPEG)))], POLICY)

@@ -129,6 +129,8 @@ def fetch(
         cancel.on_cancel(current.cut)
     redirects = 0
     while True:
+        if current.is_cut:
+            raise FetchRefused("The image fetch was cancelled.")
         parts = _hop(url, allowlist)
         conn = _connect(parts, deadline, timeout_seconds, address_allowed, resolver, current)
         response = None

@@ -174,6 +174,15 @@ def test_cancel_cuts_the_fetch(server):
     assert time.monotonic() - started < 2
 
 
+def test_a_cancelled_run_fetches_nothing(server):
+    cancel = Cancellation()
+    cancel.cancel()
+    before = len(server.requests)
+    with pytest.raises(FetchRefused, match="cancelled"):
+        fetch(server.url("/png"), address_allowed=only("127.0.0.1"), cancel=cancel, **LIMITS)
+    assert len(server.requests) == before
+
+
 def test_unresolvable_host_is_refused():
     def resolver(host, port):
         raise OSError("no such host")
