@@ -187,7 +187,8 @@ def _init_agent(args: argparse.Namespace) -> str | None:
 
 
 def _print_usage(settings: Settings, path: str) -> None:
-    url = f"http://{settings.bind}:{settings.port}/v1/chat/completions"
+    base = f"http://{settings.bind}:{settings.port}/v1"
+    url = f"{base}/chat/completions"
     auth = f"-H 'Authorization: Bearer {settings.auth_secret}' " if settings.auth_secret else ""
     print(
         f"""
@@ -200,6 +201,10 @@ Then call it:
 
   curl -N {url} {auth}-H 'Content-Type: application/json' -H 'x-openclaw-agent-id: main' \\
     -d '{{"model": "openclaw", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+
+The Responses API:
+  curl -sS {base}/responses {auth}-H 'Content-Type: application/json' \\
+    -d '{{"model": "openclaw", "input": "hi"}}'
 """
     )
 

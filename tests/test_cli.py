@@ -76,10 +76,12 @@ def test_init_writes_a_private_config_with_a_fresh_token(state, capsys):
     token = token_of(path)
     assert len(token) >= 32
     lines = curl_lines(out)
-    assert len(lines) == 2
-    for line in lines:
+    assert len(lines) == 3  # chat JSON, chat stream, Responses
+    for line in lines[:2]:
         assert URL in line and f"Authorization: Bearer {token}" in line
     assert any('"stream": true' in line for line in lines)
+    assert "/v1/responses " in lines[2] and f"Authorization: Bearer {token}" in lines[2]
+    assert load_settings(str(path)).responses_enabled
     assert f"chatcompat serve --config {path}" in out
 
     status, out, _ = run(["init", "--force"], capsys)
@@ -109,7 +111,7 @@ def test_init_with_path_and_port(state, tmp_path, capsys):
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert not (state / "chatcompat.json5").exists()
     lines = curl_lines(out)
-    assert lines and all("http://127.0.0.1:19999/v1/chat/completions" in line for line in lines)
+    assert lines and all("http://127.0.0.1:19999/v1/" in line for line in lines)
     assert load_settings(str(path)).port == 19999
 
 
