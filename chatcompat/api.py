@@ -75,9 +75,15 @@ def chat_completions() -> Response:
         agent_config.id,
         agent_config.backend,
     )
+    # The upstream model for this run (x-openclaw-model), if the agent lists it. An
+    # API key's model_override scope is checked before this.
+    model_override = routing.model_override(agent_config, request.headers.get(routing.MODEL_HEADER))
     # 7. The session key.
     key, sticky = routing.session_key(
-        agent_config.id, request.headers.get("x-openclaw-session-key"), body.get("user")
+        agent_config.id,
+        request.headers.get("x-openclaw-session-key"),
+        body.get("user"),
+        user_keys=settings.session_user_keys,
     )
     record = requestlog.current()
     record.routed(agent_config.id, key, stream=body.get("stream") is True)
@@ -97,6 +103,7 @@ def chat_completions() -> Response:
         client_socket=request.environ.get("gunicorn.socket"),
         record=record,
         idempotency=keyed,
+        model_override=model_override,
     )
     stored = run.claim()
     if stored is not None:
@@ -105,7 +112,10 @@ def chat_completions() -> Response:
         assert stored.reply is not None
         return chat_protocol.replay_response(stored.reply, record.stream, include_usage)
     # 9. The session lock, and the agent started.
-    run.start(conversation, validation.forwarded_params(body))
+    params = validation.forwarded_params(body)
+    if not settings.session_user_keys and agent.takes_user and body.get("user") is not None:
+        params["user"] = body["user"]  # it selected no session: the agent's to use
+    run.start(conversation, params)
     # 10. The reply: JSON, or SSE.
     if not record.stream:
         return json_response(chat_protocol.complete(run))

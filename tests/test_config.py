@@ -707,7 +707,7 @@ def test_agent_reasoning_relays_by_default_and_defaults_share_it():
             agents_doc({"id": "a", "backend": "echo", "delayMz": 1}),
             [
                 "agents.list[0].delayMz: unknown key (expected one of: backend, default, "
-                "delayMs, historyLimit, id, reasoning, systemPrompt, timeoutSeconds)"
+                "delayMs, historyLimit, id, models, reasoning, systemPrompt, timeoutSeconds)"
             ],
         ),
         (

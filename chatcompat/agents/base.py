@@ -297,6 +297,9 @@ class Agent:
     # Backends that cannot take images get their image_url parts removed (and logged).
     accepts_images: t.ClassVar[bool] = False
     request_fields: t.ClassVar[frozenset[str]] = frozenset()
+    # Whether the backend gets the request's ``user`` in ``params`` when ``user`` selects
+    # no session (``sessions.userKeys: false``); otherwise the gateway keeps it.
+    takes_user: t.ClassVar[bool] = False
     takes_extension_fields: t.ClassVar[bool] = False
 
     def __init__(self, config: AgentConfig) -> None:
