@@ -19,6 +19,7 @@ from chatcompat.config import settings_from_document
 from chatcompat.config import state_dir
 from chatcompat.settings import DEFAULT_MAX_BODY_BYTES
 from chatcompat.settings import AgentConfig
+from chatcompat.settings import Cors
 from chatcompat.settings import RateLimit
 from chatcompat.settings import Settings
 
@@ -237,6 +238,8 @@ def _schema_default(*path):
         (("sessions", "historyLimit"), Settings.history_limit),
         (("sessions", "ttlSeconds"), Settings.session_ttl_seconds),
         (("sessions", "statelessTtlSeconds"), Settings.stateless_ttl_seconds),
+        (("sessions", "userKeys"), Settings.session_user_keys),
+        (("gateway", "http", "cors", "maxAgeSeconds"), Cors.max_age_seconds),
     ],
 )
 def test_schema_documents_the_real_defaults(path, expected):
@@ -956,3 +959,80 @@ def test_an_unset_api_key_variable_is_left_to_the_run():
     # It is read again when the agent runs (and may be set by then in a worker).
     doc = agents_doc({**UPSTREAM, "apiKeyEnv": "UPSTREAM_KEY"})
     assert build(doc).agents[0].options["apiKeyEnv"] == "UPSTREAM_KEY"
+
+
+# --- x-openclaw-model, CORS, sessions.userKeys (issue 13) -------------------------------
+
+
+def test_an_agents_models_list_is_its_override_list_not_a_backend_option():
+    doc = {"agents": {"list": [{"id": "a", "backend": "echo", "models": ["m1", "m2"]}]}}
+    (agent,) = build(doc).agents
+    assert agent.models == ("m1", "m2")
+    assert "models" not in agent.options
+    (plain,) = build({"agents": {"list": [{"id": "a", "backend": "echo"}]}}).agents
+    assert plain.models == ()
+
+
+def test_models_from_agents_defaults_are_merged_and_an_entry_may_replace_them():
+    doc = {
+        "agents": {
+            "defaults": {"backend": "echo", "models": ["shared"]},
+            "list": [{"id": "a"}, {"id": "b", "models": ["own"]}],
+        }
+    }
+    assert [agent.models for agent in build(doc).agents] == [("shared",), ("own",)]
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        (["a", "a"], "agents.list[0].models: ['a', 'a'] has non-unique elements"),
+        ([""], "agents.list[0].models[0]: '' does not match"),
+        (["has space"], "agents.list[0].models[0]: 'has space' does not match"),
+        ({"providers": {}}, "agents.list[0].models: must be a list of model names"),
+    ],
+)
+def test_a_bad_models_list_is_reported_at_its_path(models, expected):
+    found = problems({"agents": {"list": [{"id": "x", "backend": "echo", "models": models}]}})
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_pi_keeps_its_models_json_object_under_both_spellings():
+    for key in ("models", "modelsJson"):
+        entry = {"id": "p", "backend": "pi", key: {"providers": {}}, "models": ["m"]}
+        if key == "models":
+            entry["models"] = {"providers": {}}
+        (agent,) = build({"agents": {"list": [entry]}}).agents
+        assert agent.options[key] == {"providers": {}}
+
+
+def test_cors_is_off_by_default_and_origins_are_lowercased():
+    assert build({}).cors is None
+    doc = {"gateway": {"http": {"cors": {"allowOrigins": ["HTTP://Localhost:3000"]}}}}
+    cors = build(doc).cors
+    assert cors == Cors(allow_origins=("http://localhost:3000",), max_age_seconds=600)
+    assert cors.allows("http://localhost:3000") and not cors.allows("http://localhost:3001")
+    assert Cors(allow_origins=("*",)).allows("https://anywhere.example")
+
+
+@pytest.mark.parametrize(
+    ("cors", "expected"),
+    [
+        ({}, "gateway.http.cors: 'allowOrigins' is a required property"),
+        ({"allowOrigins": ["http://a.example/"]}, "gateway.http.cors.allowOrigins[0]: "),
+        ({"allowOrigins": ["a.example"]}, "gateway.http.cors.allowOrigins[0]: "),
+        ({"allowOrigins": [], "maxAgeSeconds": -1}, "gateway.http.cors.maxAgeSeconds: "),
+        ({"allowOrigins": [], "allowHeaders": []}, "gateway.http.cors.allowHeaders: unknown"),
+    ],
+)
+def test_a_bad_cors_block_is_reported_at_its_path(cors, expected):
+    found = problems({"gateway": {"http": {"cors": cors}}})
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_sessions_user_keys():
+    assert build({}).session_user_keys is True
+    assert build({"sessions": {"userKeys": False}}).session_user_keys is False
+    assert problems({"sessions": {"userKeys": "no"}}) == [
+        "sessions.userKeys: 'no' is not of type 'boolean'"
+    ]
