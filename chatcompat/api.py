@@ -149,9 +149,12 @@ def get_model(model_id: str) -> Response:
     require_method("GET")
     auth.authenticate(request, gateway.authenticator, gateway.store)
     agent_id = routing.agent_id_from_model(model_id)
-    if agent_id != "default" and (agent_id is None or gateway.settings.agent(agent_id) is None):
+    if agent_id == "default":
+        agent_id = gateway.settings.default_agent_id
+    agent = gateway.settings.agent(agent_id) if agent_id is not None else None
+    if agent is None:
         raise errors.ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
-    return json_response(model_entry(model_id))
+    return json_response(model_entry(model_id, agent.models))
 
 
 def _require_models_enabled(settings: Settings) -> None:

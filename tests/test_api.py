@@ -797,3 +797,13 @@ def test_without_user_keys_user_is_passed_on_and_selects_no_session(make_app, se
     keys = {post(unkeyed, body).headers["x-openclaw-session-key"] for _ in range(2)}
     assert len(keys) == 2 and all(key.startswith("agent:up:openai:") for key in keys)
     assert fake.chat_requests()[-1].body["user"] == "alice"
+
+
+def test_a_models_detail_lists_the_models_the_header_may_choose(upstream_client):
+    detail = upstream_client.get("/v1/models/openclaw%2Fup", headers=AUTH)
+    check("Model", detail.get_json())
+    assert detail.get_json()["models"] == ["small-model", "vendor/big-model"]
+    for plain in ("openclaw/main", "openclaw", "openclaw/default"):
+        body = upstream_client.get(f"/v1/models/{plain}", headers=AUTH).get_json()
+        check("Model", body)
+        assert "models" not in body and body["id"] == plain
