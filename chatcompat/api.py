@@ -90,7 +90,12 @@ def chat_completions() -> Response:
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     # 8. Idempotency-Key: a repeat of a finished request gets its stored reply.
     keyed = idempotency.for_request(
-        principal, idempotency_key, agent_config.id, key if sticky else None, body
+        principal,
+        idempotency_key,
+        agent_config.id,
+        key if sticky else None,
+        body,
+        model_override=model_override,
     )
     run = Run(
         settings=settings,
