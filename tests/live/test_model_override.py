@@ -1,8 +1,8 @@
 """``x-openclaw-model`` live: ``chatcompat serve`` (gunicorn) with an ``openai`` agent in
 front of the fake upstream, whose log shows the model each run really asked for.
 
-The pi backend's side (the model switched for one run of a warm process) is in
-``test_pi_live.py``.
+Chat completions and the Responses API both. The pi backend's side (the model
+switched for one run of a warm process) is in ``test_pi_live.py``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ def server(fake, tmp_path_factory):
     started = start_server(
         tmp_path_factory.mktemp("model-override"),
         workers=1,
-        overrides={"agents": {"list": agents}},
+        overrides={
+            "agents": {"list": agents},
+            "gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}},
+        },
     )
     yield started
     started.stop()
@@ -89,6 +92,22 @@ def test_the_sdk_sends_it_as_an_extra_header(server, fake):
     )
     assert reply.choices[0].message.content == f"You said: {m}"
     assert sent_model(fake, m) == "vendor/fake-large"
+    sdk.close()
+
+
+def test_the_responses_api_honours_it_too(server, fake):
+    sdk = openai.OpenAI(base_url=server.url("/v1"), api_key=TOKEN, max_retries=0, timeout=20)
+    m = mark()
+    response = sdk.responses.create(
+        model="openclaw/up", input=m, extra_headers={"x-openclaw-model": "fake-small"}
+    )
+    assert response.output_text == f"You said: {m}"
+    assert sent_model(fake, m) == "fake-small"
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.create(
+            model="openclaw/up", input=mark(), extra_headers={"x-openclaw-model": "gpt-5"}
+        )
+    assert caught.value.code == "model_not_allowed"
     sdk.close()
 
 
