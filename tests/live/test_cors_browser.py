@@ -111,8 +111,10 @@ def chromium() -> str:
 def report_of(page: PageServer, gateway: str, mark: str, profile: str) -> dict:
     """Open the page in headless Chromium and return what its script reported."""
     url = f"{page.origin}/?{urllib.parse.urlencode({'gateway': gateway, 'mark': mark})}"
-    argv = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-extensions", f"--user-data-dir={profile}", url]  # fmt: skip
+    # No sandbox (CI runs as root), no /dev/shm (small in containers).
+    argv = [chromium(), "--headless", "--no-sandbox", "--disable-dev-shm-usage",
+            "--disable-gpu", "--no-first-run", "--disable-extensions",
+            f"--user-data-dir={profile}", url]  # fmt: skip
     # Its own process group: the browser's helper processes end with it.
     browser = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
