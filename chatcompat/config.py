@@ -465,6 +465,7 @@ def _agent(
         problems.append((at, "'backend' is a required property (here or in agents.defaults)"))
     elif isinstance(backend, str):
         problems.extend(_options_problems(at, backend, options, generic, environ))
+        problems.extend(_model_choice_problems(at, backend, options, merged.get("models")))
     kwargs: dict[str, t.Any] = {}
     if isinstance(merged.get("timeoutSeconds"), (int, float)):
         kwargs["timeout_seconds"] = float(merged["timeoutSeconds"])
@@ -514,6 +515,23 @@ def _options_problems(
         # Only pi has an object "models" (its models.json); a list is the generic key.
         found.append(((*at, "models"), "must be a list of model names for this backend"))
     return found + _schema_problems(validator, options, at, also_known=generic)
+
+
+def _model_choice_problems(
+    at: _Path, backend: str, options: dict[str, t.Any], models: t.Any
+) -> list[_Problem]:
+    """What keeps the backend from running the models an agent lists for
+    ``x-openclaw-model`` (:meth:`~chatcompat.agents.base.Agent.check_model_choice`)."""
+    if not isinstance(models, list) or not models:
+        return []
+    from .agents import UnknownBackend
+    from .agents import backend_class
+
+    try:
+        message = backend_class(backend).check_model_choice(options)
+    except UnknownBackend:
+        return []  # reported with the options
+    return [] if message is None else [((*at, "models"), message)]
 
 
 def _store_url(

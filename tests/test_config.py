@@ -998,12 +998,11 @@ def test_a_bad_models_list_is_reported_at_its_path(models, expected):
 
 
 def test_pi_keeps_its_models_json_object_under_both_spellings():
-    for key in ("models", "modelsJson"):
-        entry = {"id": "p", "backend": "pi", key: {"providers": {}}, "models": ["m"]}
-        if key == "models":
-            entry["models"] = {"providers": {}}
-        (agent,) = build({"agents": {"list": [entry]}}).agents
-        assert agent.options[key] == {"providers": {}}
+    pi = {"id": "p", "backend": "pi", "provider": "x", "model": "m"}
+    (agent,) = build({"agents": {"list": [{**pi, "modelsJson": {"a": 1}, "models": ["n"]}]}}).agents
+    assert (agent.options["modelsJson"], agent.models) == ({"a": 1}, ("n",))
+    (agent,) = build({"agents": {"list": [{**pi, "models": {"a": 1}}]}}).agents
+    assert (agent.options["models"], agent.models) == ({"a": 1}, ())
 
 
 def test_cors_is_off_by_default_and_origins_are_lowercased():

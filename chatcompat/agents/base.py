@@ -320,6 +320,15 @@ class Agent:
         """
         return []
 
+    @classmethod
+    def check_model_choice(cls, options: t.Mapping[str, t.Any]) -> str | None:
+        """What keeps this backend from running a model a request chooses with
+        ``x-openclaw-model`` (the agent lists ``models``), at start-up; None: nothing.
+
+        :param options: the agent's backend-specific options.
+        """
+        return None
+
     def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
         """Run the agent and yield its events, ending with one :class:`Finish`.
 

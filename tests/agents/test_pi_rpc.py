@@ -183,7 +183,15 @@ def test_the_models_x_openclaw_model_may_choose_are_in_pis_models_json():
 
 
 def test_a_model_override_needs_a_provider_and_a_model():
-    (config,) = load({"models": ["big"]}).agents  # pi's own default model: no --model
+    for options in ({}, {"model": "m"}, {"provider": "p"}):
+        with pytest.raises(ConfigError) as caught:
+            load({**options, "models": ["big"]})  # pi's own default model: no --model
+        assert caught.value.problems == [
+            "agents.list[0].models: the pi backend runs a model chosen with x-openclaw-model"
+            " only with 'model' and 'provider' (or 'baseUrl') set"
+        ]
+    load({"provider": "p", "model": "m", "models": ["big"]})
+    (config,) = load({}).agents  # and at run time, should a request get there
     with pytest.raises(AgentError) as caught:
         PiAgent(config)._switch_model(t.cast(t.Any, None), "big")
     assert "needs 'provider' and 'model'" in caught.value.message

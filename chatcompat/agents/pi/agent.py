@@ -170,6 +170,16 @@ class PiAgent(SendsAPIKey, Agent):
         "additionalProperties": False,
     }
 
+    @classmethod
+    def check_model_choice(cls, options: t.Mapping[str, t.Any]) -> str | None:
+        """pi runs a chosen model only next to its own ``--model`` (see _switch_model)."""
+        if options.get("model") and (options.get("provider") or options.get("baseUrl")):
+            return None
+        return (
+            "the pi backend runs a model chosen with x-openclaw-model only with 'model'"
+            " and 'provider' (or 'baseUrl') set"
+        )
+
     def __init__(self, config: AgentConfig) -> None:
         super().__init__(config)
         options = config.options
