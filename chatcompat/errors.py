@@ -22,6 +22,8 @@ Tree::
     │   ├── UnsupportedValue          400 unsupported_value (modalities audio...)
     │   ├── InvalidImage              400 invalid_image (refused by the agent's image policy)
     │   ├── InvalidSessionKey         400 invalid_session_key
+    │   │   └── ReservedSessionKey    400 reserved_session_key (subagent:, cron:, acp:)
+    │   ├── ModelNotAllowed           400 model_not_allowed (x-openclaw-model)
     │   └── InvalidIdempotencyKey     400 invalid_idempotency_key
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
     ├── NotFound                      404 not_found
@@ -166,6 +168,19 @@ class InvalidImage(InvalidRequest):
 
 class InvalidSessionKey(InvalidRequest):
     code = "invalid_session_key"
+
+
+class ReservedSessionKey(InvalidSessionKey):
+    """A session key in one of OpenClaw's internal namespaces (its runs of sub-agents,
+    cron jobs, ACP clients): an HTTP client must not write into those sessions."""
+
+    code = "reserved_session_key"
+
+
+class ModelNotAllowed(InvalidRequest):
+    """``x-openclaw-model`` names a model the agent does not list in ``models``."""
+
+    code = "model_not_allowed"
 
 
 class InvalidIdempotencyKey(InvalidRequest):

@@ -116,6 +116,8 @@ class Run:
     :meth:`finish`, and :meth:`close` in every case.
 
     :param model: the model the client asked for, as replies name it.
+    :param model_override: the upstream model the agent runs this time
+        (``x-openclaw-model``, already allowed by routing); None: the agent's own.
     :param client_socket: the client's connection, looked at to notice it closed.
     :param owner: the principal the run is for; stored responses remember it.
     :param store_turn: False for a request that must leave nothing stored (the
@@ -137,6 +139,7 @@ class Run:
         idempotency: Idempotency | None = None,
         owner: str = "operator",
         store_turn: bool = True,
+        model_override: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -149,6 +152,7 @@ class Run:
         self.idempotency = idempotency
         self.owner = owner
         self.store_turn = store_turn
+        self.model_override = model_override
         self._socket = client_socket
         self._lease = Lease(store, session_key, idempotency)
         self._turn_id = uuid.uuid4().hex
@@ -248,6 +252,7 @@ class Run:
                 ),
                 params=params,
                 images=tuple(new_images) if needs_bytes else (),
+                model=self.model_override,
             )
             self._deadline = time.monotonic() + timeout
             spawn(self._produce, request)

@@ -79,6 +79,21 @@ class AgentConfig:
     images: ImagePolicy = dataclasses.field(default_factory=ImagePolicy)
     # "relay" or "drop": whether the agent's reasoning reaches the client (never stored).
     reasoning: str = "relay"
+    # The upstream models a request may choose with ``x-openclaw-model``; empty: none.
+    models: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Cors:
+    """Browser access to ``/v1`` (``gateway.http.cors``); off when not configured."""
+
+    # Origins as browsers send them (``scheme://host[:port]``, lowercased); ``*``: any.
+    allow_origins: tuple[str, ...] = ()
+    max_age_seconds: int = 600
+
+    def allows(self, origin: str) -> bool:
+        """Whether a request with this ``Origin`` header may read the responses."""
+        return "*" in self.allow_origins or origin.lower() in self.allow_origins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +125,9 @@ class Settings:
     stateless_ttl_seconds: float = 3600.0
     # None: wait as long as the agent's own timeout.
     lock_timeout_seconds: float | None = None
+    # False: ``user`` is passed on to the agent but never selects a session.
+    session_user_keys: bool = True
+    cors: Cors | None = None
 
     def agent(self, agent_id: str) -> AgentConfig | None:
         """Return the configured agent with this (lowercased) id, or None."""

@@ -319,6 +319,9 @@ class Agent:
     # and fetch its remote URLs themselves (agents.image_fetch); their history is text.
     needs_image_bytes: t.ClassVar[bool] = False
     request_fields: t.ClassVar[frozenset[str]] = frozenset()
+    # Whether the backend gets the request's ``user`` in ``params`` when ``user`` selects
+    # no session (``sessions.userKeys: false``); otherwise the gateway keeps it.
+    takes_user: t.ClassVar[bool] = False
     takes_extension_fields: t.ClassVar[bool] = False
 
     def __init__(self, config: AgentConfig) -> None:
@@ -338,6 +341,15 @@ class Agent:
         :return: one (key path below the agent's entry, message) per problem.
         """
         return []
+
+    @classmethod
+    def check_model_choice(cls, options: t.Mapping[str, t.Any]) -> str | None:
+        """What keeps this backend from running a model a request chooses with
+        ``x-openclaw-model`` (the agent lists ``models``), at start-up; None: nothing.
+
+        :param options: the agent's backend-specific options.
+        """
+        return None
 
     def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
         """Run the agent and yield its events, ending with one :class:`Finish`.

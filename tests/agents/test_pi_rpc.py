@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import typing as t
 import uuid
 
 import pytest
@@ -175,6 +176,33 @@ def test_registered_and_options_validated():
         with pytest.raises(ConfigError) as caught:
             load(bad)
         assert key in " ".join(caught.value.problems), (bad, caught.value.problems)
+
+
+def test_the_models_x_openclaw_model_may_choose_are_in_pis_models_json():
+    (config,) = load(
+        {"baseUrl": "http://127.0.0.1:8000/v1", "model": "own", "models": ["big", "own"],
+         "modelsJson": {"providers": {"other": {"baseUrl": "http://o/v1"}}}}
+    ).agents  # fmt: skip
+    written = PiAgent(config)._models_json()
+    assert [m["id"] for m in written["providers"]["chatcompat"]["models"]] == ["own", "big"]
+    assert written["providers"]["other"] == {"baseUrl": "http://o/v1"}
+    (old_name,) = load({"models": {"providers": {}}}).agents  # pi's models.json, old name
+    assert old_name.models == () and PiAgent(old_name)._models_json() == {"providers": {}}
+
+
+def test_a_model_override_needs_a_provider_and_a_model():
+    for options in ({}, {"model": "m"}, {"provider": "p"}):
+        with pytest.raises(ConfigError) as caught:
+            load({**options, "models": ["big"]})  # pi's own default model: no --model
+        assert caught.value.problems == [
+            "agents.list[0].models: the pi backend runs a model chosen with x-openclaw-model"
+            " only with 'model' and 'provider' (or 'baseUrl') set"
+        ]
+    load({"provider": "p", "model": "m", "models": ["big"]})
+    (config,) = load({}).agents  # and at run time, should a request get there
+    with pytest.raises(AgentError) as caught:
+        PiAgent(config)._switch_model(t.cast(t.Any, None), "big")
+    assert "needs 'provider' and 'model'" in caught.value.message
 
 
 @pytest.mark.live

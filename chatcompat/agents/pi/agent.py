@@ -134,7 +134,9 @@ class PiAgent(SendsAPIKey, Agent):
                 "pattern": _ENV_NAME,
                 "description": "The gateway's variable that holds baseUrl's key.",
             },
-            "models": {"type": "object", "description": "pi's models.json, as is."},
+            "modelsJson": {"type": "object", "description": "pi's models.json, as is."},
+            # The older spelling; an agent's "models" list is the x-openclaw-model one.
+            "models": {"type": "object", "description": "pi's models.json (old name)."},
             "cwd": {
                 "type": "string",
                 "minLength": 1,
@@ -177,6 +179,16 @@ class PiAgent(SendsAPIKey, Agent):
         },
         "additionalProperties": False,
     }
+
+    @classmethod
+    def check_model_choice(cls, options: t.Mapping[str, t.Any]) -> str | None:
+        """pi runs a chosen model only next to its own ``--model`` (see _switch_model)."""
+        if options.get("model") and (options.get("provider") or options.get("baseUrl")):
+            return None
+        return (
+            "the pi backend runs a model chosen with x-openclaw-model only with 'model'"
+            " and 'provider' (or 'baseUrl') set"
+        )
 
     def __init__(self, config: AgentConfig) -> None:
         super().__init__(config)
@@ -227,6 +239,8 @@ class PiAgent(SendsAPIKey, Agent):
             )
             process.discard_pending()
             process.call("switch_session", COMMAND_SECONDS, sessionPath=str(session))
+            if request.model is not None:
+                self._switch_model(process, request.model)
             turn.prepared = True
             finish = yield from turn.run(prompt, images)
         except OSError as exc:
@@ -303,6 +317,20 @@ class PiAgent(SendsAPIKey, Agent):
         """The image fetch's address check: public addresses only (a test subclass
         admits its loopback server; nothing else changes it)."""
         return image_fetch.is_public_address(address)
+
+    def _switch_model(self, process: PiProcess, model: str) -> None:
+        """Run this turn on ``model`` (``x-openclaw-model``). pi's next switch_session
+        goes back to its ``--model``, so the choice never outlives the run; without a
+        ``--model`` it would stay pi's default in this process, hence refused.
+
+        :raise AgentError: the agent has no provider and model, or pi does not know it.
+        """
+        if not (self._provider and self._model):
+            raise AgentError(
+                f"Agent {self.config.id!r} (pi) needs 'provider' and 'model' (or 'baseUrl')"
+                " to run a model chosen with x-openclaw-model."
+            )
+        process.call("set_model", COMMAND_SECONDS, provider=self._provider, modelId=model)
 
     def close(self) -> None:
         """Stop every pi process of this agent in this worker; remove their directories."""
@@ -402,9 +430,12 @@ class PiAgent(SendsAPIKey, Agent):
 
     def _models_json(self) -> dict[str, t.Any]:
         options = self.config.options
-        models = copy.deepcopy(dict(options.get("models") or {}))
+        models = copy.deepcopy(dict(options.get("modelsJson") or options.get("models") or {}))
         if options.get("baseUrl"):
             providers = models.setdefault("providers", {})
+            # pi's set_model takes only the models its registry lists: the ones a
+            # request may choose with x-openclaw-model too.
+            listed = dict.fromkeys([self._model, *self.config.models])
             providers[self._provider] = {
                 "baseUrl": options["baseUrl"],
                 "api": "openai-completions",
@@ -412,6 +443,6 @@ class PiAgent(SendsAPIKey, Agent):
                 "compat": COMPAT,
                 # Images reach the model (pi would put a placeholder in their place
                 # for a text-only model); an upstream without vision says so itself.
-                "models": [{"id": self._model, "input": ["text", "image"]}],
+                "models": [{"id": model, "input": ["text", "image"]} for model in listed],
             }
         return models
