@@ -37,8 +37,12 @@ def choose_session(
     previous_response_id: str | None,
     user: str | None,
     principal: str,
+    *,
+    user_keys: bool = True,
 ) -> Chosen:
     """The session a Responses request runs on.
+
+    :param user_keys: whether ``user`` may select a session (``sessions.userKeys``).
 
     :raise errors.PreviousResponseNotFound: the id is unknown, expired, deleted, or
         (another credential's) not this principal's to continue.
@@ -48,7 +52,7 @@ def choose_session(
     :raise errors.StoreUnavailable: the store cannot say.
     """
     if previous_response_id is None:
-        key, sticky = routing.session_key(agent_id, header_key, user)
+        key, sticky = routing.session_key(agent_id, header_key, user, user_keys=user_keys)
         return Chosen(key, sticky, None)
     record = find_response(store, previous_response_id, principal, param=PARAM)
     if record.agent_id != agent_id:

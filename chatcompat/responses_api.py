@@ -14,6 +14,7 @@ from flask import request
 from . import auth
 from . import errors
 from . import idempotency
+from . import images
 from . import metrics
 from . import request_body
 from . import requestlog
@@ -70,6 +71,16 @@ def create_response() -> Response:
         agent_config.id,
         agent_config.backend,
     )
+    # 6b. The agent's image policy: every image part that reaches it (400 naming the part).
+    new_images = images.check_images(
+        parsed.messages,
+        agent_config.images,
+        param_for=lambda message, part: parsed.image_params[message, part],
+        with_bytes=agent.needs_image_bytes,
+    )
+    # The upstream model for this run (x-openclaw-model), if the agent lists it. An
+    # API key's model_override scope is checked before this.
+    model_override = routing.model_override(agent_config, request.headers.get(routing.MODEL_HEADER))
     # 7. The session: header, previous_response_id, user, else a fresh one.
     chosen = response_chain.choose_session(
         gateway.store,
@@ -78,6 +89,7 @@ def create_response() -> Response:
         parsed.previous_response_id,
         parsed.user,
         principal,
+        user_keys=settings.session_user_keys,
     )
     record = requestlog.current()
     record.routed(agent_config.id, chosen.key, stream=parsed.stream, endpoint=ENDPOINT)
@@ -87,7 +99,13 @@ def create_response() -> Response:
     if chosen.continuation is not None and chosen.continuation.fork:
         named_session = chosen.continuation.response_id
     keyed = idempotency.for_request(
-        principal, idempotency_key, agent_config.id, named_session, body, endpoint=ENDPOINT
+        principal,
+        idempotency_key,
+        agent_config.id,
+        named_session,
+        body,
+        endpoint=ENDPOINT,
+        model_override=model_override,
     )
     run = Run(
         settings=settings,
@@ -102,6 +120,7 @@ def create_response() -> Response:
         idempotency=keyed if parsed.store else None,
         owner=principal,
         store_turn=parsed.store,
+        model_override=model_override,
     )
     stored = run.claim()
     if stored is not None:
@@ -109,7 +128,10 @@ def create_response() -> Response:
         record.replayed(stored.session_key)
         return responses_protocol.replay_response(stored.reply, parsed.stream)
     # 9. The session lock, and the agent started.
-    run.start(parsed.conversation, parsed.params, chosen.continuation)
+    params = parsed.params
+    if not settings.session_user_keys and agent.takes_user and parsed.user is not None:
+        params = {**params, "user": parsed.user}  # it selected no session: the agent's
+    run.start(parsed.conversation, params, chosen.continuation, new_images=new_images)
     # 10. The reply: a Response object, or its events.
     if not parsed.stream:
         return json_response(responses_protocol.complete(run, parsed))
