@@ -30,6 +30,7 @@ from .settings import SECRET_KEY
 from .settings import UNSENDABLE
 from .settings import AgentConfig
 from .settings import RateLimit
+from .settings import RedisOptions
 from .settings import Settings
 from .settings import StoreURL
 from .settings import StoreURLError
@@ -196,6 +197,7 @@ def settings_from_document(
         if value is not None and name not in fields:  # CHATCOMPAT_BIND beats gateway.port
             fields[name] = convert(value)
     fields["rate_limit"] = _rate_limit(_lookup(doc, ("gateway", "auth", "rateLimit")))
+    fields["redis"] = _redis_options(_lookup(doc, ("sessions", "redis")) or {})
     return Settings(**fields)
 
 
@@ -358,6 +360,15 @@ def _auth(
         )
         problems.append((("gateway", "auth", "mode"), message))
     return {}
+
+
+def _redis_options(value: t.Mapping[str, t.Any]) -> RedisOptions:
+    """``sessions.redis`` (already valid)."""
+    minimum = value.get("minReplicas")
+    return RedisOptions(
+        min_replicas=None if minimum is None else int(minimum),
+        wait_timeout_seconds=float(value.get("waitTimeoutSeconds", 1)),
+    )
 
 
 def _rate_limit(value: t.Any) -> RateLimit | None:

@@ -795,7 +795,8 @@ def test_bad_store_url_is_a_problem(url, expected):
     [problem] = problems({"sessions": {"store": url}})
     assert problem == (
         f"sessions.store: {expected} (expected sqlite:///relative/path.db, "
-        "sqlite:////absolute/path.db, redis:// or rediss://)"
+        "sqlite:////absolute/path.db, redis://, rediss://, redis+sentinel:// or"
+        " rediss+sentinel://)"
     )
 
 
