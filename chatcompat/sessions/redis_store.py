@@ -277,6 +277,15 @@ class RedisStore(SessionStore):
             )
         return replies
 
+    def _replicated(self, client: redis.Redis) -> None:
+        """Wait until every write the primary has now is on enough replicas (a write
+        of the fence key, replicated after them, then WAIT).
+
+        :raise NotReplicated: not in time.
+        """
+        if self._needed_replicas():
+            self._confirmed(client, lambda pipe: pipe.set(self._fence, "1", px=60_000))
+
     @staticmethod
     def _eval(pipe: t.Any, script: t.Any, keys: list[str], args: list[t.Any]) -> None:
         """Queue a registered script on a pipeline of :meth:`_confirmed`."""
@@ -399,10 +408,10 @@ class RedisStore(SessionStore):
                 client, lambda pipe: self._eval(pipe, scripts.append, keys, args)
             )
             stored = bool(replies[0])
-            if not stored and self._needed_replicas():
-                # A resend of a turn that landed before: the WAIT above covered nothing
-                # (no write). Any write now is replicated after it: wait for that one.
-                self._confirmed(client, lambda pipe: pipe.set(self._fence, turn_id, px=60_000))
+            if not stored:
+                # A resend of a turn that landed before: the WAIT above covered no
+                # write of this turn; wait until what the primary has is replicated.
+                self._replicated(client)
         now = time.monotonic()
         if now - self._last_purge >= PURGE_INTERVAL_SECONDS:
             self._last_purge = now  # keeps the indexes bounded without a purge job
@@ -417,7 +426,12 @@ class RedisStore(SessionStore):
     ) -> IdempotencyRecord | None:
         args: list[t.Any] = [owner, fingerprint, _ms(ttl_seconds)]
         with self._boundary("claim an idempotency key"):
-            held = self._redis()[1].claim(keys=[self._record_key(scope)], args=args)
+            client, scripts = self._redis()
+            held = scripts.claim(keys=[self._record_key(scope)], args=args)
+            if held and held[2] is not None:
+                # A finished reply is about to be replayed as stored: it may be one whose
+                # write was not confirmed (a 503 "may not have been stored").
+                self._replicated(client)
         if not held:
             return None
         fingerprint, session_key, reply = held
