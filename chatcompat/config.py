@@ -364,10 +364,11 @@ def _auth(
 
 def _redis_options(value: t.Mapping[str, t.Any]) -> RedisOptions:
     """``sessions.redis`` (already valid)."""
-    minimum = value.get("minReplicas")
+    minimum, wait = value.get("minReplicas"), value.get("failoverWaitSeconds")
     return RedisOptions(
         min_replicas=None if minimum is None else int(minimum),
         wait_timeout_seconds=float(value.get("waitTimeoutSeconds", 1)),
+        failover_wait_seconds=None if wait is None else float(wait),
     )
 
 

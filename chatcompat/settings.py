@@ -38,6 +38,8 @@ class RedisOptions:
     # None: 1 for a Sentinel URL whose sentinels know a replica of the primary, else 0.
     min_replicas: int | None = None
     wait_timeout_seconds: float = 1.0
+    # How long a turn write waits for a failover; None: 10 s behind Sentinel, else 0.
+    failover_wait_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,9 @@ skips with the reason otherwise.
 
 :class:`SentinelGroup` is a primary, its replicas and three sentinels
 (``redis-server --sentinel``, the same binary: no extra package), all on loopback,
-with a short ``down-after-milliseconds`` so a failover takes seconds.
+with a short ``down-after-milliseconds`` so a failover takes seconds (2 s: at 1 s a
+loaded machine sees spurious failovers, a sentinel that has just switched to a new
+primary declaring it down before its first ping came back).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class RedisServer:
         # The primary's port when this server starts as its replica (redis-server
         # --replicaof); a sentinel may change the role later.
         self.replica_of: int | None = None
+        self.extra_args: list[str] = []
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = 0
@@ -77,6 +80,7 @@ class RedisServer:
             argv += ["--logfile", str(self.directory / "redis.log"), "--daemonize", "no"]
             if self.replica_of:
                 argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+            argv += self.extra_args
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
             if self._wait_ready():
                 return
@@ -226,9 +230,13 @@ class SentinelGroup:
 
     SERVICE = "mymaster"
 
-    def __init__(self, directory: pathlib.Path, *, replicas: int = 1, down_after_ms: int = 1000):
+    def __init__(self, directory: pathlib.Path, *, replicas: int = 1, down_after_ms: int = 2000):
         self.down_after_ms = down_after_ms
         self.servers = [RedisServer(directory / f"redis{n}") for n in range(1 + replicas)]
+        for server in self.servers:
+            # Diskless full syncs start at once, not after the default 5 s spent waiting
+            # for more replicas: a restarted replica confirms writes again sooner.
+            server.extra_args = ["--repl-diskless-sync-delay", "0"]
         self.sentinels = [RedisSentinel(directory / f"sentinel{n}") for n in range(3)]
 
     @property

@@ -95,6 +95,8 @@ SOCKET_TIMEOUT_SECONDS = 2.0
 PURGE_INTERVAL_SECONDS = 60.0
 PURGE_BATCH = 100
 LIST_BATCH = 100
+FAILOVER_PAUSE_SECONDS = 0.1
+_T = t.TypeVar("_T")
 _NOT_REDIS = f"a redis session store URL must look like {REDIS_URL_FORM}"
 _NOT_SENTINEL = f"a Redis Sentinel session store URL must look like {SENTINEL_URL_FORM}"
 # Query options of a Sentinel URL meant for the sentinels themselves (the others are
@@ -158,6 +160,9 @@ class RedisStore(SessionStore):
         self._sentinel: Sentinel | None = None
         # sessions.redis.minReplicas, or what it resolved to in this process.
         self._min_replicas = self._options.min_replicas
+        wait = self._options.failover_wait_seconds
+        self._failover_wait = (10.0 if parsed.sentinels else 0.0) if wait is None else wait
+        self._outage_since: float | None = None
         self._pid = 0
         self._last_purge = float("-inf")
 
@@ -243,13 +248,42 @@ class RedisStore(SessionStore):
         """Send the commands ``write`` queues on a pipeline, then ``WAIT`` for the
         replicas on the same connection (a WAIT covers its own connection's writes).
 
-        Scripts go as ``EVALSHA`` (:meth:`_eval`); a primary that does not know them
-        yet (a restart, a failover) gets them loaded and the commands sent again.
+        The commands must be safe to send again (a turn with its id, the fence):
+        :meth:`_patiently` sends them again during a failover.
 
         :return: the replies to the commands, in order.
         :raise NotReplicated: fewer replicas than required confirmed in time.
         :raise redis.RedisError: a command failed (the first error).
         """
+        return self._patiently(lambda: self._confirmed_once(client, write))
+
+    def _patiently(self, call: t.Callable[[], _T]) -> _T:
+        """``call()``, made again every :data:`FAILOVER_PAUSE_SECONDS` while there is
+        no primary or too few replicas confirm (a failover, a replica resyncing),
+        until ``failover_wait_seconds`` after the first failure of this outage in
+        this process. Only for commands that are safe to repeat. A slow Redis (a
+        timeout) still fails at once.
+        """
+        while True:
+            try:
+                result = call()
+            except (redis.ConnectionError, NotReplicated) as exc:
+                now = time.monotonic()
+                since = self._outage_since = self._outage_since or now
+                if now + FAILOVER_PAUSE_SECONDS - since > self._failover_wait:
+                    raise
+                log.info("waiting for the session store's failover: %s", self._scrubbed(exc))
+                time.sleep(FAILOVER_PAUSE_SECONDS)  # cooperative (gevent)
+                if isinstance(exc, NotReplicated):
+                    self._follow_primary()
+                continue
+            self._outage_since = None
+            return result
+
+    def _confirmed_once(self, client: redis.Redis, write: t.Callable[[t.Any], None]) -> list[t.Any]:
+        """One try of :meth:`_confirmed`. Scripts go as ``EVALSHA`` (:meth:`_eval`); a
+        primary that does not know them yet (a restart, a failover) gets them loaded
+        and the commands sent again."""
         needed = self._needed_replicas()
         timeout_ms = _ms(self._options.wait_timeout_seconds)
         for attempt in (1, 2):
@@ -286,6 +320,17 @@ class RedisStore(SessionStore):
         if self._needed_replicas():
             self._confirmed(client, lambda pipe: pipe.set(self._fence, "1", px=60_000))
 
+    def _follow_primary(self) -> None:
+        """Ask the sentinels for the primary now. One that moved drops the idle pooled
+        connections to the former (a deposed primary that has not yet been made a
+        replica still takes writes, which no replica confirms)."""
+        client = self._client
+        if self._sentinel is None or client is None:
+            return
+        pool = t.cast(redis.sentinel.SentinelConnectionPool, client.connection_pool)
+        with contextlib.suppress(redis.RedisError):
+            pool.get_master_address()  # type: ignore[no-untyped-call]
+
     @staticmethod
     def _eval(pipe: t.Any, script: t.Any, keys: list[str], args: list[t.Any]) -> None:
         """Queue a registered script on a pipeline of :meth:`_confirmed`."""
@@ -297,14 +342,19 @@ class RedisStore(SessionStore):
         try:
             yield
         except redis.RedisError as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-            for secret in self._secrets:
-                detail = detail.replace(secret, "***")
+            detail = self._scrubbed(exc)
             if isinstance(exc, _UNAVAILABLE):
                 message = f"the session store {self.location} is unavailable ({detail})"
                 raise StoreUnreachable(message) from exc
             message = f"the session store {self.location} failed to {action} ({detail})"
             raise StoreError(message) from exc
+
+    def _scrubbed(self, exc: Exception) -> str:
+        """``Type: message`` of an error, without the URL's secrets."""
+        detail = f"{type(exc).__name__}: {exc}"
+        for secret in self._secrets:
+            detail = detail.replace(secret, "***")
+        return detail
 
     def _session_keys(self, key: str) -> list[str]:
         base = f"{self.prefix}{{{key}}}"
@@ -439,7 +489,11 @@ class RedisStore(SessionStore):
 
     def release_idempotency(self, scope: str, owner: str) -> None:
         with self._boundary("release an idempotency key"):
-            self._redis()[1].release_claim(keys=[self._record_key(scope)], args=[owner])
+            # Waits out a failover: a claim left behind answers 409 until it expires.
+            scripts = self._redis()[1]
+            self._patiently(
+                lambda: scripts.release_claim(keys=[self._record_key(scope)], args=[owner])
+            )
 
     def purge_expired(self) -> int:
         """Drop the index entries (and any leftover keys) of sessions Redis expired.
@@ -530,7 +584,8 @@ class RedisStore(SessionStore):
 
     def release_lock(self, key: str, owner: str) -> None:
         with self._boundary("release a session lock"):
-            self._redis()[1].release(keys=[self._lock_key(key)], args=[owner])
+            scripts = self._redis()[1]  # waits out a failover, as for a claim
+            self._patiently(lambda: scripts.release(keys=[self._lock_key(key)], args=[owner]))
 
     # -- failed authentication ------------------------------------------------------
 
