@@ -295,8 +295,8 @@ class StoreURL:
 def _host_port(address: str, default_port: int) -> tuple[str, int | None]:
     """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; port None when malformed."""
     if address.startswith("["):
-        host, _, port = address[1:].partition("]")
-        if port and not port.startswith(":"):
+        host, bracket, port = address[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
             return host, None
         port = port[1:]
     else:

@@ -23,11 +23,13 @@ import typing as t
 
 import pytest
 
+from chatcompat import cli
 from chatcompat.sessions import NotReplicated
 from chatcompat.sessions.redis_store import RedisStore
 from chatcompat.settings import RedisOptions
 from tests.live.multihost import SentinelCluster
 from tests.live.multihost import ask
+from tests.live.multihost import get
 from tests.live.multihost import read_stream
 from tests.live.multihost import session_key
 from tests.live.multihost import start_sentinel_cluster
@@ -48,7 +50,7 @@ def message(text: str) -> dict[str, str]:
 
 
 def test_a_turn_write_waits_for_the_replica_and_fails_honestly_without_it(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     group = SentinelGroup(tmp_path)
     group.start()
@@ -61,6 +63,16 @@ def test_a_turn_write_waits_for_the_replica_and_fails_honestly_without_it(
         assert async_only.min_replicas() == 0
         primary, replica = group.primary(), group.servers[1]
         assert waiting.ping() == f"127.0.0.1:{primary.port}"
+        config = tmp_path / "check.json5"
+        config.write_text(
+            json.dumps({"gateway": {"auth": {"token": "t" * 24}}, "sessions": {"store": group.url}})
+        )
+        capsys.readouterr()
+        assert cli.main(["check", "--config", str(config)]) == 0
+        assert (
+            f"  primary     127.0.0.1:{primary.port} (from the sentinels; 1 replica(s) confirm"
+            " each turn)\n"
+        ) in capsys.readouterr().out
 
         # Once the call returns, the replica has the turn.
         waiting.append_turn("k", "main", [message("one")], sticky=True, ttl_seconds=60)
@@ -303,6 +315,15 @@ def test_failovers_lose_no_acknowledged_turn(tmp_path: pathlib.Path) -> None:
                 return min(ends) if ends else None
 
             recovered = wait_for(first_success, "a request to succeed again", RECOVERY_SECONDS)
+
+            def ready_on_new_primary(primary: str = f"127.0.0.1:{new.port}") -> bool:
+                for host in cluster.hosts:
+                    status, body = get(host.port, "/readyz")
+                    if status != 200 or json.loads(body)["store"]["primary"] != primary:
+                        return False
+                return True
+
+            wait_for(ready_on_new_primary, "/readyz of each host to name the new primary", 10)
             rounds.append((old.port, new.port, promotion, recovered - killed_at))
             wait_for(
                 each_acked(2), "every client to get two more turns through", RECOVERY_SECONDS, stuck
