@@ -75,12 +75,20 @@ def test_a_turn_write_waits_for_the_replica_and_fails_honestly_without_it(
         ) in capsys.readouterr().out
 
         # Once the call returns, the replica has the turn.
-        waiting.append_turn("k", "main", [message("one")], sticky=True, ttl_seconds=60)
+        waiting.append_turn(
+            "k", "main", [message("one")], sticky=True, ttl_seconds=60, turn_id="t1"
+        )
         with replica.client() as client:
             assert client.llen("chatcompat:{k}:msgs") == 1
 
         # A replica that does not answer: the write is made but not confirmed.
         replica.pause()
+        # Not even a resend of a stored turn is confirmed without it (it writes
+        # nothing itself, but what it stands for must be on a replica).
+        with pytest.raises(NotReplicated):
+            waiting.append_turn(
+                "k", "main", [message("one")], sticky=True, ttl_seconds=60, turn_id="t1"
+            )
         started = time.monotonic()
         with pytest.raises(NotReplicated, match="0 of 1 replica"):
             waiting.append_turn(
