@@ -268,6 +268,8 @@ class RedisStore(SessionStore):
             try:
                 result = call()
             except (redis.ConnectionError, NotReplicated) as exc:
+                if isinstance(exc, redis.AuthenticationError):
+                    raise  # a wrong password does not heal by waiting
                 now = time.monotonic()
                 since = self._outage_since = self._outage_since or now
                 if now + FAILOVER_PAUSE_SECONDS - since > self._failover_wait:
