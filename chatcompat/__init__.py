@@ -27,12 +27,14 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     import os
 
     from . import api
+    from . import cors
     from . import errors
     from . import ops
     from . import redaction
     from . import reloading
     from . import request_body
     from . import requestlog
+    from . import responses_api
     from . import security_headers
     from .config import load_settings
     from .config import settings_from_document
@@ -56,12 +58,15 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     errors.init_app(app)
     request_body.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(responses_api.bp)
     app.register_blueprint(ops.bp)
 
     # After-request hooks run last-registered first: the request log's headers, then
     # the security headers, on every response the app writes (errors included).
     security_headers.init_app(app)
     requestlog.init_app(app)
+    # After the request log's: a preflight it answers is logged like any request.
+    cors.init_app(app)
 
     return app
 

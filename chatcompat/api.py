@@ -15,12 +15,17 @@ from flask import request
 from . import auth
 from . import errors
 from . import idempotency
+from . import images
 from . import metrics
 from . import request_body
 from . import requestlog
 from . import routing
 from . import validation
 from .gateway import current_gateway
+from .methods import ANY_METHOD
+from .methods import CHAT_SWITCH
+from .methods import require_enabled
+from .methods import require_method
 from .protocol import chat_completions as chat_protocol
 from .protocol.jsonenc import json_response
 from .protocol.models import model_entry
@@ -34,9 +39,6 @@ if t.TYPE_CHECKING:
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
-# Every method is routed to the views so they can answer 404 (disabled) before 405.
-ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
 
 @bp.route("/chat/completions", methods=ANY_METHOD)
 def chat_completions() -> Response:
@@ -48,8 +50,8 @@ def chat_completions() -> Response:
     gateway = current_gateway()
     settings = gateway.settings
     # 1. Endpoint disabled → 404. 2. Not POST → 405 (both before authentication).
-    _require_enabled(settings)
-    _require_method("POST")
+    require_enabled(settings.chat_completions_enabled, CHAT_SWITCH)
+    require_method("POST")
     # 3. Authentication: the principal scopes the Idempotency-Key.
     principal = auth.authenticate(request, gateway.authenticator, gateway.store)
     # 4. The body: within its size and time limits, JSON.
@@ -74,16 +76,31 @@ def chat_completions() -> Response:
         agent_config.id,
         agent_config.backend,
     )
+    # 6b. The agent's image policy: every image part that reaches it (400 naming the part).
+    new_images = images.check_images(
+        body["messages"], agent_config.images, with_bytes=agent.needs_image_bytes
+    )
+    # The upstream model for this run (x-openclaw-model), if the agent lists it. An
+    # API key's model_override scope is checked before this.
+    model_override = routing.model_override(agent_config, request.headers.get(routing.MODEL_HEADER))
     # 7. The session key.
     key, sticky = routing.session_key(
-        agent_config.id, request.headers.get("x-openclaw-session-key"), body.get("user")
+        agent_config.id,
+        request.headers.get("x-openclaw-session-key"),
+        body.get("user"),
+        user_keys=settings.session_user_keys,
     )
     record = requestlog.current()
     record.routed(agent_config.id, key, stream=body.get("stream") is True)
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     # 8. Idempotency-Key: a repeat of a finished request gets its stored reply.
     keyed = idempotency.for_request(
-        principal, idempotency_key, agent_config.id, key if sticky else None, body
+        principal,
+        idempotency_key,
+        agent_config.id,
+        key if sticky else None,
+        body,
+        model_override=model_override,
     )
     run = Run(
         settings=settings,
@@ -96,6 +113,7 @@ def chat_completions() -> Response:
         client_socket=request.environ.get("gunicorn.socket"),
         record=record,
         idempotency=keyed,
+        model_override=model_override,
     )
     stored = run.claim()
     if stored is not None:
@@ -104,7 +122,10 @@ def chat_completions() -> Response:
         assert stored.reply is not None
         return chat_protocol.replay_response(stored.reply, record.stream, include_usage)
     # 9. The session lock, and the agent started.
-    run.start(conversation, validation.forwarded_params(body))
+    params = validation.forwarded_params(body)
+    if not settings.session_user_keys and agent.takes_user and body.get("user") is not None:
+        params["user"] = body["user"]  # it selected no session: the agent's to use
+    run.start(conversation, params, new_images=new_images)
     # 10. The reply: JSON, or SSE.
     if not record.stream:
         return json_response(chat_protocol.complete(run))
@@ -124,8 +145,8 @@ def _stream(run: Run, include_usage: bool) -> Response:
 @bp.route("/models", methods=ANY_METHOD)
 def list_models() -> Response:
     gateway = current_gateway()
-    _require_enabled(gateway.settings)
-    _require_method("GET")
+    _require_models_enabled(gateway.settings)
+    require_method("GET")
     auth.authenticate(request, gateway.authenticator, gateway.store)
     ids = ["openclaw", "openclaw/default"] + [f"openclaw/{a.id}" for a in gateway.settings.agents]
     return json_response(model_list(ids))
@@ -134,29 +155,22 @@ def list_models() -> Response:
 @bp.route("/models/<path:model_id>", methods=ANY_METHOD)
 def get_model(model_id: str) -> Response:
     gateway = current_gateway()
-    _require_enabled(gateway.settings)
-    _require_method("GET")
+    _require_models_enabled(gateway.settings)
+    require_method("GET")
     auth.authenticate(request, gateway.authenticator, gateway.store)
     agent_id = routing.agent_id_from_model(model_id)
-    if agent_id != "default" and (agent_id is None or gateway.settings.agent(agent_id) is None):
+    if agent_id == "default":
+        agent_id = gateway.settings.default_agent_id
+    agent = gateway.settings.agent(agent_id) if agent_id is not None else None
+    if agent is None:
         raise errors.ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
-    return json_response(model_entry(model_id))
+    return json_response(model_entry(model_id, agent.models))
 
 
-def _require_enabled(settings: Settings) -> None:
-    """SPEC 3 step 1: the ``/v1`` routes answer 404 while the endpoint is disabled.
+def _require_models_enabled(settings: Settings) -> None:
+    """``/v1/models`` is served with either endpoint, as in OpenClaw.
 
-    :raise errors.EndpointDisabled: ``gateway.http.endpoints.chatCompletions.enabled``
-        is false.
+    :raise errors.EndpointDisabled: both are disabled (naming chat's switch).
     """
-    if not settings.chat_completions_enabled:
-        raise errors.EndpointDisabled()
-
-
-def _require_method(allowed: str) -> None:
-    """SPEC 3 step 2: any other method is 405 with ``Allow`` (HEAD goes with GET).
-
-    :raise errors.MethodNotAllowed: the request's method is not ``allowed``.
-    """
-    if request.method != allowed and not (allowed == "GET" and request.method == "HEAD"):
-        raise errors.MethodNotAllowed([allowed])
+    if not settings.responses_enabled:
+        require_enabled(settings.chat_completions_enabled, CHAT_SWITCH)

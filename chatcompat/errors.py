@@ -20,15 +20,21 @@ Tree::
     │   ├── UnsupportedParameter      400 unsupported_parameter (the gateway or the
     │   │                             routed agent's backend does not take the field)
     │   ├── UnsupportedValue          400 unsupported_value (modalities audio...)
+    │   ├── InvalidImage              400 invalid_image (refused by the agent's image policy)
     │   ├── InvalidSessionKey         400 invalid_session_key
+    │   │   └── ReservedSessionKey    400 reserved_session_key (subagent:, cron:, acp:)
+    │   ├── ModelNotAllowed           400 model_not_allowed (x-openclaw-model)
     │   └── InvalidIdempotencyKey     400 invalid_idempotency_key
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
     ├── NotFound                      404 not_found
     │   ├── EndpointDisabled          404 endpoint_disabled
-    │   └── ModelNotFound             404 model_not_found
+    │   ├── ModelNotFound             404 model_not_found
+    │   ├── ResponseNotFound          404 response_not_found (GET/DELETE /v1/responses/{id})
+    │   └── PreviousResponseNotFound  404 previous_response_not_found
     ├── MethodNotAllowed              405 method_not_allowed (+ Allow)
     ├── RequestTimeout                408 request_timeout (the body did not arrive in time)
     ├── SessionBusy                   409 session_busy
+    ├── ResponseContinued             409 response_continued (continued meanwhile)
     ├── IdempotencyKeyInUse           409 idempotency_key_in_use
     ├── PayloadTooLarge               413 payload_too_large
     ├── RequestLineTooLong            414 request_line_too_long   (from gunicorn's parser)
@@ -41,6 +47,8 @@ Tree::
     ├── UpstreamRejected              upstream's 4xx status, type and code
     ├── TransferCodingNotImplemented  501 unsupported_transfer_coding (from gunicorn's parser)
     ├── UpstreamFailed                502 api_error / upstream_error
+    │   └── ToolChoiceNotSatisfied    502 tool_choice_not_satisfied (the reply did not
+    │                                 call the tool the request's tool_choice demands)
     ├── StoreUnavailable              503 api_error / store_unavailable
     │   └── TurnMayNotBeStored        503 store_unavailable (the turn's write failed)
     ├── AgentUnavailable              503 api_error / agent_unavailable (+ Retry-After)
@@ -152,8 +160,27 @@ class UnsupportedValue(InvalidRequest):
     code = "unsupported_value"
 
 
+class InvalidImage(InvalidRequest):
+    """An ``image_url`` part the routed agent's image policy refuses (``param`` names it)."""
+
+    code = "invalid_image"
+
+
 class InvalidSessionKey(InvalidRequest):
     code = "invalid_session_key"
+
+
+class ReservedSessionKey(InvalidSessionKey):
+    """A session key in one of OpenClaw's internal namespaces (its runs of sub-agents,
+    cron jobs, ACP clients): an HTTP client must not write into those sessions."""
+
+    code = "reserved_session_key"
+
+
+class ModelNotAllowed(InvalidRequest):
+    """``x-openclaw-model`` names a model the agent does not list in ``models``."""
+
+    code = "model_not_allowed"
 
 
 class InvalidIdempotencyKey(InvalidRequest):
@@ -179,10 +206,19 @@ class NotFound(APIError):
 
 class EndpointDisabled(NotFound):
     code = "endpoint_disabled"
-    message = (
-        "This endpoint is disabled. Enable it with "
-        "gateway.http.endpoints.chatCompletions.enabled: true in the configuration."
-    )
+
+    def __init__(self, switch: str = "gateway.http.endpoints.chatCompletions.enabled") -> None:
+        super().__init__(
+            f"This endpoint is disabled. Enable it with {switch}: true in the configuration."
+        )
+
+
+class ResponseNotFound(NotFound):
+    code = "response_not_found"
+
+
+class PreviousResponseNotFound(NotFound):
+    code = "previous_response_not_found"
 
 
 class ModelNotFound(NotFound):
@@ -214,6 +250,16 @@ class SessionBusy(APIError):
     type = "invalid_request_error"
     code = "session_busy"
     message = "Another run on this session is still in progress; retry when it has finished."
+
+
+class ResponseContinued(APIError):
+    status = 409
+    type = "invalid_request_error"
+    code = "response_continued"
+    message = (
+        "previous_response_id was continued by another request while this one waited for "
+        "the session; send the request again to branch off from it."
+    )
 
 
 class IdempotencyKeyInUse(APIError):
@@ -301,6 +347,14 @@ class UpstreamFailed(APIError):
     status = 502
     code = "upstream_error"
     message = "The agent failed to produce a reply."
+
+
+class ToolChoiceNotSatisfied(UpstreamFailed):
+    """The request's ``tool_choice`` demanded a tool call and the reply made none (or
+    not of the named tool): the backend did not enforce it, so the gateway does."""
+
+    code = "tool_choice_not_satisfied"
+    message = "tool_choice=required was not satisfied by the agent's reply."
 
 
 class TransferCodingNotImplemented(APIError):

@@ -70,7 +70,13 @@ def read_key(value: str | None) -> str | None:
 
 
 def for_request(
-    principal: str, key: str | None, agent_id: str, session_key: str | None, body: dict[str, t.Any]
+    principal: str,
+    key: str | None,
+    agent_id: str,
+    session_key: str | None,
+    body: dict[str, t.Any],
+    endpoint: str = "chat.completions",
+    model_override: str | None = None,
 ) -> Idempotency | None:
     """Name the request, or None when it sent no key.
 
@@ -79,11 +85,17 @@ def for_request(
     :param session_key: the session the request names (None for a stateless one,
         whose fresh key differs on every try).
     :param body: the validated request body.
+    :param endpoint: the API it came to: a reply is replayed only in its own shape.
+    :param model_override: the ``x-openclaw-model`` it runs on: another model is
+        another request.
     """
     if key is None:
         return None
     request = {name: value for name, value in body.items() if name not in _DELIVERY_FIELDS}
-    return Idempotency(_digest([principal, key]), _digest([agent_id, session_key, request]))
+    what: list[t.Any] = [endpoint, agent_id, session_key, request]
+    if model_override is not None:  # appended: fingerprints without one stay as they were
+        what.append(model_override)
+    return Idempotency(_digest([principal, key]), _digest(what))
 
 
 def _digest(value: t.Any) -> str:
