@@ -617,14 +617,16 @@ def test_agents_sdk_continues_a_conversation_by_previous_response_id(server, fak
 def openai_node() -> pathlib.Path:
     """The openai npm package's directory (installed into .tools/openai-node once)."""
     package = OPENAI_NODE / "node_modules" / "openai"
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node:
+    try:  # the pinned version, not whatever an earlier checkout installed
+        version = json.loads((package / "package.json").read_text())["version"]
+    except OSError:
+        version = None
+    installed = version == OPENAI_NODE_PACKAGE.split("@")[1]
+    if not shutil.which("node") or not (installed or shutil.which("npm")):
         if os.environ.get("CI"):
-            pytest.fail("node is required under CI (.ci/run installs it for pi)")
-        pytest.skip("the openai-node tests need node and npm")
-    if not (package / "package.json").exists():
-        if not npm:
-            pytest.fail("npm is missing: cannot install the openai npm package")
+            pytest.fail("node and npm are required under CI (.ci/run installs them for pi)")
+        pytest.skip("the openai-node tests need node (and npm to install the SDK)")
+    if not installed:
         install = ["npm", "install", "--prefix", str(OPENAI_NODE), "--no-audit", "--no-fund",
                    "--loglevel=error", OPENAI_NODE_PACKAGE]  # fmt: skip
         done = subprocess.run(install, capture_output=True, text=True, timeout=300)
@@ -873,3 +875,33 @@ def test_a_refusal_is_a_refusal_part(client, stream):
         response = client.responses.create(**request)
     (part,) = response.output[0].content
     assert (part.type, part.refusal) == ("refusal", "You said: not that")
+
+
+def test_leaving_an_sdk_stream_early_stores_nothing(server, fake):
+    """The SDK's stream left after the first text delta (its connection closed): the
+    upstream run is cancelled, and neither the turn nor the response is kept."""
+    mark = marker()
+    session = f"left-{mark}"
+    sdk = openai.OpenAI(base_url=server.url("/v1"), api_key=TOKEN, max_retries=0, timeout=20)
+    try:
+        with sdk.responses.stream(
+            model="openclaw",
+            input=f"[[delay:0.2]] {'word ' * 40}{mark}",
+            extra_headers=session_header(session),
+        ) as stream:
+            for event in stream:
+                if event.type == "response.created":
+                    response_id = event.response.id
+                if event.type == "response.output_text.delta":
+                    break
+
+        def ended() -> t.Any:
+            found = fake.chat_requests_mentioning(mark)
+            return found[0] if found and found[0].ended else None
+
+        assert fake.wait_for(lambda _: ended(), timeout=5).client_closed
+        with pytest.raises(openai.NotFoundError):
+            sdk.responses.retrieve(response_id)
+    finally:
+        sdk.close()
+    assert server.transcript(f"agent:up:{session}") == []
