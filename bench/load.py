@@ -205,6 +205,8 @@ def build_request(a: argparse.Namespace, host: str, port: int, path: str) -> byt
             body["stream"] = True
     if a.user:
         body["user"] = a.user
+    if a.extra_body:
+        body.update(json.loads(a.extra_body))
     payload = json.dumps(body).encode()
     hdr = [
         f"POST {path} HTTP/1.1",
@@ -374,6 +376,9 @@ def main() -> None:
     p.add_argument("--prompt", default="hi")
     p.add_argument("--user")
     p.add_argument("--header", action="append", help="extra 'Name: value' header")
+    p.add_argument(
+        "--extra-body", help="JSON object merged into the request body, e.g. '{\"store\": false}'"
+    )
     p.add_argument("--stream", action="store_true")
     p.add_argument(
         "--api",
