@@ -42,17 +42,10 @@ import functools
 import json
 import os
 import typing as t
-from importlib import resources
-
-try:
-    import jsonschema_rs
-except ImportError:  # pragma: no cover - a platform without its wheel
-    jsonschema_rs = None  # type: ignore[assignment]
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
 
 from . import validation
 from .agents.base import BACKEND_FIELDS
+from .body_schema import BodySchema
 from .errors import InvalidRequest
 from .errors import UnknownParameter
 from .errors import UnsupportedParameter
@@ -144,25 +137,12 @@ class ResponsesRequest:
 # -- the schema -----------------------------------------------------------------------
 
 
-@functools.cache
+RESPONSES_REQUEST = BodySchema("responses_request.json")
+
+
 def request_schema() -> dict[str, t.Any]:
-    """``schemas/responses_request.json`` (also what ``/openapi.json`` can publish)."""
-    path = resources.files("chatcompat").joinpath("schemas/responses_request.json")
-    return t.cast(dict[str, t.Any], json.loads(path.read_text("utf-8")))
-
-
-@functools.cache
-def _validator() -> Draft202012Validator:
-    schema = request_schema()
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
-
-
-@functools.cache
-def _fast_is_valid() -> t.Callable[[t.Any], bool]:
-    if jsonschema_rs is None:
-        return _validator().is_valid
-    return jsonschema_rs.validator_for(request_schema()).is_valid
+    """``schemas/responses_request.json`` (also what ``/openapi.json`` publishes)."""
+    return RESPONSES_REQUEST.schema
 
 
 @functools.cache
@@ -182,10 +162,9 @@ def parse(body: t.Any) -> ResponsesRequest:
 
     :raise InvalidRequest: (400) naming the offending field in ``param``.
     """
-    if not _fast_is_valid()(body):
-        error = best_match(_validator().iter_errors(body))
-        if error is not None:
-            raise validation.schema_error(error)
+    error = RESPONSES_REQUEST.first_error(body)
+    if error is not None:
+        raise validation.schema_error(error)
     _check_fields(body)
     tools, echo_tools = _tools(body.get("tools"))
     image_params: dict[tuple[int, int], str] = {}

@@ -3,12 +3,8 @@
 ``schemas/chat_request.json`` is the single source: the validators use it and
 ``/openapi.json`` publishes it.
 
-Two validators, one schema: the accept path asks ``jsonschema-rs`` (Rust, about 0.2 µs
-for a small body where ``jsonschema`` takes 50 µs, 1.6 µs vs 525 µs for a body with
-every role and part); a body it rejects goes to ``jsonschema``, whose ``best_match``
-builds the precise error and whose verdict is final (the two agree on the whole
-``tests/requests`` corpus; where regex dialects differ, ``jsonschema`` decides). Without
-``jsonschema-rs`` installed, ``jsonschema`` does both.
+Two validators, one schema (:class:`~chatcompat.body_schema.BodySchema`): the fast one
+accepts, the precise one explains a refusal.
 
 No field is dropped in silence: a field the gateway does not support (``x-unsupported``
 in the schema) is refused, and, once the request is routed, so is a field the agent's
@@ -23,17 +19,11 @@ from __future__ import annotations
 import functools
 import json
 import typing as t
-from importlib import resources
 
-try:
-    import jsonschema_rs
-except ImportError:  # pragma: no cover - a platform without its wheel
-    jsonschema_rs = None  # type: ignore[assignment]
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
-from jsonschema.exceptions import best_match
 
 from .agents.base import BACKEND_FIELDS
+from .body_schema import BodySchema
 from .errors import InvalidRequest
 from .errors import MissingParameter
 from .errors import UnknownParameter
@@ -47,10 +37,13 @@ from .history import split_request
 _AS_IS_FIELDS = tuple(sorted(BACKEND_FIELDS - {"max_tokens", "max_completion_tokens", "stop"}))
 
 
-@functools.cache
+CHAT_REQUEST = BodySchema("chat_request.json")
+
+
 def request_schema() -> dict[str, t.Any]:
-    text = resources.files("chatcompat").joinpath("schemas/chat_request.json").read_text("utf-8")
-    return t.cast(dict[str, t.Any], json.loads(text))
+    """``schemas/chat_request.json``: what the validators use and ``/openapi.json``
+    publishes."""
+    return CHAT_REQUEST.schema
 
 
 @functools.cache
@@ -65,31 +58,14 @@ def _fields() -> tuple[frozenset[str], frozenset[str], dict[str, str]]:
     return frozenset(properties), options, refused
 
 
-@functools.cache
-def _validator() -> Draft202012Validator:
-    schema = request_schema()
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
-
-
-@functools.cache
-def fast_is_valid() -> t.Callable[[t.Any], bool]:
-    """The accept-path check: ``jsonschema-rs`` compiled from the same schema."""
-    if jsonschema_rs is None:
-        return _validator().is_valid
-    return jsonschema_rs.validator_for(request_schema()).is_valid
-
-
 def validate_request(body: t.Any) -> None:
     """Check a parsed request body.
 
     :raise InvalidRequest: naming the offending field in ``param``.
     """
-    if not fast_is_valid()(body):
-        error = best_match(_validator().iter_errors(body))
-        if error is not None:
-            raise _to_api_error(error)
-        # Only the fast validator refused it: jsonschema's verdict stands.
+    error = CHAT_REQUEST.first_error(body)
+    if error is not None:
+        raise _to_api_error(error)
     _check_fields(body)
     _check_tool_choice(body)
     _check_logprobs(body)

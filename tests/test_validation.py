@@ -107,17 +107,16 @@ EDGE_BODIES = [
     "body", [c["body"] for c in VALID + INVALID] + EDGE_BODIES, ids=lambda b: str(b)[:40]
 )
 def test_fast_validator_agrees_with_jsonschema(body):
-    from chatcompat.validation import _validator
-    from chatcompat.validation import fast_is_valid
+    from chatcompat.validation import CHAT_REQUEST
 
-    assert fast_is_valid()(body) == _validator().is_valid(body)
+    assert CHAT_REQUEST.is_valid(body) == CHAT_REQUEST.validator.is_valid(body)
 
 
 def test_fast_validator_is_jsonschema_rs():
     pytest.importorskip("jsonschema_rs")
-    from chatcompat.validation import fast_is_valid
+    from chatcompat.validation import CHAT_REQUEST
 
-    assert "jsonschema_rs" in type(fast_is_valid().__self__).__module__
+    assert "jsonschema_rs" in type(CHAT_REQUEST.is_valid.__self__).__module__
 
 
 @pytest.mark.parametrize("case", VALID + INVALID, ids=[c["name"] for c in VALID + INVALID])
@@ -126,7 +125,7 @@ def test_jsonschema_decides_what_the_fast_validator_refuses(case, monkeypatch):
     for an invalid body, and no error when only the fast one refused it."""
     from chatcompat import validation
 
-    monkeypatch.setattr(validation, "fast_is_valid", lambda: lambda body: False)
+    monkeypatch.setattr(validation.CHAT_REQUEST, "is_valid", lambda body: False)
     if case in VALID:
         validate_request(case["body"])
     else:
