@@ -15,6 +15,7 @@ from flask import request
 from . import auth
 from . import errors
 from . import idempotency
+from . import key_limits
 from . import metrics
 from . import request_body
 from . import requestlog
@@ -50,8 +51,9 @@ def chat_completions() -> Response:
     # 1. Endpoint disabled → 404. 2. Not POST → 405 (both before authentication).
     _require_enabled(settings)
     _require_method("POST")
-    # 3. Authentication: the principal scopes the Idempotency-Key.
-    principal = auth.authenticate(request, gateway.authenticator, gateway.store)
+    # 3. Authentication: the principal scopes the Idempotency-Key; a named key's
+    # scope and request-rate limit are checked before the body is read (SPEC 16.1).
+    principal = _authorize("chat")
     # 4. The body: within its size and time limits, JSON.
     body = request_body.read_json_body(
         request, settings.max_body_bytes, settings.body_timeout_seconds
@@ -61,8 +63,9 @@ def chat_completions() -> Response:
     conversation = validation.split_conversation(body)
     idempotency_key = idempotency.read_key(request.headers.get(idempotency.HEADER))
     # 6. The agent, and whether its backend takes every field: refused, never dropped.
-    agent_config = routing.resolve_agent(
+    agent_config = routing.resolve_allowed_agent(
         settings,
+        principal.agents,
         request.headers.get("x-openclaw-agent-id", request.headers.get("x-openclaw-agent")),
         body.get("model"),
     )
@@ -75,15 +78,18 @@ def chat_completions() -> Response:
         agent_config.backend,
     )
     # 7. The session key.
-    key, sticky = routing.session_key(
-        agent_config.id, request.headers.get("x-openclaw-session-key"), body.get("user")
+    key, sticky = routing.key_session_key(
+        principal.key_id,
+        agent_config.id,
+        request.headers.get("x-openclaw-session-key"),
+        body.get("user"),
     )
     record = requestlog.current()
     record.routed(agent_config.id, key, stream=body.get("stream") is True)
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     # 8. Idempotency-Key: a repeat of a finished request gets its stored reply.
     keyed = idempotency.for_request(
-        principal, idempotency_key, agent_config.id, key if sticky else None, body
+        principal.id, idempotency_key, agent_config.id, key if sticky else None, body
     )
     run = Run(
         settings=settings,
@@ -96,6 +102,7 @@ def chat_completions() -> Response:
         client_socket=request.environ.get("gunicorn.socket"),
         record=record,
         idempotency=keyed,
+        principal=principal,
     )
     stored = run.claim()
     if stored is not None:
@@ -126,8 +133,14 @@ def list_models() -> Response:
     gateway = current_gateway()
     _require_enabled(gateway.settings)
     _require_method("GET")
-    auth.authenticate(request, gateway.authenticator, gateway.store)
-    ids = ["openclaw", "openclaw/default"] + [f"openclaw/{a.id}" for a in gateway.settings.agents]
+    principal = _authorize("models")
+    settings = gateway.settings
+    ids = (
+        ["openclaw", "openclaw/default"]
+        if principal.allows_agent(settings.default_agent_id)
+        else []
+    )
+    ids += [f"openclaw/{a.id}" for a in settings.agents if principal.allows_agent(a.id)]
     return json_response(model_list(ids))
 
 
@@ -136,11 +149,29 @@ def get_model(model_id: str) -> Response:
     gateway = current_gateway()
     _require_enabled(gateway.settings)
     _require_method("GET")
-    auth.authenticate(request, gateway.authenticator, gateway.store)
+    principal = _authorize("models")
+    settings = gateway.settings
     agent_id = routing.agent_id_from_model(model_id)
-    if agent_id != "default" and (agent_id is None or gateway.settings.agent(agent_id) is None):
+    if agent_id == "default":
+        agent_id = settings.default_agent_id
+    if agent_id is None or settings.agent(agent_id) is None or not principal.allows_agent(agent_id):
         raise errors.ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
     return json_response(model_entry(model_id))
+
+
+def _authorize(scope: str) -> auth.Principal:
+    """SPEC 3 step 3 and SPEC 16.1: authenticate, count the request against its key's
+    windows, check the route's scope, refuse it when a window was full. Every response
+    to the request then carries the key's ``x-ratelimit-*`` headers.
+
+    :raise errors.APIError: 401/429 (auth), 403 (scope), 429 (limits), 503 (store).
+    """
+    gateway = current_gateway()
+    principal = auth.authenticate(request, gateway.authenticator, gateway.store)
+    record = requestlog.current()
+    record.key_id = principal.id
+    key_limits.admit(principal, scope, gateway.store, record.headers)
+    return principal
 
 
 def _require_enabled(settings: Settings) -> None:

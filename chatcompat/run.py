@@ -46,12 +46,14 @@ from .client_socket import peer_closed
 from .lease import Lease
 from .messages import Message
 from .sessions.base import KeyedReply
+from .sessions.base import StoreError
 from .sessions.base import StoreUnreachable
 
 if t.TYPE_CHECKING:
     from .agents.base import Agent
     from .agents.base import Usage
     from .idempotency import Idempotency
+    from .principal import Principal
     from .requestlog import RequestRecord
     from .sessions.base import IdempotencyRecord
     from .sessions.base import SessionStore
@@ -110,6 +112,7 @@ class Run:
         client_socket: socket.socket | None,
         record: RequestRecord,
         idempotency: Idempotency | None = None,
+        principal: Principal | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -121,7 +124,10 @@ class Run:
         self.record = record
         self.idempotency = idempotency
         self._socket = client_socket
-        self._lease = Lease(store, session_key, idempotency)
+        self.principal = principal
+        runs = None if principal is None else principal.limits.concurrent_runs
+        slot = None if principal is None or runs is None else (principal.id, runs)
+        self._lease = Lease(store, session_key, idempotency, slot)
         self._turn_id = uuid.uuid4().hex
         self._write_unknown = False  # a turn write whose outcome nobody knows
         self._closed = False
@@ -164,6 +170,8 @@ class Run:
         # A key generated for this request is known to nobody else yet: no lock to
         # take and no history to read (half the store work of a stateless request).
         try:
+            # A named key's run slot (SPEC 16.1: after the session, before the run).
+            self._lease.take_slot()
             if self.sticky:
                 lock_wait = self.settings.lock_timeout_seconds
                 self._lease.lock(timeout if lock_wait is None else lock_wait, self._waiting)
@@ -332,6 +340,8 @@ class Run:
         :raise errors.TurnMayNotBeStored: the write's outcome is unknown.
         :raise errors.APIError: the store refused the turn (nothing stored).
         """
+        # Spent whether or not the turn is stored: counted first.
+        self._count_tokens(usage)
         # A client that left before the end gets nothing stored (SPEC 8: no half turns).
         self._check_client(time.monotonic())
         ttl = (
@@ -351,6 +361,18 @@ class Run:
             self._storing = False
         self._finished = True
         self.record.set_usage(usage)
+
+    def _count_tokens(self, usage: Usage | None) -> None:
+        """Add the run's ``total_tokens`` to its key's window (a key with a token
+        limit only). A failure is logged: the reply is not held back for a count."""
+        if self.principal is None or usage is None or not usage.total_tokens:
+            return
+        if self.principal.limits.tokens_per_minute is None:
+            return
+        try:
+            self.store.record_tokens(self.principal.id, usage.total_tokens)
+        except StoreError as exc:
+            log.warning("could not count the tokens of key %s: %s", self.principal.id, exc)
 
     def _write_turn(self, messages: list[Message], ttl: float, keyed: KeyedReply | None) -> None:
         """Append the turn, sending it again while the outcome is unknown.

@@ -395,7 +395,7 @@ def test_unknown_key_in_owned_section_is_a_problem(section):
 def test_typo_is_reported_with_the_expected_keys():
     assert problems({"gateway": {"auth": {"mdoe": "none"}}}) == [
         "gateway.auth.mdoe: unknown key (expected one of: "
-        "allowUnauthenticated, mode, password, rateLimit, token)"
+        "allowUnauthenticated, keys, mode, password, rateLimit, token)"
     ]
 
 

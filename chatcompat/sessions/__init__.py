@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ..settings import StoreURL
+from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
 from .base import SessionInfo
@@ -12,9 +13,11 @@ from .base import SessionStore
 from .base import StoreError
 from .base import StoreUnreachable
 from .base import Turn
+from .base import WindowCount
 from .sqlite_store import SQLiteStore
 
 __all__ = [
+    "Admission",
     "IdempotencyRecord",
     "KeyedReply",
     "SQLiteStore",
@@ -23,6 +26,7 @@ __all__ = [
     "StoreError",
     "StoreUnreachable",
     "Turn",
+    "WindowCount",
     "open_store",
     "store_class",
 ]

@@ -164,3 +164,87 @@ redis.call('PEXPIRE', KEYS[1], window)
 return 0
 """
 )
+
+# -- the limits of named keys ---------------------------------------------------------
+
+# Used by the window scripts: a token entry is "<id>:<amount>".
+_WINDOWS = """
+local function amount(member) return tonumber(string.match(member, ':(%d+)$')) end
+"""
+
+# KEYS: requests (sorted set: request id -> time), tokens (sorted set: "id:amount" ->
+# time); ARGV: window ms, requests limit, tokens limit (0: none), request id.
+# Admits (counts) the request unless a window has reached its limit. Returns
+# {admitted 1/0, requests in the window, µs until it admits again when full (else
+# until its oldest leaves), tokens in the window, the same for tokens}.
+ADMIT = (
+    _PRELUDE
+    + _WINDOWS
+    + """
+local now = now_us()
+local window = tonumber(ARGV[1]) * 1000
+local rlimit, tlimit = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - window))
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - window))
+local count = redis.call('ZCARD', KEYS[1])
+local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+local tokens = 0
+for i = 1, #entries, 2 do tokens = tokens + amount(entries[i]) end
+local admitted = 1
+if (rlimit > 0 and count >= rlimit) or (tlimit > 0 and tokens >= tlimit) then admitted = 0 end
+if admitted == 1 and redis.call('ZADD', KEYS[1], 'NX', fmt(now), ARGV[4]) == 1 then
+  count = count + 1
+end
+if count > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local rreset = 0
+if count > 0 then
+  -- full: room comes back when the (count - limit + 1)th oldest leaves
+  local nth = 0
+  if rlimit > 0 and count >= rlimit then nth = count - rlimit end
+  local at = redis.call('ZRANGE', KEYS[1], nth, nth, 'WITHSCORES')
+  rreset = math.max(0, tonumber(at[2]) + window - now)
+end
+local treset = 0
+if #entries > 0 then
+  treset = tonumber(entries[2]) + window - now
+  if tlimit > 0 and tokens >= tlimit then
+    local left = tokens
+    for i = 1, #entries, 2 do
+      left = left - amount(entries[i])
+      if left < tlimit then treset = tonumber(entries[i + 1]) + window - now break end
+    end
+  end
+  treset = math.max(0, treset)
+end
+return {admitted, count, fmt(rreset), fmt(tokens), fmt(treset)}
+"""
+)
+
+# KEYS: tokens; ARGV: window ms, "<id>:<amount>".
+RECORD_TOKENS = (
+    _PRELUDE
+    + """
+local now = now_us()
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - tonumber(ARGV[1]) * 1000))
+redis.call('ZADD', KEYS[1], fmt(now), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: slots (sorted set: owner -> expiry); ARGV: owner, limit, ttl ms. Takes a free
+# slot or refreshes the owner's own; returns 0 when the key's live slots are full.
+ACQUIRE_SLOT = (
+    _PRELUDE
+    + """
+local now = now_us()
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], fmt(now + tonumber(ARGV[3]) * 1000), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)

@@ -79,6 +79,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS idempotency_session ON idempotency (session_key)",
         "CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires)",
     ),
+    (
+        # The rolling windows of named keys: one row per admitted request (kind
+        # 'requests', amount 1, id the request's) or finished run ('tokens').
+        """CREATE TABLE IF NOT EXISTS key_usage (
+            key_id TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
+            amount INTEGER NOT NULL, request_id TEXT NOT NULL,
+            PRIMARY KEY (key_id, kind, request_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS key_usage_window ON key_usage (key_id, kind, at)",
+        "CREATE INDEX IF NOT EXISTS key_usage_at ON key_usage (at)",
+        # The concurrent-run slots of named keys: leases renewed like the run locks.
+        """CREATE TABLE IF NOT EXISTS key_slots (
+            key_id TEXT NOT NULL, owner TEXT NOT NULL, expires REAL NOT NULL,
+            PRIMARY KEY (key_id, owner)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS key_slots_expires ON key_slots (expires)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -19,12 +19,15 @@ import typing as t
 import uuid
 
 from ..messages import Message
+from .base import KEY_WINDOW_SECONDS
+from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
 from .base import SessionInfo
 from .base import SessionStore
 from .base import StoreError
 from .base import Turn
+from .base import WindowCount
 from .sqlite_db import RETRY_BUDGET_SECONDS
 from .sqlite_db import Database
 from .sqlite_db import decode
@@ -238,6 +241,10 @@ class SQLiteStore(SessionStore):
                     conn.execute("DELETE FROM locks WHERE expires <= ?", (now,))
                     conn.execute("DELETE FROM idempotency WHERE expires <= ?", (now,))
                     conn.execute("DELETE FROM auth_failures WHERE expires <= ?", (now,))
+                    conn.execute("DELETE FROM key_slots WHERE expires <= ?", (now,))
+                    # Admissions drop their key's old rows; this catches idle keys.
+                    sql = "DELETE FROM key_usage WHERE at <= ?"
+                    conn.execute(sql, (now - 10 * KEY_WINDOW_SECONDS,))
                 sql = "SELECT key FROM sessions WHERE expires <= ? LIMIT ?"
                 keys = [key for (key,) in conn.execute(sql, (now, PURGE_BATCH))]
                 _delete_rows(conn, keys)
@@ -325,6 +332,118 @@ class SQLiteStore(SessionStore):
 
     def clear_auth_failures(self, client: str) -> None:
         self._db.write("DELETE FROM auth_failures WHERE client = ?", (client,))
+
+    # -- the limits of named keys ------------------------------------------------------
+
+    def admit_request(
+        self,
+        key_id: str,
+        request_id: str,
+        *,
+        requests_limit: int | None,
+        tokens_limit: int | None,
+        window_seconds: float = KEY_WINDOW_SECONDS,
+    ) -> Admission:
+        """Count and decide in one write transaction (BEGIN IMMEDIATE): the workers
+        that admit at the same time take turns, so the count is exact."""
+
+        def op(conn: sqlite3.Connection) -> Admission:
+            now = self._clock()
+            since = now - window_seconds
+            with self._db.transaction(conn):
+                conn.execute("DELETE FROM key_usage WHERE key_id = ? AND at <= ?", (key_id, since))
+                count, oldest = conn.execute(
+                    "SELECT count(*), min(at) FROM key_usage"
+                    " WHERE key_id = ? AND kind = 'requests'",
+                    (key_id,),
+                ).fetchone()
+                tokens = conn.execute(
+                    "SELECT at, amount FROM key_usage WHERE key_id = ? AND kind = 'tokens'"
+                    " ORDER BY at",
+                    (key_id,),
+                ).fetchall()
+                full = requests_limit is not None and count >= requests_limit
+                admitted = not full and not (
+                    tokens_limit is not None and sum(a for _, a in tokens) >= tokens_limit
+                )
+                if admitted:
+                    cursor = conn.execute(
+                        "INSERT OR IGNORE INTO key_usage (key_id, kind, at, amount, request_id)"
+                        " VALUES (?, 'requests', ?, 1, ?)",
+                        (key_id, now, request_id),
+                    )
+                    count += cursor.rowcount
+                    oldest = now if oldest is None else oldest
+                    full = requests_limit is not None and count >= requests_limit
+                if full:
+                    # Room comes back when the one that makes the count reach the
+                    # limit leaves: the (count - limit + 1)th oldest.
+                    assert requests_limit is not None
+                    (oldest,) = conn.execute(
+                        "SELECT at FROM key_usage WHERE key_id = ? AND kind = 'requests'"
+                        " ORDER BY at LIMIT 1 OFFSET ?",
+                        (key_id, count - requests_limit),
+                    ).fetchone()
+            request_reset = 0.0 if oldest is None else max(0.0, oldest + window_seconds - now)
+            token_window = _window(
+                [at for at, _ in tokens], [a for _, a in tokens], tokens_limit, now, window_seconds
+            )
+            return Admission(admitted, WindowCount(count, request_reset), token_window)
+
+        return self._db.with_retries(op)
+
+    def record_tokens(
+        self, key_id: str, tokens: int, *, window_seconds: float = KEY_WINDOW_SECONDS
+    ) -> None:
+        self._db.write(
+            "INSERT INTO key_usage (key_id, kind, at, amount, request_id)"
+            " VALUES (?, 'tokens', ?, ?, ?)",
+            (key_id, self._clock(), tokens, uuid.uuid4().hex),
+        )
+
+    def acquire_slot(self, key_id: str, owner: str, limit: int, ttl_seconds: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            now = self._clock()
+            with self._db.transaction(conn):
+                conn.execute(
+                    "DELETE FROM key_slots WHERE key_id = ? AND expires <= ?", (key_id, now)
+                )
+                mine = conn.execute(
+                    "SELECT 1 FROM key_slots WHERE key_id = ? AND owner = ?", (key_id, owner)
+                ).fetchone()
+                if mine is None:
+                    (held,) = conn.execute(
+                        "SELECT count(*) FROM key_slots WHERE key_id = ?", (key_id,)
+                    ).fetchone()
+                    if held >= limit:
+                        return False
+                conn.execute(
+                    "INSERT OR REPLACE INTO key_slots (key_id, owner, expires) VALUES (?, ?, ?)",
+                    (key_id, owner, now + ttl_seconds),
+                )
+            return True
+
+        return self._db.with_retries(op)
+
+    def release_slot(self, key_id: str, owner: str) -> None:
+        self._db.write("DELETE FROM key_slots WHERE key_id = ? AND owner = ?", (key_id, owner))
+
+
+def _window(
+    times: list[float], amounts: list[int], limit: int | None, now: float, window: float
+) -> WindowCount:
+    """A window's use and reset: when full, until enough entries (oldest first) have
+    left it to admit again; otherwise until its oldest entry leaves."""
+    used = sum(amounts)
+    if not times:
+        return WindowCount(used, 0.0)
+    if limit is not None and used >= limit:
+        left = used
+        for at, amount in zip(times, amounts, strict=True):
+            left -= amount
+            if left < limit:
+                return WindowCount(used, max(0.0, at + window - now))
+    return WindowCount(used, max(0.0, times[0] + window - now))
 
 
 def _is_live(conn: sqlite3.Connection, key: str, now: float) -> bool:
