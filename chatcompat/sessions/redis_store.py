@@ -410,7 +410,7 @@ class RedisStore(SessionStore):
 
     def _key_keys(self, key_id: str) -> list[str]:
         base = f"{self.prefix}key:{{{key_id}}}"
-        return [f"{base}:requests", f"{base}:tokens", f"{base}:slots"]
+        return [f"{base}:requests", f"{base}:tokens", f"{base}:tokens-sum", f"{base}:slots"]
 
     def admit_request(
         self,
@@ -432,7 +432,7 @@ class RedisStore(SessionStore):
         with self._boundary("admit a request"):
             scripts = self._redis()[1]
             admitted, count, reset_us, tokens, tokens_reset_us = scripts.admit(
-                keys=self._key_keys(key_id)[:2], args=args
+                keys=self._key_keys(key_id)[:3], args=args
             )
         return Admission(
             admitted == 1,
@@ -443,19 +443,19 @@ class RedisStore(SessionStore):
     def record_tokens(
         self, key_id: str, tokens: int, *, window_seconds: float = KEY_WINDOW_SECONDS
     ) -> None:
-        args: list[t.Any] = [_ms(window_seconds), f"{uuid.uuid4().hex}:{int(tokens)}"]
+        args: list[t.Any] = [_ms(window_seconds), uuid.uuid4().hex, int(tokens)]
         with self._boundary("count tokens"):
-            self._redis()[1].record_tokens(keys=[self._key_keys(key_id)[1]], args=args)
+            self._redis()[1].record_tokens(keys=self._key_keys(key_id)[1:3], args=args)
 
     def acquire_slot(self, key_id: str, owner: str, limit: int, ttl_seconds: float) -> bool:
         args: list[t.Any] = [owner, limit, _ms(ttl_seconds)]
         with self._boundary("take a run slot"):
             scripts = self._redis()[1]
-            return bool(scripts.acquire_slot(keys=[self._key_keys(key_id)[2]], args=args))
+            return bool(scripts.acquire_slot(keys=[self._key_keys(key_id)[3]], args=args))
 
     def release_slot(self, key_id: str, owner: str) -> None:
         with self._boundary("free a run slot"):
-            self._redis()[0].zrem(self._key_keys(key_id)[2], owner)
+            self._redis()[0].zrem(self._key_keys(key_id)[3], owner)
 
 
 def _ms(seconds: float) -> int:

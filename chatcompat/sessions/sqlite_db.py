@@ -89,6 +89,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS key_usage_window ON key_usage (key_id, kind, at)",
         "CREATE INDEX IF NOT EXISTS key_usage_at ON key_usage (at)",
+        # What key_usage holds per key and kind, kept in step with it: an admission
+        # reads two rows instead of summing its whole window.
+        """CREATE TABLE IF NOT EXISTS key_totals (
+            key_id TEXT NOT NULL, kind TEXT NOT NULL, used INTEGER NOT NULL,
+            PRIMARY KEY (key_id, kind)
+        ) WITHOUT ROWID""",
         # The concurrent-run slots of named keys: leases renewed like the run locks.
         """CREATE TABLE IF NOT EXISTS key_slots (
             key_id TEXT NOT NULL, owner TEXT NOT NULL, expires REAL NOT NULL,

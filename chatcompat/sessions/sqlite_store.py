@@ -243,8 +243,7 @@ class SQLiteStore(SessionStore):
                     conn.execute("DELETE FROM auth_failures WHERE expires <= ?", (now,))
                     conn.execute("DELETE FROM key_slots WHERE expires <= ?", (now,))
                     # Admissions drop their key's old rows; this catches idle keys.
-                    sql = "DELETE FROM key_usage WHERE at <= ?"
-                    conn.execute(sql, (now - 10 * KEY_WINDOW_SECONDS,))
+                    _expire_usage(conn, None, now - 10 * KEY_WINDOW_SECONDS)
                 sql = "SELECT key FROM sessions WHERE expires <= ? LIMIT ?"
                 keys = [key for (key,) in conn.execute(sql, (now, PURGE_BATCH))]
                 _delete_rows(conn, keys)
@@ -349,57 +348,36 @@ class SQLiteStore(SessionStore):
 
         def op(conn: sqlite3.Connection) -> Admission:
             now = self._clock()
-            since = now - window_seconds
             with self._db.transaction(conn):
-                conn.execute("DELETE FROM key_usage WHERE key_id = ? AND at <= ?", (key_id, since))
-                count, oldest = conn.execute(
-                    "SELECT count(*), min(at) FROM key_usage"
-                    " WHERE key_id = ? AND kind = 'requests'",
-                    (key_id,),
-                ).fetchone()
-                tokens = conn.execute(
-                    "SELECT at, amount FROM key_usage WHERE key_id = ? AND kind = 'tokens'"
-                    " ORDER BY at",
-                    (key_id,),
-                ).fetchall()
-                full = requests_limit is not None and count >= requests_limit
-                admitted = not full and not (
-                    tokens_limit is not None and sum(a for _, a in tokens) >= tokens_limit
+                _expire_usage(conn, key_id, now - window_seconds)
+                used = dict(
+                    conn.execute("SELECT kind, used FROM key_totals WHERE key_id = ?", (key_id,))
+                )
+                count, tokens = used.get("requests", 0), used.get("tokens", 0)
+                admitted = not (
+                    (requests_limit is not None and count >= requests_limit)
+                    or (tokens_limit is not None and tokens >= tokens_limit)
                 )
                 if admitted:
-                    cursor = conn.execute(
-                        "INSERT OR IGNORE INTO key_usage (key_id, kind, at, amount, request_id)"
-                        " VALUES (?, 'requests', ?, 1, ?)",
-                        (key_id, now, request_id),
-                    )
-                    count += cursor.rowcount
-                    oldest = now if oldest is None else oldest
-                    full = requests_limit is not None and count >= requests_limit
-                if full:
-                    # Room comes back when the one that makes the count reach the
-                    # limit leaves: the (count - limit + 1)th oldest.
-                    assert requests_limit is not None
-                    (oldest,) = conn.execute(
-                        "SELECT at FROM key_usage WHERE key_id = ? AND kind = 'requests'"
-                        " ORDER BY at LIMIT 1 OFFSET ?",
-                        (key_id, count - requests_limit),
-                    ).fetchone()
-            request_reset = 0.0 if oldest is None else max(0.0, oldest + window_seconds - now)
-            token_window = _window(
-                [at for at, _ in tokens], [a for _, a in tokens], tokens_limit, now, window_seconds
+                    count += _add_usage(conn, key_id, "requests", 1, now, request_id)
+                request_reset = _reset(conn, key_id, "requests", count, requests_limit)
+                token_reset = _reset(conn, key_id, "tokens", tokens, tokens_limit)
+            return Admission(
+                admitted,
+                WindowCount(count, _until(request_reset, window_seconds, now)),
+                WindowCount(tokens, _until(token_reset, window_seconds, now)),
             )
-            return Admission(admitted, WindowCount(count, request_reset), token_window)
 
         return self._db.with_retries(op)
 
     def record_tokens(
         self, key_id: str, tokens: int, *, window_seconds: float = KEY_WINDOW_SECONDS
     ) -> None:
-        self._db.write(
-            "INSERT INTO key_usage (key_id, kind, at, amount, request_id)"
-            " VALUES (?, 'tokens', ?, ?, ?)",
-            (key_id, self._clock(), tokens, uuid.uuid4().hex),
-        )
+        def op(conn: sqlite3.Connection) -> None:
+            with self._db.transaction(conn):
+                _add_usage(conn, key_id, "tokens", tokens, self._clock(), uuid.uuid4().hex)
+
+        self._db.with_retries(op)
 
     def acquire_slot(self, key_id: str, owner: str, limit: int, ttl_seconds: float) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -429,21 +407,68 @@ class SQLiteStore(SessionStore):
         self._db.write("DELETE FROM key_slots WHERE key_id = ? AND owner = ?", (key_id, owner))
 
 
-def _window(
-    times: list[float], amounts: list[int], limit: int | None, now: float, window: float
-) -> WindowCount:
-    """A window's use and reset: when full, until enough entries (oldest first) have
-    left it to admit again; otherwise until its oldest entry leaves."""
-    used = sum(amounts)
-    if not times:
-        return WindowCount(used, 0.0)
+def _expire_usage(conn: sqlite3.Connection, key_id: str | None, before: float) -> None:
+    """Drop the window entries at or before ``before`` (of one key, or of all when
+    ``key_id`` is None), and take them off the running totals."""
+    where, params = (
+        ("key_id = ? AND at <= ?", (key_id, before)) if key_id else ("at <= ?", (before,))
+    )
+    gone = conn.execute(
+        f"SELECT key_id, kind, sum(amount) FROM key_usage WHERE {where} GROUP BY key_id, kind",
+        params,
+    ).fetchall()
+    if gone:
+        conn.execute(f"DELETE FROM key_usage WHERE {where}", params)
+        conn.executemany(
+            "UPDATE key_totals SET used = used - ? WHERE key_id = ? AND kind = ?",
+            [(amount, key, kind) for key, kind, amount in gone],
+        )
+
+
+def _add_usage(
+    conn: sqlite3.Connection, key_id: str, kind: str, amount: int, at: float, entry_id: str
+) -> int:
+    """Add one window entry and its amount to the running total; what was added (0
+    for an entry id already there: a resent call)."""
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO key_usage (key_id, kind, at, amount, request_id)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (key_id, kind, at, amount, entry_id),
+    )
+    if cursor.rowcount != 1:
+        return 0
+    conn.execute(
+        "INSERT INTO key_totals (key_id, kind, used) VALUES (?, ?, ?)"
+        " ON CONFLICT (key_id, kind) DO UPDATE SET used = used + excluded.used",
+        (key_id, kind, amount),
+    )
+    return amount
+
+
+def _reset(
+    conn: sqlite3.Connection, key_id: str, kind: str, used: int, limit: int | None
+) -> float | None:
+    """The time of the entry whose leaving changes what the window admits: when it is
+    full, the one that brings it back under ``limit`` (oldest first); else the oldest.
+    None when the window is empty."""
     if limit is not None and used >= limit:
         left = used
-        for at, amount in zip(times, amounts, strict=True):
+        rows = conn.execute(
+            "SELECT at, amount FROM key_usage WHERE key_id = ? AND kind = ? ORDER BY at",
+            (key_id, kind),
+        )
+        for at, amount in rows:
             left -= amount
             if left < limit:
-                return WindowCount(used, max(0.0, at + window - now))
-    return WindowCount(used, max(0.0, times[0] + window - now))
+                return float(at)
+    row = conn.execute(
+        "SELECT min(at) FROM key_usage WHERE key_id = ? AND kind = ?", (key_id, kind)
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def _until(at: float | None, window: float, now: float) -> float:
+    return 0.0 if at is None else max(0.0, at + window - now)
 
 
 def _is_live(conn: sqlite3.Connection, key: str, now: float) -> bool:

@@ -116,3 +116,20 @@ def test_admission_is_exact_across_stores_and_threads(
         thread.join()
     assert len(admitted) == 320
     assert admitted.count(True) == 100
+
+
+def test_tokens_leave_the_window_too(
+    store: SessionStore, store_clock: t.Any, window: float
+) -> None:
+    store.record_tokens("app1", 70, window_seconds=window)
+    store_clock.advance(window / 2)
+    store.record_tokens("app1", 40, window_seconds=window)
+    full = admit(store, window, tpm=100)
+    assert not full.admitted and full.tokens.used == 110
+    # Room comes back when the 70 leave (110 - 70 < 100): about half a window from now.
+    assert 0 < full.tokens.reset_seconds <= window / 2 + 0.05
+    store_clock.advance(window / 2 + 0.05)
+    again = admit(store, window, tpm=100)
+    assert again.admitted and again.tokens.used == 40
+    store_clock.advance(window / 2 + 0.05)
+    assert admit(store, window, tpm=100).tokens.used == 0
