@@ -12,10 +12,10 @@ from flask import Blueprint
 from flask import Response
 from flask import request
 
+from . import access
 from . import auth
 from . import errors
 from . import idempotency
-from . import key_limits
 from . import metrics
 from . import request_body
 from . import requestlog
@@ -160,18 +160,9 @@ def get_model(model_id: str) -> Response:
 
 
 def _authorize(scope: str) -> auth.Principal:
-    """SPEC 3 step 3 and SPEC 16.1: authenticate, count the request against its key's
-    windows, check the route's scope, refuse it when a window was full. Every response
-    to the request then carries the key's ``x-ratelimit-*`` headers.
-
-    :raise errors.APIError: 401/429 (auth), 403 (scope), 429 (limits), 503 (store).
-    """
+    """SPEC 3 step 3 and SPEC 16.1 (:func:`chatcompat.access.authorize`)."""
     gateway = current_gateway()
-    principal = auth.authenticate(request, gateway.authenticator, gateway.store)
-    record = requestlog.current()
-    record.key_id = principal.id
-    key_limits.admit(principal, scope, gateway.store, record.headers)
-    return principal
+    return access.authorize(request, gateway.authenticator, gateway.store, scope)
 
 
 def _require_enabled(settings: Settings) -> None:

@@ -60,6 +60,12 @@ class Principal:
         answered as unknown: 404 ``model_not_found``)."""
         return self.agents is None or agent_id in self.agents
 
+    def owns(self, owner: str) -> bool:
+        """Whether a stored thing whose ``owner`` is a principal's id (a stored
+        response) is this principal's to continue, read or delete: the operator's,
+        anything; a named key's, only its own (others are answered 404)."""
+        return self.operator or owner == self.id
+
     def owns_session(self, session_key: str) -> bool:
         """Whether a full session key is this principal's to continue, read or delete:
         the operator's, any; a named key's, only those in its namespace

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import typing as t
 
 import pytest
@@ -220,3 +221,22 @@ def test_the_lockout_counts_wrong_tokens_and_any_right_key_clears_it(client: t.A
     locked = chat(client, APP2, say("x", model="openclaw/beta"))
     assert locked.status_code == 429
     check_error(locked.get_json(), code="too_many_auth_failures")
+
+
+def test_logs_and_metrics_name_the_key_never_its_token(client: t.Any, caplog: t.Any) -> None:
+    caplog.set_level(logging.INFO, logger="chatcompat")
+    responses = [
+        chat(client, APP1),
+        chat(client, LIMITED, say("x", model="openclaw/nope")),
+        client.post(CHAT, json=say("x"), headers=AUTH),
+    ]
+    assert [r.status_code for r in responses] == [200, 404, 200]
+    for response in responses:
+        response.close()  # the log line is written when the response is closed
+    lines = [r.msg for r in caplog.records if r.name == "chatcompat.request"]
+    assert [line.get("key") for line in lines] == ["app1", "limited", "operator"]
+    exposition = client.get("/metrics").get_data(as_text=True)
+    assert 'chatcompat_key_requests_total{key="app1",status="200"}' in exposition
+    assert 'chatcompat_key_requests_total{key="limited",status="404"}' in exposition
+    for token in (APP1, LIMITED, MUTE, AUTH["Authorization"][7:]):
+        assert token not in caplog.text and token not in exposition
