@@ -177,13 +177,45 @@ def lookup_cost(repeat: int = 20000) -> dict[str, float]:
     return result
 
 
+def store_costs(store: t.Any, repeat: int = 2000) -> dict[str, float]:
+    """CPU µs of this process per store call of the limits (no server CPU for Redis)."""
+    import uuid
+
+    def timed(call: t.Callable[[], t.Any]) -> float:
+        start = time.process_time()
+        for _ in range(repeat):
+            call()
+        return round((time.process_time() - start) / repeat * 1e6, 1)
+
+    return {
+        "admit_us": timed(
+            lambda: store.admit_request(
+                "bench", uuid.uuid4().hex, requests_limit=HIGH, tokens_limit=HIGH
+            )
+        ),
+        "record_tokens_us": timed(lambda: store.record_tokens("bench", 12)),
+        "slot_take_and_free_us": timed(
+            lambda: (
+                store.acquire_slot("bench", "me", 1000, 30.0),
+                store.release_slot("bench", "me"),
+            )
+        ),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json-lines", action="store_true")
     args = parser.parse_args()
+    from chatcompat.sessions import open_store
+
     results = [measure("sqlite", None, args.requests, args.rounds)]
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="chatcompat-bench-keys-"))
+    with open_store(f"sqlite:///{folder}/s.db") as store:
+        results.append({"store": "sqlite", "in_process": store_costs(store)})
+    shutil.rmtree(folder, ignore_errors=True)
     if shutil.which("redis-server"):
         sys.path.insert(0, str(harness.REPO))
         from tests.redis_server import RedisServer
@@ -192,6 +224,8 @@ def main() -> int:
         redis.start()
         try:
             results.append(measure("redis", redis.url, args.requests, args.rounds))
+            with open_store(redis.url) as store:
+                results.append({"store": "redis", "in_process": store_costs(store)})
         finally:
             redis.stop()
     results.append({"authenticator_check": lookup_cost()})
