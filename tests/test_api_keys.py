@@ -240,3 +240,21 @@ def test_logs_and_metrics_name_the_key_never_its_token(client: t.Any, caplog: t.
     assert 'chatcompat_key_requests_total{key="limited",status="404"}' in exposition
     for token in (APP1, LIMITED, MUTE, AUTH["Authorization"][7:]):
         assert token not in caplog.text and token not in exposition
+
+
+@pytest.mark.parametrize(
+    ("text", "stream", "status"),
+    [
+        ("[[fail]]", False, 502),
+        ("[[crash]]", False, 500),
+        ("[[fail-after:2]]", True, 200),  # an error frame after two words
+        ("[[timeout]]", False, 504),
+    ],
+)
+def test_a_failed_run_frees_its_slot(client: t.Any, text: str, stream: bool, status: int) -> None:
+    store = client.application.extensions["chatcompat"].store
+    response = chat(client, LIMITED, say(text, model="openclaw/scripted", stream=stream))
+    assert response.status_code == status
+    response.get_data()
+    response.close()
+    assert store.acquire_slot("limited", "check", 1, 30.0), "the run's slot was given back"
