@@ -78,7 +78,8 @@ class WindowCount:
 
     :param used: what the window holds (the admitted request included).
     :param reset_seconds: until the window admits again when it is full, else until
-        its oldest entry leaves it (0.0 when empty).
+        its oldest entry leaves it (0.0 when empty; a store may leave it 0.0 for a
+        window the call gave no limit, whose headers are not sent).
     """
 
     used: int

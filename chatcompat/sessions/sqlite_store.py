@@ -360,8 +360,17 @@ class SQLiteStore(SessionStore):
                 )
                 if admitted:
                     count += _add_usage(conn, key_id, "requests", 1, now, request_id)
-                request_reset = _reset(conn, key_id, "requests", count, requests_limit)
-                token_reset = _reset(conn, key_id, "tokens", tokens, tokens_limit)
+                # A window without a limit has no headers: its reset is not needed.
+                request_reset = (
+                    None
+                    if requests_limit is None
+                    else _reset(conn, key_id, "requests", count, requests_limit)
+                )
+                token_reset = (
+                    None
+                    if tokens_limit is None
+                    else _reset(conn, key_id, "tokens", tokens, tokens_limit)
+                )
             return Admission(
                 admitted,
                 WindowCount(count, _until(request_reset, window_seconds, now)),
