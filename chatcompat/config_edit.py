@@ -148,7 +148,8 @@ def _indent_at(text: str, position: int) -> str:
 
 def append_to_list(text: str, path: tuple[str, ...], entry: dict[str, t.Any]) -> str:
     """``text`` with ``entry`` appended to the array at ``path`` (created, with the
-    objects leading to it, when missing); everything else is kept byte for byte.
+    objects leading to it, when missing, as the last member of the deepest object
+    that exists); everything else is kept byte for byte, comments included.
 
     :raise EditError: the text is not a JSON5 object, a value on the way is not an
         object, or the result would not parse back to the expected document.
@@ -158,32 +159,30 @@ def append_to_list(text: str, path: tuple[str, ...], entry: dict[str, t.Any]) ->
     scanner.skip()
     if scanner.pos != len(text) or not text[root.start] == "{":
         raise EditError("the file is not one JSON5 object")
-    entry_text = _json5(entry)
     node, depth = root, 0
     while depth < len(path) and path[depth] in node.members:
         node = node.members[path[depth]]
         depth += 1
         if depth < len(path) and text[node.start] != "{":
             raise EditError(f"{'.'.join(path[:depth])} is not an object")
-    indent = _indent_at(text, node.start)
-    if depth == len(path):
-        if text[node.start] != "[":
-            raise EditError(f"{'.'.join(path)} is not an array")
-        if node.items:
-            last = node.items[-1]
-            item_indent = _indent_at(text, node.items[0].start) or indent + "  "
-            insert, at = f",\n{item_indent}{entry_text}", last.end
-        else:
-            insert, at = f"\n{indent}  {entry_text},\n{indent}", node.start + 1
-    else:
-        # Build the missing levels, innermost first, then open them under ``node``.
-        inner = f"[\n{indent}{'  ' * (len(path) - depth + 1)}{entry_text},\n"
-        inner += f"{indent}{'  ' * (len(path) - depth)}]"
-        for level in range(len(path) - 1, depth, -1):
-            pad = indent + "  " * (level - depth + 1)
-            inner = f"{{\n{pad}{path[level]}: {inner},\n{indent}{'  ' * (level - depth)}}}"
-        insert, at = f"\n{indent}  {path[depth]}: {inner},", node.start + 1
-    edited = text[:at] + insert + text[at:]
+    if depth == len(path) and text[node.start] != "[":
+        raise EditError(f"{'.'.join(path)} is not an array")
+    children = node.items if depth == len(path) else list(node.members.values())
+    indent = _child_indent(text, node, children)
+
+    def member(level: int, pad: str) -> str:
+        """The text of ``path[level:]`` holding the entry, its first line at ``pad``."""
+        if level == len(path):
+            return _json5(entry)
+        inner = member(level + 1, pad + "  ")
+        if level == len(path) - 1:
+            return f"{path[level]}: [\n{pad}  {inner},\n{pad}]"
+        return f"{path[level]}: {{\n{pad}  {inner},\n{pad}}}"
+
+    edits = _append(text, node, children, member(depth, indent), indent)
+    edited = text
+    for at, insert in sorted(edits, reverse=True):
+        edited = edited[:at] + insert + edited[at:]
     expected = json5.loads(text)
     target = expected
     for key in path[:-1]:
@@ -192,6 +191,40 @@ def append_to_list(text: str, path: tuple[str, ...], entry: dict[str, t.Any]) ->
     if json5.loads(edited) != expected:  # a scanner bug: never write a changed document
         raise EditError("the edit would change more than the new entry")
     return edited
+
+
+# What may follow the last element on its line for the new one to go on the next line:
+# its comma, and a line comment.
+_LINE_REST = re.compile(r"[ \t]*(,)?[ \t]*(//[^\n]*)?")
+
+
+def _child_indent(text: str, node: _Node, children: list[_Node]) -> str:
+    """The indentation of the container's elements (its own plus two spaces when it has
+    none on a line of their own)."""
+    for child in children:
+        line_start = text.rfind("\n", 0, child.start) + 1
+        if line_start > node.start and not text[line_start : child.start].strip():
+            return text[line_start : child.start]
+    return _indent_at(text, node.start) + "  "
+
+
+def _append(
+    text: str, node: _Node, children: list[_Node], new: str, indent: str
+) -> list[tuple[int, str]]:
+    """Insertions that make ``new`` the container's last element: on a line of its own
+    after the last element's line (a trailing comment stays with its element), or
+    inline after it when the elements share lines with something else."""
+    close = node.end - 1
+    if not children:
+        outer = _indent_at(text, node.start)
+        return [(node.start + 1, f"\n{indent}{new},\n{outer}")]
+    last = max(children, key=lambda child: child.end)
+    newline = text.find("\n", last.end)
+    rest = _LINE_REST.fullmatch(text[last.end : newline].rstrip("\r")) if newline >= 0 else None
+    if rest is not None and newline < close:
+        comma = [] if rest.group(1) else [(last.end, ",")]
+        return [*comma, (newline, f"\n{indent}{new},")]
+    return [(last.end, f", {new}")]
 
 
 def _json5(value: t.Any) -> str:

@@ -21,6 +21,8 @@ ENTRY = {"id": "app1", "tokenSha256": "ab" * 32, "agents": ["main"]}
         '{ gateway: { auth: { keys: [ {id: "a", token: "t"}, ], }, }, }',
         "{ gateway: { auth: { keys: [] } } }",
         "{ agents: {list: []} } // no gateway",
+        "{}",
+        "{\n  agents: {list: []}, // a\n}",
         "{ gateway: { port: 1, /* x */ }, }",
         '{ "gateway": { "auth": { "token": "a // not a comment", "keys": [] } } }',
         "{ gateway: { auth: { token: 'it\\'s }' } } }",
@@ -49,3 +51,15 @@ def test_the_entry_is_added_and_nothing_else_changes(text):
 def test_what_cannot_be_edited_safely_is_refused(text, message):
     with pytest.raises(EditError, match=message):
         append_to_list(text, PATH, ENTRY)
+
+
+def test_a_trailing_comment_stays_on_its_line():
+    text = '{\n  gateway: {\n    auth: {\n      token: "x" // the token\n    },\n  },\n}\n'
+    edited = append_to_list(text, PATH, ENTRY)
+    assert '      token: "x", // the token\n      keys: [\n' in edited
+    text = (
+        '{\n  gateway: { auth: {\n    keys: [\n      {id: "a", token: "t"}, // first\n'
+        "    ],\n  } },\n}"
+    )
+    edited = append_to_list(text, PATH, ENTRY)
+    assert '{id: "a", token: "t"}, // first\n      { id: "app1",' in edited
