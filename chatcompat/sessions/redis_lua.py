@@ -200,8 +200,11 @@ expire_tokens(KEYS[2], KEYS[3], fmt(now - window))
 local count = redis.call('ZCARD', KEYS[1])
 local tokens = tonumber(redis.call('GET', KEYS[3]) or '0')
 local admitted = 1
-if (rlimit > 0 and count >= rlimit) or (tlimit > 0 and tokens >= tlimit) then admitted = 0 end
-if admitted == 1 and redis.call('ZADD', KEYS[1], 'NX', fmt(now), ARGV[4]) == 1 then
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  admitted = 1  -- a resent call whose first run landed: admitted then, counted once
+elseif (rlimit > 0 and count >= rlimit) or (tlimit > 0 and tokens >= tlimit) then
+  admitted = 0
+elseif redis.call('ZADD', KEYS[1], fmt(now), ARGV[4]) == 1 then
   count = count + 1
 end
 if count > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
