@@ -33,6 +33,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     from . import reloading
     from . import request_body
     from . import requestlog
+    from . import responses_api
     from . import security_headers
     from .config import load_settings
     from .config import settings_from_document
@@ -56,6 +57,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     errors.init_app(app)
     request_body.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(responses_api.bp)
     app.register_blueprint(ops.bp)
 
     # After-request hooks run last-registered first: the request log's headers, then

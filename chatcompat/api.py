@@ -22,6 +22,10 @@ from . import requestlog
 from . import routing
 from . import validation
 from .gateway import current_gateway
+from .methods import ANY_METHOD
+from .methods import CHAT_SWITCH
+from .methods import require_enabled
+from .methods import require_method
 from .protocol import chat_completions as chat_protocol
 from .protocol.jsonenc import json_response
 from .protocol.models import model_entry
@@ -35,9 +39,6 @@ if t.TYPE_CHECKING:
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
-# Every method is routed to the views so they can answer 404 (disabled) before 405.
-ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
 
 @bp.route("/chat/completions", methods=ANY_METHOD)
 def chat_completions() -> Response:
@@ -49,8 +50,8 @@ def chat_completions() -> Response:
     gateway = current_gateway()
     settings = gateway.settings
     # 1. Endpoint disabled → 404. 2. Not POST → 405 (both before authentication).
-    _require_enabled(settings)
-    _require_method("POST")
+    require_enabled(settings.chat_completions_enabled, CHAT_SWITCH)
+    require_method("POST")
     # 3. Authentication: the principal scopes the Idempotency-Key; a named key's
     # scope and request-rate limit are checked before the body is read (SPEC 16.1).
     principal = _authorize("chat")
@@ -131,8 +132,8 @@ def _stream(run: Run, include_usage: bool) -> Response:
 @bp.route("/models", methods=ANY_METHOD)
 def list_models() -> Response:
     gateway = current_gateway()
-    _require_enabled(gateway.settings)
-    _require_method("GET")
+    _require_models_enabled(gateway.settings)
+    require_method("GET")
     principal = _authorize("models")
     settings = gateway.settings
     ids = (
@@ -147,8 +148,8 @@ def list_models() -> Response:
 @bp.route("/models/<path:model_id>", methods=ANY_METHOD)
 def get_model(model_id: str) -> Response:
     gateway = current_gateway()
-    _require_enabled(gateway.settings)
-    _require_method("GET")
+    _require_models_enabled(gateway.settings)
+    require_method("GET")
     principal = _authorize("models")
     settings = gateway.settings
     agent_id = routing.agent_id_from_model(model_id)
@@ -165,20 +166,10 @@ def _authorize(scope: str) -> auth.Principal:
     return access.authorize(request, gateway.authenticator, gateway.store, scope)
 
 
-def _require_enabled(settings: Settings) -> None:
-    """SPEC 3 step 1: the ``/v1`` routes answer 404 while the endpoint is disabled.
+def _require_models_enabled(settings: Settings) -> None:
+    """``/v1/models`` is served with either endpoint, as in OpenClaw.
 
-    :raise errors.EndpointDisabled: ``gateway.http.endpoints.chatCompletions.enabled``
-        is false.
+    :raise errors.EndpointDisabled: both are disabled (naming chat's switch).
     """
-    if not settings.chat_completions_enabled:
-        raise errors.EndpointDisabled()
-
-
-def _require_method(allowed: str) -> None:
-    """SPEC 3 step 2: any other method is 405 with ``Allow`` (HEAD goes with GET).
-
-    :raise errors.MethodNotAllowed: the request's method is not ``allowed``.
-    """
-    if request.method != allowed and not (allowed == "GET" and request.method == "HEAD"):
-        raise errors.MethodNotAllowed([allowed])
+    if not settings.responses_enabled:
+        require_enabled(settings.chat_completions_enabled, CHAT_SWITCH)

@@ -39,6 +39,7 @@ CONFIG_TEMPLATE = """\
     http: {{
       endpoints: {{
         chatCompletions: {{ enabled: true }},
+        responses: {{ enabled: true }},
       }},
     }},
   }},
@@ -210,7 +211,8 @@ def _init_agent(args: argparse.Namespace) -> str | None:
 
 
 def _print_usage(settings: Settings, path: str) -> None:
-    url = f"http://{settings.bind}:{settings.port}/v1/chat/completions"
+    base = f"http://{settings.bind}:{settings.port}/v1"
+    url = f"{base}/chat/completions"
     auth = f"-H 'Authorization: Bearer {settings.auth_secret}' " if settings.auth_secret else ""
     print(
         f"""
@@ -223,6 +225,10 @@ Then call it:
 
   curl -N {url} {auth}-H 'Content-Type: application/json' -H 'x-openclaw-agent-id: main' \\
     -d '{{"model": "openclaw", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+
+The Responses API:
+  curl -sS {base}/responses {auth}-H 'Content-Type: application/json' \\
+    -d '{{"model": "openclaw", "input": "hi"}}'
 """
     )
 
@@ -304,6 +310,7 @@ def cmd_sessions_show(args: argparse.Namespace) -> int:
             print(f"no session {args.key!r}", file=sys.stderr)
             return 1
         turns = store.transcript(args.key)
+        responses = store.response_ids(args.key)
     document = {
         "key": info.key,
         "agent": info.agent_id,
@@ -313,6 +320,7 @@ def cmd_sessions_show(args: argparse.Namespace) -> int:
         "updated": _when(info.updated),
         "expires": _when(info.expires),
         "turns": [{"created": _when(turn.created), "messages": turn.messages} for turn in turns],
+        "responses": responses,  # ids of the stored Responses API responses, oldest first
     }
     print(json.dumps(document, indent=2, ensure_ascii=False))
     return 0

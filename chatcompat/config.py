@@ -58,12 +58,15 @@ _Problem = tuple[_Path, str]  # a key path in the document, and what is wrong th
 # Document path -> Settings field, converted once the document is known to be valid
 # (JSON Schema's "integer" also admits 5.0). Keys with more logic are handled below.
 _CHAT = ("gateway", "http", "endpoints", "chatCompletions")
+_RESPONSES = ("gateway", "http", "endpoints", "responses")
 _SCALARS: tuple[tuple[_Path, str, t.Callable[[t.Any], t.Any]], ...] = (
     (("gateway", "port"), "port", int),
     (("gateway", "auth", "mode"), "auth_mode", str),
     (("gateway", "auth", "allowUnauthenticated"), "allow_unauthenticated", bool),
     ((*_CHAT, "enabled"), "chat_completions_enabled", bool),
     ((*_CHAT, "maxBodyBytes"), "max_body_bytes", int),
+    ((*_RESPONSES, "enabled"), "responses_enabled", bool),
+    ((*_RESPONSES, "maxBodyBytes"), "responses_max_body_bytes", int),
     (("gateway", "http", "sseKeepaliveSeconds"), "sse_keepalive_seconds", float),
     (("gateway", "http", "bodyTimeoutSeconds"), "body_timeout_seconds", float),
     (("sessions", "historyLimit"), "history_limit", int),
@@ -457,9 +460,17 @@ def _agent(
         kwargs["history_limit"] = int(merged["historyLimit"])
     if isinstance(merged.get("systemPrompt"), str):
         kwargs["system_prompt"] = merged["systemPrompt"]
+    kwargs.update(_agent_reasoning(merged))
     backend = backend if isinstance(backend, str) else ""
     default = merged.get("default") is True
     return AgentConfig(id=agent_id, backend=backend, options=options, default=default, **kwargs)
+
+
+def _agent_reasoning(merged: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The agent's ``reasoning`` switch (the schema checked its value)."""
+    if merged.get("reasoning") in ("relay", "drop"):
+        return {"reasoning": merged["reasoning"]}
+    return {}
 
 
 def _options_problems(

@@ -27,10 +27,13 @@ Tree::
     ├── NotFound                      404 not_found
     │   ├── EndpointDisabled          404 endpoint_disabled
     │   ├── ModelNotFound             404 model_not_found
-    │   └── SessionNotFound           404 session_not_found (another key's session)
+    │   ├── SessionNotFound           404 session_not_found (another key's session)
+    │   ├── ResponseNotFound          404 response_not_found (GET/DELETE /v1/responses/{id})
+    │   └── PreviousResponseNotFound  404 previous_response_not_found
     ├── MethodNotAllowed              405 method_not_allowed (+ Allow)
     ├── RequestTimeout                408 request_timeout (the body did not arrive in time)
     ├── SessionBusy                   409 session_busy
+    ├── ResponseContinued             409 response_continued (continued meanwhile)
     ├── IdempotencyKeyInUse           409 idempotency_key_in_use
     ├── PayloadTooLarge               413 payload_too_large
     ├── RequestLineTooLong            414 request_line_too_long   (from gunicorn's parser)
@@ -45,6 +48,8 @@ Tree::
     ├── UpstreamRejected              upstream's 4xx status, type and code
     ├── TransferCodingNotImplemented  501 unsupported_transfer_coding (from gunicorn's parser)
     ├── UpstreamFailed                502 api_error / upstream_error
+    │   └── ToolChoiceNotSatisfied    502 tool_choice_not_satisfied (the reply did not
+    │                                 call the tool the request's tool_choice demands)
     ├── StoreUnavailable              503 api_error / store_unavailable
     │   └── TurnMayNotBeStored        503 store_unavailable (the turn's write failed)
     ├── AgentUnavailable              503 api_error / agent_unavailable (+ Retry-After)
@@ -190,10 +195,19 @@ class NotFound(APIError):
 
 class EndpointDisabled(NotFound):
     code = "endpoint_disabled"
-    message = (
-        "This endpoint is disabled. Enable it with "
-        "gateway.http.endpoints.chatCompletions.enabled: true in the configuration."
-    )
+
+    def __init__(self, switch: str = "gateway.http.endpoints.chatCompletions.enabled") -> None:
+        super().__init__(
+            f"This endpoint is disabled. Enable it with {switch}: true in the configuration."
+        )
+
+
+class ResponseNotFound(NotFound):
+    code = "response_not_found"
+
+
+class PreviousResponseNotFound(NotFound):
+    code = "previous_response_not_found"
 
 
 class ModelNotFound(NotFound):
@@ -230,6 +244,16 @@ class SessionBusy(APIError):
     type = "invalid_request_error"
     code = "session_busy"
     message = "Another run on this session is still in progress; retry when it has finished."
+
+
+class ResponseContinued(APIError):
+    status = 409
+    type = "invalid_request_error"
+    code = "response_continued"
+    message = (
+        "previous_response_id was continued by another request while this one waited for "
+        "the session; send the request again to branch off from it."
+    )
 
 
 class IdempotencyKeyInUse(APIError):
@@ -332,6 +356,14 @@ class UpstreamFailed(APIError):
     status = 502
     code = "upstream_error"
     message = "The agent failed to produce a reply."
+
+
+class ToolChoiceNotSatisfied(UpstreamFailed):
+    """The request's ``tool_choice`` demanded a tool call and the reply made none (or
+    not of the named tool): the backend did not enforce it, so the gateway does."""
+
+    code = "tool_choice_not_satisfied"
+    message = "tool_choice=required was not satisfied by the agent's reply."
 
 
 class TransferCodingNotImplemented(APIError):

@@ -17,6 +17,10 @@ from .messages import Message
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 
+# Reasoning a client sends back on its assistant messages (the reasoning_content it
+# was given): never stored, never sent on (DeepSeek answers 400 to it in input).
+REASONING_KEYS = ("reasoning_content", "reasoning")
+
 CONTEXT_MARKER = "[Chat messages since your last reply - for context]"
 CURRENT_MARKER = "[Current message - respond to this]"
 
@@ -62,6 +66,7 @@ class Conversation(t.NamedTuple):
 
 def split_request(messages: list[Message]) -> Conversation:
     """Split request messages into the extra system text, earlier messages, new turn.
+    Assistant messages lose the reasoning a client sends back (:data:`REASONING_KEYS`).
 
     :raise MissingUserMessage: when the new turn has nothing to answer.
     """
@@ -72,6 +77,8 @@ def split_request(messages: list[Message]) -> Conversation:
             text = message_text(message).strip()
             if text:
                 system_texts.append(text)
+        elif message["role"] == "assistant" and any(key in message for key in REASONING_KEYS):
+            conversation.append({k: v for k, v in message.items() if k not in REASONING_KEYS})
         else:
             conversation.append(message)
     last_assistant = -1

@@ -70,7 +70,12 @@ def read_key(value: str | None) -> str | None:
 
 
 def for_request(
-    principal: str, key: str | None, agent_id: str, session_key: str | None, body: dict[str, t.Any]
+    principal: str,
+    key: str | None,
+    agent_id: str,
+    session_key: str | None,
+    body: dict[str, t.Any],
+    endpoint: str = "chat.completions",
 ) -> Idempotency | None:
     """Name the request, or None when it sent no key.
 
@@ -79,11 +84,14 @@ def for_request(
     :param session_key: the session the request names (None for a stateless one,
         whose fresh key differs on every try).
     :param body: the validated request body.
+    :param endpoint: the API it came to: a reply is replayed only in its own shape.
     """
     if key is None:
         return None
     request = {name: value for name, value in body.items() if name not in _DELIVERY_FIELDS}
-    return Idempotency(_digest([principal, key]), _digest([agent_id, session_key, request]))
+    return Idempotency(
+        _digest([principal, key]), _digest([endpoint, agent_id, session_key, request])
+    )
 
 
 def _digest(value: t.Any) -> str:

@@ -34,13 +34,15 @@ REQUEST_SECONDS = Histogram(
 )
 FIRST_BYTE_SECONDS = Histogram(
     "chatcompat_time_to_first_byte_seconds",
-    "Time from request start to the first byte of a chat completion.",
+    "Time from request start to the first byte of a reply, by endpoint.",
+    ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 RUNS = Counter(
     "chatcompat_agent_runs",
-    "Agent runs, by agent and outcome (ok, client_gone, error:<code>).",
-    ["agent", "outcome"],
+    "Agent runs, by agent, endpoint (chat.completions, responses) and outcome (ok, "
+    "client_gone, error:<code>).",
+    ["agent", "endpoint", "outcome"],
 )
 TOKENS = Counter(
     "chatcompat_tokens",

@@ -7,7 +7,8 @@ import functools
 import json
 import typing as t
 
-from .validation import request_schema
+from . import responses_request
+from . import validation
 
 Schema = dict[str, t.Any]
 
@@ -79,16 +80,108 @@ def _header(name: str) -> dict[str, t.Any]:
     return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
 
 
-def _request_components() -> dict[str, Schema]:
-    """The request schema with its ``$defs`` lifted into ``components.schemas``
-    (a ``#/$defs/...`` pointer would resolve against the OpenAPI document root)."""
-    schema = copy.deepcopy(request_schema())
+def _request_components(name: str, request_schema: Schema, prefix: str) -> dict[str, Schema]:
+    """A request schema with its ``$defs`` lifted into ``components.schemas`` under
+    ``prefix`` (a ``#/$defs/...`` pointer would resolve against the OpenAPI document
+    root, and both requests have a ``tool``)."""
+    schema = copy.deepcopy(request_schema)
     definitions = schema.pop("$defs", {})
     schema.pop("$id", None)
     schema.pop("$schema", None)
-    text = json.dumps({"ChatCompletionRequest": schema, **definitions})
-    text = text.replace('"#/$defs/', '"#/components/schemas/')
+    text = json.dumps({name: schema, **{prefix + key: value for key, value in definitions.items()}})
+    text = text.replace('"#/$defs/', f'"#/components/schemas/{prefix}')
     return t.cast(dict[str, dict[str, t.Any]], json.loads(text))
+
+
+def _response_id_parameter() -> dict[str, t.Any]:
+    return {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _responses_paths(secured: list[dict[str, list[str]]]) -> dict[str, t.Any]:
+    """The Responses API routes (SPEC 15); their objects are OpenAI's ``Response``,
+    described in OpenAI's own OpenAPI document, so only the request is spelt out."""
+    response_object = {
+        "description": "A Response object (OpenAI's schema), or its event stream.",
+        "headers": {
+            "x-openclaw-session-key": {"schema": {"type": "string"}},
+            "Idempotent-Replayed": {"schema": {"type": "string"}},
+        },
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    }
+    return {
+        "/v1/responses": {
+            "post": {
+                "operationId": "createResponse",
+                "security": secured,
+                "parameters": [
+                    _header(name)
+                    for name in (
+                        "x-openclaw-agent-id",
+                        "x-openclaw-agent",
+                        "x-openclaw-session-key",
+                        "x-request-id",
+                        "Idempotency-Key",
+                    )
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/CreateResponseRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": response_object,
+                    **_error_responses(400, 401, 404, 405, 409, 413, 422, 429, 500, 502, 503, 504),
+                },
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "get": {
+                "operationId": "getResponse",
+                "security": secured,
+                "parameters": [_response_id_parameter()],
+                "responses": {
+                    "200": {**response_object, "headers": {}},
+                    **_error_responses(401, 404, 429, 503),
+                },
+            },
+            "delete": {
+                "operationId": "deleteResponse",
+                "security": secured,
+                "parameters": [_response_id_parameter()],
+                "responses": {
+                    "200": _plain('{"id": ..., "object": "response", "deleted": true}'),
+                    **_error_responses(401, 404, 429, 503),
+                },
+            },
+        },
+        "/v1/responses/{response_id}/input_items": {
+            "get": {
+                "operationId": "listInputItems",
+                "security": secured,
+                "parameters": [
+                    _response_id_parameter(),
+                    *(
+                        {"name": name, "in": "query", "required": False, "schema": schema}
+                        for name, schema in (
+                            ("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                            ("order", {"enum": ["asc", "desc"]}),
+                            ("after", {"type": "string"}),
+                        )
+                    ),
+                ],
+                "responses": {
+                    "200": _plain("OpenAI's list object of the request's input items."),
+                    **_error_responses(400, 401, 404, 429, 503),
+                },
+            }
+        },
+    }
 
 
 @functools.cache
@@ -99,7 +192,9 @@ def openapi_document() -> dict[str, t.Any]:
         "info": {
             "title": "chatcompat",
             "version": "1",
-            "description": "OpenAI-compatible Chat Completions in front of configured agents.",
+            "description": (
+                "OpenAI-compatible Chat Completions and Responses in front of configured agents."
+            ),
         },
         "paths": {
             "/v1/chat/completions": {
@@ -144,6 +239,7 @@ def openapi_document() -> dict[str, t.Any]:
                     },
                 }
             },
+            **_responses_paths(secured),
             "/v1/models": {
                 "get": {
                     "operationId": "listModels",
@@ -192,7 +288,10 @@ def openapi_document() -> dict[str, t.Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                **_request_components(),
+                **_request_components("ChatCompletionRequest", validation.request_schema(), "Chat"),
+                **_request_components(
+                    "CreateResponseRequest", responses_request.request_schema(), "Responses"
+                ),
                 "ChatCompletion": _COMPLETION,
                 "Usage": _USAGE,
                 "Error": _ERROR,

@@ -115,6 +115,7 @@ class RequestRecord:
         self.agent: str | None = None
         self.session_key: str | None = None
         self.stream = False
+        self.endpoint: str | None = None
         self.outcome = "ok"
         self.usage: Usage | None = None
         #: The id of the credential (principal) that sent it, once authenticated.
@@ -124,8 +125,12 @@ class RequestRecord:
         self._first_byte: float | None = None
         self._emitted = False
 
-    def routed(self, agent: str, session_key: str, stream: bool) -> None:
-        """The request was routed: to ``agent``, on ``session_key``, as a stream or not."""
+    def routed(
+        self, agent: str, session_key: str, stream: bool, endpoint: str = "chat.completions"
+    ) -> None:
+        """The request was routed: to ``agent``, on ``session_key``, as a stream or not,
+        from ``endpoint`` (``chat.completions`` or ``responses``)."""
+        self.endpoint = endpoint
         self.agent = agent
         self.session_key = session_key
         self.stream = stream
@@ -163,6 +168,7 @@ class RequestRecord:
         if self.agent is not None:
             first = self._first_byte if self._first_byte is not None else now
             line["agent"] = self.agent
+            line["endpoint"] = self.endpoint
             line["stream"] = self.stream
             line["outcome"] = self.outcome if status < 400 else f"error:{status}"
             line["ttfb_ms"] = round((first - self.started) * 1000, 2)
@@ -171,8 +177,8 @@ class RequestRecord:
             if self.usage is not None:
                 line["prompt_tokens"] = self.usage.prompt_tokens
                 line["completion_tokens"] = self.usage.completion_tokens
-            metrics.FIRST_BYTE_SECONDS.observe(first - self.started)
-            metrics.RUNS.labels(self.agent, line["outcome"]).inc()
+            metrics.FIRST_BYTE_SECONDS.labels(self.endpoint).observe(first - self.started)
+            metrics.RUNS.labels(self.agent, self.endpoint, line["outcome"]).inc()
             if self.usage is not None:
                 metrics.TOKENS.labels(self.agent, "prompt").inc(self.usage.prompt_tokens)
                 metrics.TOKENS.labels(self.agent, "completion").inc(self.usage.completion_tokens)

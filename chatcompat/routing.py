@@ -127,7 +127,12 @@ def session_key(agent_id: str, header_key: str | None, user: str | None) -> tupl
             # included) stay as they were, and no literal user can spell an encoded one.
             return f"agent:{agent_id}:openai-user-enc:{header_safe(name)}", True
         return f"agent:{agent_id}:openai-user:{name}", True
-    return f"agent:{agent_id}:openai:{uuid.uuid4()}", False
+    return fresh_session_key(agent_id), False
+
+
+def fresh_session_key(agent_id: str) -> str:
+    """A new key nobody knows yet: a stateless request's, or a forked conversation's."""
+    return f"agent:{agent_id}:openai:{uuid.uuid4()}"
 
 
 def header_safe(text: str) -> str:
@@ -174,6 +179,15 @@ def key_session_key(
         return key, sticky
     key, sticky = session_key(agent_id, header_key, user)
     return prefix + key[len(agent_prefix) :], sticky
+
+
+def key_fresh_session_key(key_id: str | None, agent_id: str) -> str:
+    """:func:`fresh_session_key` in the named key's namespace (None: the operator's)."""
+    key = fresh_session_key(agent_id)
+    if key_id is None:
+        return key
+    agent_prefix = f"agent:{agent_id}:"
+    return f"{agent_prefix}key:{key_id}:{key[len(agent_prefix) :]}"
 
 
 def resolve_allowed_agent(

@@ -26,6 +26,7 @@ A protocol streams a reply like this (the chat-completions one, in short)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import socket
@@ -45,6 +46,7 @@ from .background import spawn
 from .client_socket import peer_closed
 from .lease import Lease
 from .messages import Message
+from .reply_rules import ReplyRules
 from .sessions.base import KeyedReply
 from .sessions.base import StoreError
 from .sessions.base import StoreUnreachable
@@ -57,6 +59,7 @@ if t.TYPE_CHECKING:
     from .requestlog import RequestRecord
     from .sessions.base import IdempotencyRecord
     from .sessions.base import SessionStore
+    from .sessions.base import StoredResponse
     from .settings import AgentConfig
     from .settings import Settings
 
@@ -88,6 +91,23 @@ class Keepalive:
     """Nothing happened for a keepalive interval."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Continuation:
+    """Where a Responses request's ``previous_response_id`` points (SPEC 15).
+
+    Continuing the latest response of a session runs on that session (``fork`` False:
+    the run's session key is ``source_key``, and the response must still be the latest
+    once the lock is held). Continuing an earlier one forks (``fork`` True): the run's
+    session is a new one, whose history is the first ``position`` messages of
+    ``source_key``, stored with the new turn as the fork's first turn.
+    """
+
+    response_id: str
+    source_key: str
+    position: int
+    fork: bool
+
+
 KEEPALIVE = Keepalive()
 
 
@@ -97,6 +117,9 @@ class Run:
 
     :param model: the model the client asked for, as replies name it.
     :param client_socket: the client's connection, looked at to notice it closed.
+    :param owner: the principal the run is for; stored responses remember it.
+    :param store_turn: False for a request that must leave nothing stored (the
+        Responses API's ``store: false``): the run reads its session but writes nothing.
     """
 
     def __init__(
@@ -112,6 +135,8 @@ class Run:
         client_socket: socket.socket | None,
         record: RequestRecord,
         idempotency: Idempotency | None = None,
+        owner: str = "operator",
+        store_turn: bool = True,
         principal: Principal | None = None,
     ) -> None:
         self.settings = settings
@@ -123,6 +148,8 @@ class Run:
         self.model = model
         self.record = record
         self.idempotency = idempotency
+        self.owner = owner
+        self.store_turn = store_turn
         self._socket = client_socket
         self.principal = principal
         runs = None if principal is None else principal.limits.concurrent_runs
@@ -140,6 +167,7 @@ class Run:
         self._turn_to_store: list[Message] = []
         self._stop_watchdog: t.Callable[[], None] | None = None
         self._storing = False
+        self._rules = ReplyRules(None)  # start() sets the request's
         #: When the request was accepted (Unix seconds), as replies report it.
         self.created = int(time.time())
 
@@ -156,13 +184,22 @@ class Run:
         """
         return self._lease.claim()
 
-    def start(self, conversation: history.Conversation, params: dict[str, t.Any]) -> None:
+    def start(
+        self,
+        conversation: history.Conversation,
+        params: dict[str, t.Any],
+        continuation: Continuation | None = None,
+    ) -> None:
         """Lock the session, build the input, start the agent and wait until it has
         accepted the run. Errors up to here are plain HTTP errors.
 
-        :raise errors.APIError: 409/5xx before anything was sent.
+        :param continuation: where the request's ``previous_response_id`` points.
+        :raise errors.APIError: 404/409/5xx before anything was sent.
         """
         system_text, earlier, new_turn = conversation
+        self._rules = ReplyRules(
+            params.get("tool_choice"), relay_reasoning=self.agent_config.reasoning == "relay"
+        )
         timeout = self.agent_config.timeout_seconds
         limit = self.agent_config.history_limit
         if limit is None:
@@ -172,11 +209,19 @@ class Run:
         try:
             # A named key's run slot (SPEC 16.1: after the session, before the run).
             self._lease.take_slot()
-            if self.sticky:
+            fork_base: list[Message] | None = None
+            stored: list[Message] | None
+            if continuation is not None and continuation.fork:
+                # A new session (its key is fresh): no lock; the source is only read.
+                fork_base = self._fork_base(continuation)
+                stored = fork_base[-limit:] if limit > 0 else []
+            elif self.sticky:
                 lock_wait = self.settings.lock_timeout_seconds
                 self._lease.lock(timeout if lock_wait is None else lock_wait, self._waiting)
                 with errors.map_store_errors():
                     stored = self.store.load_history(self.session_key, limit)
+                if continuation is not None:
+                    self._check_still_latest(continuation)
             else:
                 # The turn must be storable before an agent spends anything on it.
                 with errors.map_store_errors():
@@ -186,6 +231,8 @@ class Run:
             # A new session keeps what the agent saw as its first turn, so the next
             # request (which sends only the key) continues the same conversation.
             self._turn_to_store = (past if stored is None else []) + new_turn
+            if fork_base is not None:
+                self._turn_to_store = fork_base + new_turn
             sent = past + new_turn
             if not self.agent.accepts_images:
                 sent = history.drop_images(sent, agent_id=self.agent_config.id)
@@ -207,6 +254,39 @@ class Run:
         except BaseException:
             self.close()
             raise
+
+    def _fork_base(self, continuation: Continuation) -> list[Message]:
+        """The forked session's history: the source's first ``position`` messages.
+
+        :raise errors.PreviousResponseNotFound: the source session expired meanwhile.
+        """
+        with errors.map_store_errors():
+            base = self.store.load_history(
+                continuation.source_key, continuation.position, upto=continuation.position
+            )
+        if base is None:
+            raise errors.PreviousResponseNotFound(
+                f"Previous response with id {continuation.response_id!r} not found.",
+                param="previous_response_id",
+            )
+        return base
+
+    def _check_still_latest(self, continuation: Continuation) -> None:
+        """Under the session lock: the response is still the session's latest turn, so
+        the new turn follows it (another request may have continued it meanwhile).
+
+        :raise errors.PreviousResponseNotFound: it was deleted or expired meanwhile.
+        :raise errors.ResponseContinued: a turn was stored after it meanwhile.
+        """
+        with errors.map_store_errors():
+            record = self.store.get_response(continuation.response_id)
+        if record is None or record.session_key != self.session_key:
+            raise errors.PreviousResponseNotFound(
+                f"Previous response with id {continuation.response_id!r} not found.",
+                param="previous_response_id",
+            )
+        if not record.latest:
+            raise errors.ResponseContinued(param="previous_response_id")
 
     def _waiting(self, now: float) -> None:
         if now >= self._peer_check_at:
@@ -307,14 +387,23 @@ class Run:
     @t.overload
     def events(self, keepalive: float) -> t.Iterator[Event | Keepalive]: ...
     def events(self, keepalive: float | None = None) -> t.Iterator[Event | Keepalive]:
-        """Agent events up to and including :class:`Finish`, with KEEPALIVE markers."""
+        """Agent events up to and including :class:`Finish`, with KEEPALIVE markers, as
+        the request's rules let them through (:mod:`chatcompat.reply_rules`).
+
+        :raise errors.ToolChoiceNotSatisfied: the reply did not call the tool the
+            request's ``tool_choice`` demands (at its end; nothing is stored).
+        """
         while True:
             item = self._next(keepalive)
             if isinstance(item, Started):
                 continue
-            yield item
-            if isinstance(item, Finish):
-                return
+            if isinstance(item, Keepalive):
+                yield item
+                continue
+            for event in (item,) if self._rules.passive else self._rules.take(item):
+                yield event
+                if isinstance(event, Finish):
+                    return
 
     def ready(self) -> bool:
         """True when an event is already waiting (reading it will not block): a
@@ -329,13 +418,18 @@ class Run:
         return self.idempotency is not None
 
     def finish(
-        self, message: Message, usage: Usage | None, keyed_reply: dict[str, t.Any] | None = None
+        self,
+        message: Message,
+        usage: Usage | None,
+        keyed_reply: dict[str, t.Any] | None = None,
+        response: StoredResponse | None = None,
     ) -> None:
         """Store the finished turn (the run's only write of it) and record its usage.
 
         :param message: the assistant message (:meth:`~chatcompat.protocol.reply.Reply.message`).
         :param keyed_reply: the reply as the client got it, stored in the same write under
             the request's Idempotency-Key to be replayed; required when :attr:`keyed`.
+        :param response: the Responses API response, stored in the same write.
         :raise errors.ClientGone: the client left before the end (nothing is stored).
         :raise errors.TurnMayNotBeStored: the write's outcome is unknown.
         :raise errors.APIError: the store refused the turn (nothing stored).
@@ -354,11 +448,12 @@ class Run:
             if keyed_reply is None:
                 raise ValueError("a run with an Idempotency-Key stores its reply")
             keyed = KeyedReply(self.idempotency.scope, self.idempotency.fingerprint, keyed_reply)
-        self._storing = True  # the watchdog leaves a write in progress alone
-        try:
-            self._write_turn([*self._turn_to_store, message], ttl, keyed)
-        finally:
-            self._storing = False
+        if self.store_turn:
+            self._storing = True  # the watchdog leaves a write in progress alone
+            try:
+                self._write_turn([*self._turn_to_store, message], ttl, keyed, response)
+            finally:
+                self._storing = False
         self._finished = True
         self.record.set_usage(usage)
 
@@ -374,7 +469,13 @@ class Run:
         except StoreError as exc:
             log.warning("could not count the tokens of key %s: %s", self.principal.id, exc)
 
-    def _write_turn(self, messages: list[Message], ttl: float, keyed: KeyedReply | None) -> None:
+    def _write_turn(
+        self,
+        messages: list[Message],
+        ttl: float,
+        keyed: KeyedReply | None,
+        response: StoredResponse | None,
+    ) -> None:
         """Append the turn, sending it again while the outcome is unknown.
 
         :raise errors.TurnMayNotBeStored: no attempt was confirmed, and one may have
@@ -394,6 +495,7 @@ class Run:
                             ttl_seconds=ttl,
                             turn_id=self._turn_id,
                             keyed_reply=keyed,
+                            response=response,
                         )
                     except StoreUnreachable as exc:
                         if attempt == TURN_WRITE_ATTEMPTS:
@@ -490,4 +592,4 @@ class Run:
         # outcome the claim stays until it expires: a write that Redis still holds may
         # land after a release sent later (a paused Redis serves its queued connections
         # in any order), and the key must not run twice.
-        self._lease.release(keep_claim=self._finished or self._write_unknown)
+        self._lease.release(keep_claim=(self._finished and self.store_turn) or self._write_unknown)

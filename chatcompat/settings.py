@@ -89,6 +89,8 @@ class AgentConfig:
     timeout_seconds: float = 600.0
     history_limit: int | None = None
     default: bool = False
+    # "relay" or "drop": whether the agent's reasoning reaches the client (never stored).
+    reasoning: str = "relay"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     chat_completions_enabled: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    responses_enabled: bool = False
+    responses_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     sse_keepalive_seconds: float = 15.0
     body_timeout_seconds: float = 30.0
     agents: tuple[AgentConfig, ...] = (AgentConfig(id="main", backend="echo"),)

@@ -260,3 +260,9 @@ def forwarded_params(body: dict[str, t.Any]) -> dict[str, t.Any]:
     if stop is not None:
         params["stop"] = [stop] if isinstance(stop, str) else list(stop)
     return params
+
+
+def schema_error(error: ValidationError) -> InvalidRequest:
+    """The API error of a request schema's ``jsonschema`` error (``param`` as OpenAI
+    names it, the schema's ``x-expected`` wording): for the other endpoints' schemas."""
+    return _to_api_error(error)

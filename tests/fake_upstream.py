@@ -27,6 +27,9 @@ or for one request (a directive in its last user text, e.g. ``[[status:401]]``):
     no-usage         never send usage
     details          usage with prompt_tokens_details / completion_tokens_details
     refuse           the reply is a refusal (delta.refusal / message.refusal), not content
+    reasoning[:<f>]  reason first: REASONING word by word in delta.<f> (message.<f> in
+                     JSON), f being reasoning_content (DeepSeek, vLLM) by default or
+                     reasoning (OpenRouter)
     no-done          end the body after the finish chunk, without [DONE]
     close            close the connection after the answer (despite keep-alive)
 
@@ -53,6 +56,7 @@ import time
 import typing as t
 
 DIRECTIVE = re.compile(r"\[\[([a-z-]+)(?::([^\]]*))?\]\]")
+REASONING = "The user wrote something; I will repeat it."
 # The error bodies OpenAI sends: status -> (message, type, code, param).
 ERRORS = {
     400: (
@@ -260,6 +264,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         error_at = _int(knobs.get("error-frame"))
         while knobs.get("flood"):  # ends when a write finds the client gone
             self._frame(reply.chunk({"content": "x" * 8192}))
+        for word in reply.reasoning_words:
+            self._frame(reply.chunk({reply.reasoning_field: word}))
         for index, word in enumerate(reply.words):
             if index == cut:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -364,6 +370,9 @@ class _Reply:
         self.finish_reason = knobs.get("finish") or ("tool_calls" if self.tools else "stop")
         self.details = bool(knobs.get("details"))
         self.refuse = bool(knobs.get("refuse"))
+        reasoning = knobs.get("reasoning")
+        self.reasoning_field = reasoning if isinstance(reasoning, str) else "reasoning_content"
+        self.reasoning_words = re.findall(r"\s*\S+", REASONING) if reasoning else []
         self.prompt_tokens = sum(len(_text(m).split()) for m in messages)
         self.created = int(time.time())
 
@@ -443,6 +452,8 @@ class _Reply:
         message: dict[str, t.Any] = {"role": "assistant", "content": "".join(self.words) or None}
         if self.refuse:
             message.update(content=None, refusal=message["content"])
+        if self.reasoning_words:
+            message[self.reasoning_field] = REASONING
         if self.tools:
             message["tool_calls"] = [
                 {"id": "call_w1", "type": "function",

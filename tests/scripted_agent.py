@@ -12,6 +12,10 @@ Directives (one per message):
     [[silent:<s>]]        wait s seconds before the first word (keepalives flow)
     [[hang]]              start, then never finish until cancelled
     [[tools]]             answer with two tool calls and finish_reason tool_calls
+    [[tool]]              answer "Checking." and one tool call, finish_reason tool_calls
+    [[refuse]]            refuse ("I can't help with that.") instead of answering
+    [[length]]            echo, then finish_reason length (cut by the token limit)
+    [[think]]             reason first (THOUGHTS, in two ReasoningDelta pieces), then echo
     [[slow:<ms>]]         pause ms before each word
     [[flood]]             stream 8 KiB pieces without end until cancelled
     [[gate]]              start, then wait until the file ``open_gate()`` makes exists
@@ -36,6 +40,8 @@ from chatcompat.agents.base import AgentTimeout
 from chatcompat.agents.base import Cancellation
 from chatcompat.agents.base import Event
 from chatcompat.agents.base import Finish
+from chatcompat.agents.base import ReasoningDelta
+from chatcompat.agents.base import RefusalDelta
 from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
 from chatcompat.agents.base import ToolCallDelta
@@ -43,6 +49,7 @@ from chatcompat.agents.base import Usage
 from chatcompat.history import message_text
 
 DIRECTIVE = re.compile(r"\[\[([a-z-]+)(?::([0-9.]+))?\]\]")
+THOUGHTS = ("Let me think. ", "Echo it.")
 
 
 class ScriptedAgent(Agent):
@@ -98,6 +105,20 @@ class ScriptedAgent(Agent):
                 yield from _tool_calls()
                 yield Finish("tool_calls", Usage(3, 4, 7))
                 return
+            if verb == "tool":
+                yield TextDelta("Checking.")
+                yield ToolCallDelta(0, id="call_w", name="get_weather", arguments='{"city":')
+                yield ToolCallDelta(0, arguments='"Oslo"}')
+                yield Finish("tool_calls", Usage(3, 4, 7))
+                return
+            if verb == "refuse":
+                yield RefusalDelta("I can't ")
+                yield RefusalDelta("help with that.")
+                yield Finish("stop", Usage(2, 5, 7))
+                return
+            if verb == "think":
+                for thought in THOUGHTS:
+                    yield ReasoningDelta(thought)
             delay = float(value) / 1000 if verb == "slow" else 0.0
             words = DIRECTIVE.sub("", text).split()
             for index, word in enumerate(words):
@@ -111,7 +132,8 @@ class ScriptedAgent(Agent):
                     return
                 yield TextDelta(word if index == 0 else " " + word)
             yield Finish(
-                "stop", Usage(len(request.messages), len(words), len(request.messages) + len(words))
+                "length" if verb == "length" else "stop",
+                Usage(len(request.messages), len(words), len(request.messages) + len(words)),
             )
         except GeneratorExit:
             outcome = "closed"

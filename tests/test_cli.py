@@ -15,6 +15,8 @@ import pytest
 
 from chatcompat import cli
 from chatcompat.config import load_settings
+from chatcompat.sessions import SQLiteStore
+from chatcompat.sessions import StoredResponse
 
 CHATCOMPAT = pathlib.Path(sys.executable).with_name("chatcompat")
 URL = "http://127.0.0.1:18789/v1/chat/completions"
@@ -75,10 +77,12 @@ def test_init_writes_a_private_config_with_a_fresh_token(state, capsys):
     token = token_of(path)
     assert len(token) >= 32
     lines = curl_lines(out)
-    assert len(lines) == 2
-    for line in lines:
+    assert len(lines) == 3  # chat JSON, chat stream, Responses
+    for line in lines[:2]:
         assert URL in line and f"Authorization: Bearer {token}" in line
     assert any('"stream": true' in line for line in lines)
+    assert "/v1/responses " in lines[2] and f"Authorization: Bearer {token}" in lines[2]
+    assert load_settings(str(path)).responses_enabled
     assert f"chatcompat serve --config {path}" in out
 
     status, out, _ = run(["init", "--force"], capsys)
@@ -108,7 +112,7 @@ def test_init_with_path_and_port(state, tmp_path, capsys):
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert not (state / "chatcompat.json5").exists()
     lines = curl_lines(out)
-    assert lines and all("http://127.0.0.1:19999/v1/chat/completions" in line for line in lines)
+    assert lines and all("http://127.0.0.1:19999/v1/" in line for line in lines)
     assert load_settings(str(path)).port == 19999
 
 
@@ -249,6 +253,8 @@ def test_sessions_list_show_delete(store_config, capsys):
         ],
     ]
 
+    assert shown["responses"] == []
+
     status, out, _ = run([*config, "delete", "agent:main:cli-chat"], capsys)
     assert (status, out.strip()) == (0, "deleted agent:main:cli-chat")
     status, _, err = run([*config, "show", "agent:main:cli-chat"], capsys)
@@ -257,6 +263,24 @@ def test_sessions_list_show_delete(store_config, capsys):
     assert status == 1 and "no session" in err
     status, out, _ = run([*config, "list"], capsys)
     assert [row.split()[0] for row in out.splitlines()[1:]] == ["agent:main:openai-user:bob"]
+
+
+def test_sessions_show_lists_stored_responses(store_config, tmp_path, capsys):
+    with SQLiteStore(str(tmp_path / "sessions.db")) as store:
+        for n in (1, 2):
+            store.append_turn(
+                "agent:main:cli-chat",
+                "main",
+                [{"role": "user", "content": f"q{n}"}],
+                sticky=True,
+                ttl_seconds=600,
+                response=StoredResponse(f"resp_{n}", "key", {"id": f"resp_{n}"}, []),
+            )
+    status, out, _ = run(
+        ["sessions", "--config", str(store_config), "show", "agent:main:cli-chat"], capsys
+    )
+    assert status == 0
+    assert json.loads(out)["responses"] == ["resp_1", "resp_2"]
 
 
 def test_sessions_list_limit_and_empty_store(store_config, tmp_path, capsys):

@@ -653,6 +653,16 @@ def test_agents_defaults_are_merged_and_entries_win():
     assert (b.options, b.timeout_seconds, b.system_prompt) == ({"delayMs": 0}, 1.0, "own")
 
 
+def test_agent_reasoning_relays_by_default_and_defaults_share_it():
+    doc = agents_doc({"id": "a"}, {"id": "b", "reasoning": "relay"}, defaults={"backend": "echo"})
+    assert [agent.reasoning for agent in build(doc).agents] == ["relay", "relay"]
+    doc["agents"]["defaults"]["reasoning"] = "drop"
+    assert [agent.reasoning for agent in build(doc).agents] == ["drop", "relay"]
+    assert problems(agents_doc({"id": "a", "backend": "echo", "reasoning": "show"})) == [
+        "agents.list[0].reasoning: 'show' is not one of ['relay', 'drop']"
+    ]
+
+
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [
@@ -698,7 +708,7 @@ def test_agents_defaults_are_merged_and_entries_win():
             agents_doc({"id": "a", "backend": "echo", "delayMz": 1}),
             [
                 "agents.list[0].delayMz: unknown key (expected one of: backend, default, "
-                "delayMs, historyLimit, id, systemPrompt, timeoutSeconds)"
+                "delayMs, historyLimit, id, reasoning, systemPrompt, timeoutSeconds)"
             ],
         ),
         (

@@ -49,6 +49,14 @@ def test_split_collects_system_texts_anywhere_and_the_new_turn():
     assert new_turn == [u("q2"), u("q3")]
 
 
+def test_reasoning_a_client_sends_back_is_left_out():
+    thought = {**a("a1"), "reasoning_content": "hm", "reasoning": "hm"}
+    messages = [u("q1"), thought, u("q2")]
+    _, earlier, _ = split_request(messages)
+    assert earlier == [u("q1"), a("a1")]
+    assert messages[1]["reasoning_content"] == "hm"  # the request's own copy is untouched
+
+
 def test_a_tool_result_is_a_turn_to_answer():
     call = {
         "role": "assistant",

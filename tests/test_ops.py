@@ -6,6 +6,7 @@ import json
 
 from jsonschema import Draft202012Validator
 
+from chatcompat import responses_request
 from chatcompat.validation import request_schema
 from tests.conftest import AUTH
 
@@ -62,6 +63,9 @@ def test_openapi_document_publishes_the_validator_schema(client):
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) >= {
         "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
+        "/v1/responses/{response_id}/input_items",
         "/v1/models",
         "/v1/models/{model_id}",
         "/healthz",
@@ -69,11 +73,14 @@ def test_openapi_document_publishes_the_validator_schema(client):
         "/metrics",
     }
     schemas = document["components"]["schemas"]
-    source = request_schema()
-    assert schemas["ChatCompletionRequest"]["properties"] == json.loads(
-        json.dumps(source["properties"]).replace('"#/$defs/', '"#/components/schemas/')
-    )
-    assert set(source["$defs"]) <= set(schemas)
+    for name, source, prefix in (
+        ("ChatCompletionRequest", request_schema(), "Chat"),
+        ("CreateResponseRequest", responses_request.request_schema(), "Responses"),
+    ):
+        assert schemas[name]["properties"] == json.loads(
+            json.dumps(source["properties"]).replace('"#/$defs/', f'"#/components/schemas/{prefix}')
+        )
+        assert {prefix + key for key in source["$defs"]} <= set(schemas)
     # Every reference resolves inside the document.
     text = json.dumps(document)
     for ref in {part.split('"')[0] for part in text.split('"$ref": "#/components/schemas/')[1:]}:

@@ -69,7 +69,7 @@ def test_samples_cover_every_backend_field():
 def test_declarations():
     assert backend_class("openai").request_fields == BACKEND_FIELDS
     assert backend_class("echo").request_fields == BACKEND_FIELDS
-    assert backend_class("pi").request_fields == frozenset()
+    assert backend_class("pi").request_fields == frozenset({"tool_choice"})
     assert backend_class("tests.scripted_agent.ScriptedAgent").request_fields == frozenset()
 
 
@@ -83,9 +83,9 @@ def pi_client(make_app, tmp_path):
     return app.test_client(), mark
 
 
-@pytest.mark.parametrize("field", sorted(BACKEND_FIELDS))
+@pytest.mark.parametrize("field", sorted(BACKEND_FIELDS - {"tool_choice"}))
 @pytest.mark.parametrize("stream", [False, True])
-def test_pi_refuses_every_backend_field_before_a_run(pi_client, field, stream):
+def test_pi_refuses_every_backend_field_but_tool_choice_before_a_run(pi_client, field, stream):
     client, mark = pi_client
     body = {**body_with(field), "stream": stream}
     response = post(client, body)
@@ -93,6 +93,22 @@ def test_pi_refuses_every_backend_field_before_a_run(pi_client, field, stream):
     error = check_error(response.get_json(), code="unsupported_parameter")
     assert error["param"] == field  # the first one in the body (logprobs follows)
     assert "'pi'" in error["message"]
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize("choice", ["auto", "none"])
+def test_pi_takes_tool_choice_the_gateway_enforces(pi_client, choice):
+    client, mark = pi_client
+    response = post(client, {"messages": [user("hi")], "tool_choice": choice})
+    assert response.status_code != 400, response.get_data()
+    assert mark.exists()  # the run was tried (the fake command is no pi: it fails)
+
+
+def test_pi_refuses_a_demanded_tool_call_it_has_no_tools_for(pi_client):
+    client, mark = pi_client
+    response = post(client, {"messages": [user("hi")], "tool_choice": "required"})
+    error = check_error(response, status=400)
+    assert error["param"] == "tool_choice"  # "required" needs tools, which pi refuses
     assert not mark.exists()
 
 

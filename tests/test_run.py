@@ -20,6 +20,8 @@ from chatcompat.idempotency import Idempotency
 from chatcompat.protocol.chat_completions import complete
 from chatcompat.protocol.reply import Reply
 from chatcompat.run import KEEPALIVE
+from chatcompat.run import Continuation
+from chatcompat.sessions.base import StoredResponse
 from chatcompat.sessions.base import StoreUnreachable
 from tests.polling import wait_until
 from tests.run_support import SCRIPTED_AGENT
@@ -298,3 +300,127 @@ def test_the_watchdog_leaves_a_turn_write_in_progress_alone(settings, store, mon
     assert said == ["write starts", "write done", "lock released"]
     assert run.record.outcome == "ok"
     assert len(store.transcript("agent:scripted:k")) == 1
+
+
+def _turn(run, text: str, continuation=None, response_id: str | None = None) -> None:
+    """One run to the end on ``text``, storing a response ``response_id`` with it."""
+    run.start(split_request([{"role": "user", "content": text}]), {}, continuation)
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    response = None
+    if response_id is not None:
+        response = StoredResponse(response_id, "operator", {"id": response_id}, [])
+    run.finish(reply.message(), reply.usage, response=response)
+    run.close()
+
+
+def _said(history) -> list[str]:
+    return [message["content"] for message in history]
+
+
+def test_a_fork_starts_from_the_responses_place_and_leaves_the_source_alone(settings, store):
+    source = "agent:scripted:k"
+    _turn(make_run(settings, store, SCRIPTED_AGENT, key=source), "one", response_id="resp_1")
+    _turn(make_run(settings, store, SCRIPTED_AGENT, key=source), "two", response_id="resp_2")
+    first = store.get_response("resp_1")
+    assert (first.position, first.latest) == (2, False)
+    fork = Continuation("resp_1", source, first.position, fork=True)
+    _turn(make_run(settings, store, SCRIPTED_AGENT, key="agent:scripted:f"), "three", fork, "r3")
+    assert _said(store.load_history("agent:scripted:f", 10)) == ["one", "one", "three", "three"]
+    assert _said(store.load_history(source, 10)) == ["one", "one", "two", "two"]
+    assert store.get_response("r3").latest and store.get_response("resp_2").latest
+
+
+def test_continuing_a_response_that_another_turn_followed_meanwhile_is_409(settings, store):
+    key = "agent:scripted:k"
+    _turn(make_run(settings, store, SCRIPTED_AGENT, key=key), "one", response_id="resp_1")
+    # Chosen while resp_1 was the latest; another turn landed before the lock was taken.
+    stale = Continuation("resp_1", key, 2, fork=False)
+    _turn(make_run(settings, store, SCRIPTED_AGENT, key=key), "two")
+    run = make_run(settings, store, SCRIPTED_AGENT, key=key)
+    with pytest.raises(errors.ResponseContinued):
+        run.start(split_request([{"role": "user", "content": "three"}]), {}, stale)
+    assert store.acquire_lock(key, "other", 5)  # given back
+    assert _said(store.load_history(key, 10)) == ["one", "one", "two", "two"]
+
+
+def test_a_fork_of_a_session_that_expired_meanwhile_is_404(settings, store):
+    gone = Continuation("resp_1", "agent:scripted:gone", 2, fork=True)
+    run = make_run(settings, store, SCRIPTED_AGENT, key="agent:scripted:f")
+    with pytest.raises(errors.PreviousResponseNotFound):
+        run.start(split_request([{"role": "user", "content": "x"}]), {}, gone)
+
+
+def test_store_false_reads_the_session_and_writes_nothing(settings, store):
+    key = "agent:scripted:k"
+    _turn(make_run(settings, store, SCRIPTED_AGENT, key=key), "one")
+    run = make_run(settings, store, SCRIPTED_AGENT, key=key)
+    run.store_turn = False
+    _turn(run, "two")
+    assert _said(store.load_history(key, 10)) == ["one", "one"]
+
+
+# -- the request's rules on the events (chatcompat.reply_rules) -------------------------
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_a_reply_without_the_demanded_tool_call_fails_and_stores_nothing(settings, store, choice):
+    run = make_run(settings, store, SCRIPTED_AGENT, idempotency=Idempotency("scope", "fp"))
+    assert run.claim() is None
+    run.start(split_request([{"role": "user", "content": "plain words"}]), {"tool_choice": choice})
+    reply = Reply()
+    with pytest.raises(errors.ToolChoiceNotSatisfied) as caught:
+        for event in run.events():
+            reply.add(event)
+    run.close()
+    assert caught.value.status == 502
+    assert reply.text == ""  # the prose never reached the protocol
+    assert store.load_history("agent:scripted:k", 10) is None
+    assert store.acquire_lock("agent:scripted:k", "other", 5)  # released
+    assert store.claim_idempotency("scope", "retry", "fp", 1) is None  # free for a retry
+
+
+def test_a_reply_with_the_demanded_tool_call_is_stored(settings, store):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    choice = {"type": "function", "function": {"name": "get_time"}}
+    run.start(split_request([{"role": "user", "content": "[[tools]]"}]), {"tool_choice": choice})
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    run.finish(reply.message(), reply.usage)
+    run.close()
+    history = store.load_history("agent:scripted:k", 10)
+    assert [call["function"]["name"] for call in history[-1]["tool_calls"]] == [
+        "get_weather",
+        "get_time",
+    ]
+
+
+def test_tool_choice_none_relays_no_tool_call(settings, store):
+    run = make_run(settings, store, SCRIPTED_AGENT)
+    run.start(split_request([{"role": "user", "content": "[[tools]]"}]), {"tool_choice": "none"})
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    run.finish(reply.message(), reply.usage)
+    run.close()
+    assert reply.tool_calls == [] and reply.finish_reason == "stop"
+    assert store.load_history("agent:scripted:k", 10)[-1] == {"role": "assistant", "content": ""}
+
+
+@pytest.mark.parametrize("mode", ["relay", "drop"])
+def test_reasoning_is_relayed_or_dropped_and_never_stored(settings, store, mode):
+    agent = dataclasses.replace(SCRIPTED_AGENT, reasoning=mode)
+    run = make_run(settings, store, agent)
+    run.start(split_request([{"role": "user", "content": "[[think]] hi"}]), {})
+    reply = Reply()
+    for event in run.events():
+        reply.add(event)
+    run.finish(reply.message(), reply.usage)
+    run.close()
+    assert reply.reasoning == ("Let me think. Echo it." if mode == "relay" else None)
+    stored = store.load_history("agent:scripted:k", 10)[-1]
+    assert stored == {"role": "assistant", "content": "hi"}

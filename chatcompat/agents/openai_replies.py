@@ -14,6 +14,7 @@ from .base import AgentError
 from .base import Event
 from .base import Finish
 from .base import Logprobs
+from .base import ReasoningDelta
 from .base import RefusalDelta
 from .base import ReplyInfo
 from .base import TextDelta
@@ -23,6 +24,10 @@ from .base import Usage
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
 # OpenAI's values; another one (some compatible server's own) would break the client's schema.
 SERVICE_TIERS = {"auto", "default", "flex", "scale", "priority", "fast"}
+# Where compatible servers put the model's reasoning in a delta or message: DeepSeek,
+# vLLM, llama.cpp and others use reasoning_content, OpenRouter reasoning. Some send
+# both with the same text: the first that is not empty is the one read.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
 def parse_json(raw: bytes | str, where: str) -> dict[str, t.Any]:
@@ -60,7 +65,13 @@ def chunk_events(chunk: dict[str, t.Any]) -> t.Iterator[Event | str]:
 
 
 def _text_events(delta: dict[str, t.Any], logprobs: Logprobs | None) -> t.Iterator[Event]:
-    """The refusal and text of a delta (or message), the log probabilities on the first."""
+    """The reasoning, refusal and text of a delta (or message), the log probabilities
+    on the refusal or text."""
+    for field in REASONING_FIELDS:
+        reasoning = delta.get(field)
+        if isinstance(reasoning, str) and reasoning:
+            yield ReasoningDelta(reasoning)
+            break
     refusal = delta.get("refusal")
     if isinstance(refusal, str) and refusal:
         yield RefusalDelta(refusal, logprobs)

@@ -6,6 +6,9 @@ The bodies are built on a protocol-neutral :class:`~chatcompat.run.Run`:
 events as SSE frames (role chunk, deltas, finish chunk, usage chunk, ``[DONE]``).
 Every shape passes OpenAI's published schemas, including the fields they require
 even when null (``logprobs``, ``message.refusal``, ``finish_reason`` on every chunk).
+The agent's reasoning goes as ``reasoning_content`` (``delta.reasoning_content`` in
+chunks, ``message.reasoning_content`` in JSON), the field DeepSeek, vLLM and the
+clients that read them use; OpenAI's schemas allow such extra properties there.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import typing as t
 
 from ..agents.base import Finish
+from ..agents.base import ReasoningDelta
 from ..agents.base import RefusalDelta
 from ..agents.base import ReplyInfo
 from ..agents.base import TextDelta
@@ -82,10 +86,14 @@ def completion(
     service_tier: str | None = None,
     system_fingerprint: str | None = None,
     refusal: str | None = None,
+    reasoning: str | None = None,
 ) -> dict[str, t.Any]:
-    """A whole ``chat.completion`` object with one choice; ``service_tier`` and
-    ``system_fingerprint`` only when the backend reported them."""
+    """A whole ``chat.completion`` object with one choice; ``service_tier``,
+    ``system_fingerprint`` and the message's ``reasoning_content`` only when the
+    backend reported them."""
     message: dict[str, t.Any] = {"role": "assistant", "content": content, "refusal": refusal}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
     if tool_calls:
         message["tool_calls"] = tool_calls
     document: dict[str, t.Any] = {
@@ -164,6 +172,11 @@ class ChunkEncoder:
             + ',"finish_reason":null}]}'
         )
 
+    def reasoning(self, text: str) -> str:
+        return (
+            self._choice_head + '{"reasoning_content":' + dumps(text) + '},"finish_reason":null}]}'
+        )
+
     def tool_call(self, index: int, id: str | None, name: str | None, arguments: str) -> str:
         call: dict[str, t.Any] = {"index": index}
         if id is not None:
@@ -236,6 +249,9 @@ def stream(run: Run, include_usage: bool) -> t.Iterator[bytes]:
                     )
                 elif isinstance(event, RefusalDelta):
                     frames.append(data_frame(encoder.refusal(event.text, _logprobs(event))))
+                elif isinstance(event, ReasoningDelta):
+                    if event.text:
+                        frames.append(data_frame(encoder.reasoning(event.text)))
                 elif isinstance(event, ReplyInfo):
                     encoder.reply_info(event.service_tier, event.system_fingerprint)
                 elif isinstance(event, Finish):
@@ -270,15 +286,18 @@ def error_frame(error: errors.APIError) -> bytes:
 
 def replay_stream(document: dict[str, t.Any], include_usage: bool) -> t.Iterator[bytes]:
     """A stored ``chat.completion`` as the stream that delivers it: the role chunk,
-    one content chunk and one refusal chunk (each with its logprobs), one chunk per
-    tool call, the finish chunk, the usage chunk when asked, ``[DONE]``; every chunk
-    with the reply's id, created, model, service tier and system fingerprint."""
+    one reasoning chunk, one content chunk and one refusal chunk (each with its
+    logprobs), one chunk per tool call, the finish chunk, the usage chunk when asked,
+    ``[DONE]``; every chunk with the reply's id, created, model, service tier and
+    system fingerprint."""
     choice = document["choices"][0]
     message = choice["message"]
     logprobs = choice.get("logprobs") or {}
     encoder = ChunkEncoder(document["id"], document["created"], document["model"])
     encoder.reply_info(document.get("service_tier"), document.get("system_fingerprint"))
     frames = [data_frame(encoder.role())]
+    if message.get("reasoning_content"):
+        frames.append(data_frame(encoder.reasoning(message["reasoning_content"])))
     if message.get("content") or logprobs.get("content") is not None:
         pieces = logprobs_dict(logprobs["content"], None) if logprobs.get("content") else None
         frames.append(data_frame(encoder.content(message.get("content") or "", pieces)))
@@ -322,6 +341,7 @@ def _completion(id: str, created: int, model: str, reply: Reply) -> dict[str, t.
         service_tier=reply.service_tier,
         system_fingerprint=reply.system_fingerprint,
         refusal=reply.refusal,
+        reasoning=reply.reasoning,
     )
 
 

@@ -29,7 +29,13 @@ def data_frame(payload: str) -> bytes:
     return b"data: " + encode(payload) + b"\n\n"
 
 
+def event_frame(event: str, payload: str) -> bytes:
+    """The frame of one named event (the Responses API's ``event: <type>`` line, then
+    its ``data:`` line of JSON)."""
+    return b"event: " + event.encode("ascii") + b"\ndata: " + encode(payload) + b"\n\n"
+
+
 def sse_response(frames: t.Iterable[bytes]) -> Response:
-    """``frames`` (whole SSE frames, ending with ``[DONE]``) as an event stream, sent
-    as they come."""
+    """``frames`` (whole SSE frames; chat's end with ``[DONE]``) as an event stream,
+    sent as they come."""
     return Response(frames, content_type=SSE_CONTENT_TYPE, headers=SSE_HEADERS)

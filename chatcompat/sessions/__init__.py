@@ -8,8 +8,10 @@ from ..settings import StoreURL
 from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
+from .base import ResponseRecord
 from .base import SessionInfo
 from .base import SessionStore
+from .base import StoredResponse
 from .base import StoreError
 from .base import StoreUnreachable
 from .base import Turn
@@ -20,10 +22,12 @@ __all__ = [
     "Admission",
     "IdempotencyRecord",
     "KeyedReply",
+    "ResponseRecord",
     "SQLiteStore",
     "SessionInfo",
     "SessionStore",
     "StoreError",
+    "StoredResponse",
     "StoreUnreachable",
     "Turn",
     "WindowCount",

@@ -73,6 +73,35 @@ class KeyedReply:
 
 
 @dataclasses.dataclass(frozen=True)
+class StoredResponse:
+    """A Responses API response (SPEC 15), written in the same step as its turn: it
+    exists exactly when its turn does, and expires and is deleted with its session."""
+
+    id: str  # "resp_..."
+    owner: str  # the principal that created it (who may retrieve, continue, delete it)
+    document: dict[str, t.Any]  # the Response object as it was returned
+    input_items: list[dict[str, t.Any]]  # the request's input items, each with its "id"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponseRecord:
+    """A stored response and its place in its session's transcript."""
+
+    id: str
+    session_key: str
+    agent_id: str
+    owner: str
+    # Messages in the session's transcript once the response's turn was stored: the
+    # history up to and including this response is the first ``position`` messages.
+    position: int
+    # No turn (of either endpoint) was stored in the session after this one.
+    latest: bool
+    created: float
+    document: dict[str, t.Any]
+    input_items: list[dict[str, t.Any]]
+
+
+@dataclasses.dataclass(frozen=True)
 class WindowCount:
     """One rolling window of a key (requests or tokens), as an admission left it.
 
@@ -150,10 +179,13 @@ class SessionStore:
         """Raise :class:`StoreUnreachable` unless the store answers."""
         raise NotImplementedError("The 'ping' method must be implemented.")
 
-    def load_history(self, key: str, limit: int) -> list[Message] | None:
+    def load_history(self, key: str, limit: int, upto: int | None = None) -> list[Message] | None:
         """Return the last ``limit`` messages of the session, oldest first.
 
-        ``limit <= 0`` gives ``[]`` for a live session.
+        ``limit <= 0`` gives ``[]`` for a live session. With ``upto``, the last
+        ``limit`` of the session's first ``upto`` messages (the history up to a
+        stored response, :attr:`ResponseRecord.position`). The cost grows with
+        ``limit``, never with the length of the whole transcript.
 
         :return: None when the session has no stored turn (new or expired).
         """
@@ -169,24 +201,44 @@ class SessionStore:
         ttl_seconds: float,
         turn_id: str | None = None,
         keyed_reply: KeyedReply | None = None,
+        response: StoredResponse | None = None,
     ) -> bool:
         """Append one turn atomically, creating the session when needed.
 
         Also moves the expiry of the session and of its idempotency records to
         ``now + ttl_seconds``; ``agent_id`` and ``sticky`` take the values of the
         latest turn. A session whose expiry has passed starts afresh, without its old
-        turns and records.
+        turns, records and responses.
 
         :param turn_id: the turn's id (a fresh one when None). A turn with this id
             already in the session makes the call a no-op: a retried write lands once.
         :param keyed_reply: the request's reply, stored in the same step under its
             scope (replacing the claim, whoever holds it). A scope that already holds
             a finished reply makes the call a no-op: a request is stored once.
+        :param response: the Responses API response of the turn, stored in the same
+            step (its position is the session's message count after the append); a
+            no-op call stores none.
         :return: True when the turn was stored, False for a no-op.
-        :raises StoreError: ``messages`` is empty or it or the reply is not
-            JSON-serialisable (nothing of the turn is stored).
+        :raises StoreError: ``messages`` is empty, it, the reply or the response is
+            not JSON-serialisable, or the response's id is already stored (nothing
+            of the turn is stored).
         """
         raise NotImplementedError("The 'append_turn' method must be implemented.")
+
+    def get_response(self, response_id: str) -> ResponseRecord | None:
+        """Return a stored response; None when unknown, deleted, or expired with its
+        session. Works from any worker and (Redis) any host."""
+        raise NotImplementedError("The 'get_response' method must be implemented.")
+
+    def delete_response(self, response_id: str) -> bool:
+        """Delete a stored response (its turn stays in the session's transcript);
+        return whether it existed and was live."""
+        raise NotImplementedError("The 'delete_response' method must be implemented.")
+
+    def response_ids(self, key: str) -> list[str]:
+        """Return the ids of a live session's stored responses, oldest first ([] when
+        none); for ``chatcompat sessions show``."""
+        raise NotImplementedError("The 'response_ids' method must be implemented.")
 
     def acquire_lock(self, key: str, owner: str, ttl_seconds: float) -> bool:
         """Take the run lock of a session without waiting.
@@ -219,8 +271,8 @@ class SessionStore:
         raise NotImplementedError("The 'release_idempotency' method must be implemented.")
 
     def purge_expired(self) -> int:
-        """Delete expired sessions (with their idempotency records), locks, claims and
-        auth counters; return how many sessions went."""
+        """Delete expired sessions (with their idempotency records and responses),
+        locks, claims and auth counters; return how many sessions went."""
         raise NotImplementedError("The 'purge_expired' method must be implemented.")
 
     def list_sessions(self, limit: int = 100) -> list[SessionInfo]:
@@ -236,8 +288,8 @@ class SessionStore:
         raise NotImplementedError("The 'transcript' method must be implemented.")
 
     def delete_session(self, key: str) -> bool:
-        """Delete a session and its idempotency records (not its run lock); return
-        whether it existed and was live."""
+        """Delete a session, its idempotency records and its stored responses (not
+        its run lock); return whether it existed and was live."""
         raise NotImplementedError("The 'delete_session' method must be implemented.")
 
     def auth_lockout_remaining(self, client: str) -> float:

@@ -7,7 +7,8 @@ half-way. Times come from the Redis server's clock (``TIME``, in microseconds), 
 the hosts of a gateway never disagree about order or expiry because of clock skew.
 Numbers go back to Redis through ``string.format('%.0f')``: Lua's default number
 formatting keeps only 14 digits. The scripts that refresh or delete a session's
-finished replies reach those records through the set that lists them, not through
+finished replies or responses reach those records through the set that lists them,
+and the response scripts reach a session's keys through the by-id entry, not through
 ``KEYS``: fine on one Redis, one more thing a Redis Cluster mode would have to change.
 """
 
@@ -24,25 +25,38 @@ end
 local function fmt(n) return string.format('%.0f', n) end
 """
 
-# Deletes the finished replies listed in the set KEYS[5] (see redis_store's data model).
+# Deletes the finished replies listed in the set KEYS[5] and the stored responses of
+# the session (KEYS[8]) with their by-id entries (KEYS[10]) listed in KEYS[9] (see
+# redis_store's data model). ARGV[1] is the session key: an entry naming another
+# session is left alone.
 _DROP_REPLIES = """
 local function drop_replies()
   for _, record in ipairs(redis.call('SMEMBERS', KEYS[5])) do redis.call('DEL', record) end
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[9])) do
+    if redis.call('HGET', KEYS[10], id) == ARGV[1] then redis.call('HDEL', KEYS[10], id) end
+  end
+  redis.call('DEL', KEYS[8], KEYS[9])
 end
 """
 
-# KEYS: meta, msgs, turns, turn-ids, replies, by-updated, by-expiry[, reply record]
+# KEYS: meta, msgs, turns, turn-ids, replies, by-updated, by-expiry, responses,
+#       response-ids, responses:by-id[, reply record]
 # ARGV: session key, agent id, sticky (1/0), ttl ms, turn id, fingerprint, reply,
-#       message 1, message 2, ...
+#       response id ("" for none), response fields (JSON), message 1, message 2, ...
 # Returns 0 and stores nothing when the session already has the turn id (a retried
-# call: reply lost, command resent) or the record already holds a finished reply.
+# call: reply lost, command resent) or the record already holds a finished reply;
+# fails and stores nothing when the response id is taken.
 APPEND = (
     _PRELUDE
     + _DROP_REPLIES
     + """
 if redis.call('SISMEMBER', KEYS[4], ARGV[5]) == 1 then return 0 end
-local keyed = #KEYS == 8
-if keyed and redis.call('HEXISTS', KEYS[8], 'reply') == 1 then return 0 end
+local keyed = #KEYS == 11
+if keyed and redis.call('HEXISTS', KEYS[11], 'reply') == 1 then return 0 end
+local response = ARGV[8] ~= ''
+if response and redis.call('HEXISTS', KEYS[10], ARGV[8]) == 1 then
+  return redis.error_reply('the response id is taken')
+end
 local now = now_us()
 local ttl = tonumber(ARGV[4])
 local expires = now + ttl * 1000
@@ -54,21 +68,31 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local count = 0
 -- in slices: unpack() of thousands of values would overflow Lua's C stack
-for first = 8, #ARGV, 1000 do
+for first = 10, #ARGV, 1000 do
   count = redis.call('RPUSH', KEYS[2], unpack(ARGV, first, math.min(first + 999, #ARGV)))
 end
 redis.call('RPUSH', KEYS[3], fmt(now) .. ':' .. count)
 redis.call('SADD', KEYS[4], ARGV[5])
 redis.call('HSET', KEYS[1], 'agent_id', ARGV[2], 'sticky', ARGV[3], 'updated', fmt(now),
   'expires', fmt(expires), 'messages', count)
-redis.call('HINCRBY', KEYS[1], 'turns', 1)
+local turn = redis.call('HINCRBY', KEYS[1], 'turns', 1)
 if keyed then
   -- replaces the claim, whoever holds it
-  redis.call('DEL', KEYS[8])
-  redis.call('HSET', KEYS[8], 'fingerprint', ARGV[6], 'session', ARGV[1], 'reply', ARGV[7])
-  redis.call('SADD', KEYS[5], KEYS[8])
+  redis.call('DEL', KEYS[11])
+  redis.call('HSET', KEYS[11], 'fingerprint', ARGV[6], 'session', ARGV[1], 'reply', ARGV[7])
+  redis.call('SADD', KEYS[5], KEYS[11])
 end
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+if response then
+  -- "<turn>:<position>:<created µs>:<fields>"; latest while turn is meta's turns
+  redis.call('HSET', KEYS[8], ARGV[8],
+    turn .. ':' .. count .. ':' .. fmt(now) .. ':' .. ARGV[9])
+  redis.call('SADD', KEYS[9], ARGV[8])
+  redis.call('HSET', KEYS[10], ARGV[8], ARGV[1])
+end
+-- The responses hash expires with the session (one command, however many it holds);
+-- response-ids and the by-id entries have no expiry: they go when the session is
+-- deleted, pruned or starts afresh.
+for _, i in ipairs({1, 2, 3, 4, 8}) do redis.call('PEXPIRE', KEYS[i], ttl) end
 -- The session's replies live as long as it does: one PEXPIRE each, every turn.
 for _, record in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   redis.call('PEXPIRE', record, ttl)
@@ -80,8 +104,8 @@ return 1
 """
 )
 
-# KEYS: meta, msgs, turns, turn-ids, replies, by-updated, by-expiry; ARGV: session key.
-# Returns 1 when the session was live.
+# KEYS: meta, msgs, turns, turn-ids, replies, by-updated, by-expiry, responses,
+# response-ids, responses:by-id; ARGV: session key. Returns 1 when the session was live.
 DELETE = (
     _DROP_REPLIES
     + """
@@ -107,6 +131,34 @@ redis.call('ZREM', KEYS[7], ARGV[1])
 return 1
 """
 )
+
+# KEYS: responses:by-id; ARGV: response id, key prefix. The by-id entry names the
+# session; its keys are built here (as redis_store._session_keys does). Returns {} when
+# the response is unknown, deleted or expired with its session, else {session key,
+# "<turn>:<position>:<created µs>:<fields>", the session's turn count}.
+GET_RESPONSE = """
+local session = redis.call('HGET', KEYS[1], ARGV[1])
+if not session then return {} end
+local base = ARGV[2] .. '{' .. session .. '}:'
+local record = redis.call('HGET', base .. 'responses', ARGV[1])
+local turns = redis.call('HGET', base .. 'meta', 'turns')
+if not record or not turns then return {} end
+return {session, record, turns}
+"""
+
+# KEYS: responses:by-id; ARGV: response id, key prefix. Deletes the response (its turn
+# stays); returns 1 when it was live.
+DELETE_RESPONSE = """
+local session = redis.call('HGET', KEYS[1], ARGV[1])
+if not session then return 0 end
+local base = ARGV[2] .. '{' .. session .. '}:'
+local live = redis.call('HDEL', base .. 'responses', ARGV[1]) == 1
+  and redis.call('EXISTS', base .. 'meta') == 1
+redis.call('SREM', base .. 'response-ids', ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+if live then return 1 end
+return 0
+"""
 
 # KEYS: idempotency record; ARGV: owner, fingerprint, ttl ms. Takes a free scope or
 # refreshes our own claim: returns {}. Otherwise returns what the record holds:

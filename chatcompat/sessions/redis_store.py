@@ -9,6 +9,9 @@ session key in braces, a Redis Cluster hash tag keeping one session in one slot)
     P{k}:turns     list: one "<created µs>:<message count after the turn>" per turn
     P{k}:turn-ids  set: the id of every stored turn (a resent turn is stored once)
     P{k}:replies   set: the names of the session's finished idempotency records
+    P{k}:responses     hash: response id -> "<turn>:<position>:<created µs>:<JSON of
+                       agent_id, owner, document, input_items>", the stored responses
+    P{k}:response-ids  set: the ids of the session's responses (no expiry)
     P{k}:lock      string: the run lock's owner token, with PX expiry
     Pidem:{s}      hash: the idempotency record of scope s: a claim (fingerprint,
                    owner; PX = the claim's expiry) or a finished reply (fingerprint,
@@ -17,6 +20,7 @@ session key in braces, a Redis Cluster hash tag keeping one session in one slot)
     Pauth:{c}:lockout  string with PX = the lockout: exists while c is locked out
     Psessions:by-updated   sorted set of session keys by last update (for listing)
     Psessions:by-expiry    sorted set of session keys by expiry (for purging)
+    Presponses:by-id       hash: response id -> session key (no expiry)
 
 A turn is one Lua script (see :mod:`.redis_lua`): the messages, the turn boundary,
 the turn id, the counters, the request's finished reply, the same ``PEXPIRE`` on the
@@ -25,9 +29,19 @@ each turn), and both index entries go in together or not at all. Expiry is Redis
 own: an expired session's keys are gone and it reads as absent everywhere;
 ``purge_expired`` (also run from ``append_turn`` at most once a minute per process)
 only drops index entries of sessions that Redis has expired. Timestamps come from
-the Redis server's clock, so hosts with skewed clocks still agree. The two index
+the Redis server's clock, so hosts with skewed clocks still agree. The three index
 keys and the idempotency records are the only keys outside a session's hash slot: a
 future Redis Cluster mode would have to update them separately.
+
+Stored responses (SPEC 15): the record lives in the session's ``responses`` hash,
+which gets the session's ``PEXPIRE`` on every turn like its other keys (one command
+however many responses it holds), so a response lives exactly as long as its session
+without a key of its own whose TTL would have to follow every refresh. Finding one by
+id alone, from any host, goes through ``responses:by-id`` (id -> session key; one
+script reads both). That entry cannot expire with the session (Redis has no per-field
+expiry here), so it has none: a stale entry is harmless (the session's hash is gone,
+the lookup says None), and ``response-ids`` (no expiry either) lists what to remove
+when the session's keys are deleted, pruned (``purge_expired``) or start afresh.
 
 The client is built lazily with :meth:`redis.Redis.from_url`, once per process (it is
 rebuilt after a fork), so nothing connects at import or in the gunicorn master and
@@ -62,8 +76,10 @@ from .base import KEY_WINDOW_SECONDS
 from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
+from .base import ResponseRecord
 from .base import SessionInfo
 from .base import SessionStore
+from .base import StoredResponse
 from .base import StoreError
 from .base import StoreUnreachable
 from .base import Turn
@@ -106,6 +122,8 @@ class _Scripts:
         self.auth_failure = client.register_script(redis_lua.AUTH_FAILURE)
         self.claim = client.register_script(redis_lua.CLAIM)
         self.release_claim = client.register_script(redis_lua.RELEASE_CLAIM)
+        self.get_response = client.register_script(redis_lua.GET_RESPONSE)
+        self.delete_response = client.register_script(redis_lua.DELETE_RESPONSE)
         self.admit = client.register_script(redis_lua.ADMIT)
         self.record_tokens = client.register_script(redis_lua.RECORD_TOKENS)
         self.acquire_slot = client.register_script(redis_lua.ACQUIRE_SLOT)
@@ -132,6 +150,7 @@ class RedisStore(SessionStore):
         self.prefix = prefix
         self._by_updated = f"{prefix}sessions:by-updated"
         self._by_expiry = f"{prefix}sessions:by-expiry"
+        self._responses_by_id = f"{prefix}responses:by-id"
         # Never held across I/O: building a client does not connect.
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
@@ -191,9 +210,17 @@ class RedisStore(SessionStore):
             raise StoreError(message) from exc
 
     def _session_keys(self, key: str) -> list[str]:
+        """The KEYS of the session scripts (the Lua scripts build the same names)."""
         base = f"{self.prefix}{{{key}}}"
         parts = ("meta", "msgs", "turns", "turn-ids", "replies")
-        return [f"{base}:{part}" for part in parts] + [self._by_updated, self._by_expiry]
+        return [
+            *(f"{base}:{part}" for part in parts),
+            self._by_updated,
+            self._by_expiry,
+            f"{base}:responses",
+            f"{base}:response-ids",
+            self._responses_by_id,
+        ]
 
     def _record_key(self, scope: str) -> str:
         return f"{self.prefix}idem:{{{scope}}}"
@@ -218,17 +245,23 @@ class RedisStore(SessionStore):
 
     # -- sessions -----------------------------------------------------------------
 
-    def load_history(self, key: str, limit: int) -> list[Message] | None:
+    def load_history(self, key: str, limit: int, upto: int | None = None) -> list[Message] | None:
         meta, msgs = self._session_keys(key)[:2]
+        # LRANGE from the end (-limit .. -1), or of messages upto - limit .. upto - 1.
+        if upto is None:
+            first, last = -limit, -1
+        else:
+            first, last = max(0, upto - limit), upto - 1
+        wanted = limit > 0 and (upto is None or upto > 0)
         with self._boundary("load a history"):
             pipe = self._redis()[0].pipeline(transaction=True)  # one snapshot
             pipe.exists(meta)
-            if limit > 0:
-                pipe.lrange(msgs, -limit, -1)
+            if wanted:
+                pipe.lrange(msgs, first, last)
             replies = pipe.execute()
         if not replies[0]:
             return None
-        return [decode(body) for body in replies[1]] if limit > 0 else []
+        return [decode(body) for body in replies[1]] if wanted else []
 
     def append_turn(
         self,
@@ -240,22 +273,34 @@ class RedisStore(SessionStore):
         ttl_seconds: float,
         turn_id: str | None = None,
         keyed_reply: KeyedReply | None = None,
+        response: StoredResponse | None = None,
     ) -> bool:
         """Append one turn atomically (one Lua script) and move the expiry of the whole
-        session, its finished replies included, to ``now + ttl_seconds``.
+        session, its finished replies and responses included, to ``now + ttl_seconds``.
 
         :return: False (nothing stored) when the session already has ``turn_id`` or
             the scope of ``keyed_reply`` already holds a finished reply.
-        :raises StoreError: when ``messages`` is empty or not JSON-serialisable.
+        :raises StoreError: when ``messages`` is empty or not JSON-serialisable, or the
+            id of ``response`` is taken (nothing is stored).
         """
         if not messages:
             raise StoreError("a turn needs at least one message")
         bodies = [encode(message) for message in messages]
         keys = self._session_keys(key)
-        fingerprint = reply = ""
+        fingerprint = reply = response_id = fields = ""
         if keyed_reply is not None:
             keys.append(self._record_key(keyed_reply.scope))
             fingerprint, reply = keyed_reply.fingerprint, encode(keyed_reply.reply)
+        if response is not None:
+            response_id = response.id
+            fields = encode(
+                {
+                    "agent_id": agent_id,
+                    "owner": response.owner,
+                    "document": response.document,
+                    "input_items": response.input_items,
+                }
+            )
         turn_id = turn_id or uuid.uuid4().hex
         args: list[t.Any] = [
             key,
@@ -265,6 +310,8 @@ class RedisStore(SessionStore):
             turn_id,
             fingerprint,
             reply,
+            response_id,
+            fields,
             *bodies,
         ]
         with self._boundary("store a turn"):
@@ -277,6 +324,48 @@ class RedisStore(SessionStore):
             except StoreError:
                 log.warning("purging expired sessions failed", exc_info=True)
         return stored
+
+    def get_response(self, response_id: str) -> ResponseRecord | None:
+        with self._boundary("read a response"):
+            found = self._redis()[1].get_response(
+                keys=[self._responses_by_id], args=[response_id, self.prefix]
+            )
+        if not found:
+            return None
+        key, record, turns = found
+        turn, position, created, fields = record.split(":", 3)
+        stored = decode(fields)
+        return ResponseRecord(
+            id=response_id,
+            session_key=key,
+            agent_id=stored["agent_id"],
+            owner=stored["owner"],
+            position=int(position),
+            latest=int(turn) == int(turns),
+            created=int(created) / 1e6,
+            document=stored["document"],
+            input_items=stored["input_items"],
+        )
+
+    def delete_response(self, response_id: str) -> bool:
+        with self._boundary("delete a response"):
+            return bool(
+                self._redis()[1].delete_response(
+                    keys=[self._responses_by_id], args=[response_id, self.prefix]
+                )
+            )
+
+    def response_ids(self, key: str) -> list[str]:
+        keys = self._session_keys(key)
+        with self._boundary("list responses"):
+            pipe = self._redis()[0].pipeline(transaction=True)
+            pipe.exists(keys[0])
+            pipe.hgetall(keys[7])
+            live, records = pipe.execute()
+        if not live:
+            return []
+        # By position (the field after the turn), then id.
+        return sorted(records, key=lambda rid: (int(records[rid].split(":", 2)[1]), rid))
 
     def claim_idempotency(
         self, scope: str, owner: str, fingerprint: str, ttl_seconds: float

@@ -36,7 +36,7 @@ RETRY_BUDGET_SECONDS = 2.0
 # Each step brings a file from version n to n + 1 in one transaction (PRAGMA
 # user_version is the version): a file made by an older chatcompat is upgraded step
 # by step when a worker first opens it, and a new file runs them all. Steps only add
-# (tables, indexes); a released step is never edited, a change is a new step.
+# (tables, columns, indexes); a released step is never edited, a change is a new step.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE IF NOT EXISTS sessions (
@@ -78,6 +78,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS idempotency_session ON idempotency (session_key)",
         "CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires)",
+    ),
+    (
+        # pos: the message's place in its session's transcript (0, 1, ...), so the
+        # history up to a stored response reads through an index, at a cost that grows
+        # with the limit and not with the transcript. Existing rows are numbered here,
+        # in one pass through a temporary table (UPDATE ... FROM needs SQLite 3.33;
+        # window functions 3.25, upserts already need 3.24).
+        "ALTER TABLE messages ADD COLUMN pos INTEGER",
+        "CREATE TEMP TABLE IF NOT EXISTS numbered (id INTEGER PRIMARY KEY, pos INTEGER)",
+        """INSERT INTO numbered (id, pos) SELECT rowid,
+            row_number() OVER (PARTITION BY key ORDER BY turn, seq) - 1 FROM messages""",
+        "UPDATE messages SET pos = (SELECT pos FROM numbered WHERE id = messages.rowid)",
+        "DROP TABLE numbered",
+        "CREATE UNIQUE INDEX IF NOT EXISTS messages_pos ON messages (key, pos)",
+        # Responses API responses (SPEC 15), written with their turn. No expiry of
+        # their own: one is live while its session's row is, and goes when that row
+        # goes. turn: the turn that stored it (latest while it is the session's last);
+        # position: the session's message count once that turn was stored.
+        """CREATE TABLE IF NOT EXISTS responses (
+            id TEXT PRIMARY KEY, session_key TEXT NOT NULL, turn INTEGER NOT NULL,
+            position INTEGER NOT NULL, agent_id TEXT NOT NULL, owner TEXT NOT NULL,
+            created REAL NOT NULL, document TEXT NOT NULL, input_items TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS responses_session ON responses (session_key)",
     ),
     (
         # The rolling windows of named keys: one row per admitted request (kind

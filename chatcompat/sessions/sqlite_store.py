@@ -2,11 +2,13 @@
 
 Tables: ``sessions`` (one row per session, with its expiry and counters),
 ``messages`` (the transcript, one compact JSON message per row, ordered by turn and
-position), ``turn_ids`` (the id of each stored turn), ``idempotency`` (claims and
-finished replies by scope), ``locks`` (run locks) and ``auth_failures`` (per client
-address). A finished reply has no expiry of its own: it is live while its session's
-row is, and goes when that row goes (expiry, purge, delete). The connection handling,
-retries and the versioned DDL live in :mod:`.sqlite_db`.
+position, and numbered by ``pos`` across the session), ``turn_ids`` (the id of each
+stored turn), ``idempotency`` (claims and finished replies by scope), ``responses``
+(Responses API responses by id), ``locks`` (run locks) and ``auth_failures`` (per
+client address). A finished reply and a response have no expiry of their own: each
+is live while its session's row is, and goes when that row goes (expiry, purge,
+delete). The connection handling, retries and the versioned DDL live in
+:mod:`.sqlite_db`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from .base import KEY_WINDOW_SECONDS
 from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
+from .base import ResponseRecord
 from .base import SessionInfo
 from .base import SessionStore
+from .base import StoredResponse
 from .base import StoreError
 from .base import Turn
 from .base import WindowCount
@@ -82,8 +86,9 @@ class SQLiteStore(SessionStore):
     def close(self) -> None:
         self._db.close()
 
-    def load_history(self, key: str, limit: int) -> list[Message] | None:
-        """Return the last ``limit`` messages, oldest first (``[]`` when ``limit <= 0``).
+    def load_history(self, key: str, limit: int, upto: int | None = None) -> list[Message] | None:
+        """Return the last ``limit`` messages (of the first ``upto``), oldest first
+        (``[]`` when ``limit <= 0``); read backwards through an index, ``limit`` rows.
 
         :return: None when the session has no live turn.
         """
@@ -92,10 +97,16 @@ class SQLiteStore(SessionStore):
             with self._db.transaction(conn, "DEFERRED"):  # one snapshot for both queries
                 if not _is_live(conn, key, self._clock()):
                     return None
-                rows = conn.execute(
-                    "SELECT body FROM messages WHERE key = ? ORDER BY turn DESC, seq DESC LIMIT ?",
-                    (key, max(0, limit)),
-                ).fetchall()
+                if upto is None:
+                    sql = "SELECT body FROM messages WHERE key = ? ORDER BY pos DESC LIMIT ?"
+                    params: tuple[t.Any, ...] = (key, max(0, limit))
+                else:
+                    sql = (
+                        "SELECT body FROM messages WHERE key = ? AND pos < ?"
+                        " ORDER BY pos DESC LIMIT ?"
+                    )
+                    params = (key, upto, max(0, limit))
+                rows = conn.execute(sql, params).fetchall()
             return [body for (body,) in reversed(rows)]
 
         bodies = self._db.with_retries(op)
@@ -111,6 +122,7 @@ class SQLiteStore(SessionStore):
         ttl_seconds: float,
         turn_id: str | None = None,
         keyed_reply: KeyedReply | None = None,
+        response: StoredResponse | None = None,
     ) -> bool:
         """Append one turn atomically; ``sticky`` and ``agent_id`` take the latest value.
 
@@ -119,12 +131,21 @@ class SQLiteStore(SessionStore):
 
         :return: False (nothing stored) when the session already has ``turn_id`` or
             the scope of ``keyed_reply`` already holds a finished reply.
-        :raises StoreError: when ``messages`` is empty or not JSON-serialisable.
+        :raises StoreError: when ``messages`` is empty or not JSON-serialisable, or the
+            id of ``response`` is taken (nothing is stored).
         """
         if not messages:
             raise StoreError("a turn needs at least one message")
         bodies = [encode(message) for message in messages]  # before taking any lock
         reply = None if keyed_reply is None else encode(keyed_reply.reply)
+        stored_response = None
+        if response is not None:
+            stored_response = (
+                response.id,
+                response.owner,
+                encode(response.document),
+                encode(response.input_items),
+            )
         turn_id = turn_id or uuid.uuid4().hex
 
         def op(conn: sqlite3.Connection) -> tuple[float, bool]:
@@ -137,12 +158,12 @@ class SQLiteStore(SessionStore):
                 ):
                     return now, False
                 row = conn.execute(
-                    "SELECT expires, turns FROM sessions WHERE key = ?", (key,)
+                    "SELECT expires, turns, messages FROM sessions WHERE key = ?", (key,)
                 ).fetchone()
                 if row is not None and row[0] <= now:
                     _delete_rows(conn, [key])
                     row = None
-                turn = 1 if row is None else row[1] + 1
+                turn, first = (1, 0) if row is None else (row[1] + 1, row[2])
                 conn.execute(
                     f"INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?)"
                     " ON CONFLICT (key) DO UPDATE SET agent_id = excluded.agent_id,"
@@ -152,8 +173,9 @@ class SQLiteStore(SessionStore):
                     (key, agent_id, int(sticky), now, now, now + ttl_seconds, len(bodies)),
                 )
                 conn.executemany(
-                    "INSERT INTO messages (key, turn, seq, created, body) VALUES (?, ?, ?, ?, ?)",
-                    [(key, turn, seq, now, body) for seq, body in enumerate(bodies)],
+                    "INSERT INTO messages (key, turn, seq, pos, created, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(key, turn, seq, first + seq, now, body) for seq, body in enumerate(bodies)],
                 )
                 conn.execute(
                     "INSERT INTO turn_ids (key, turn_id, turn) VALUES (?, ?, ?)",
@@ -165,6 +187,24 @@ class SQLiteStore(SessionStore):
                         " (scope, fingerprint, owner, expires, session_key, reply)"
                         " VALUES (?, ?, NULL, NULL, ?, ?)",
                         (keyed_reply.scope, keyed_reply.fingerprint, key, reply),
+                    )
+                if stored_response is not None:
+                    # A plain INSERT: a taken id fails the whole turn (ids are random).
+                    conn.execute(
+                        "INSERT INTO responses (id, session_key, turn, position, agent_id,"
+                        " owner, created, document, input_items)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            stored_response[0],
+                            key,
+                            turn,
+                            first + len(bodies),
+                            agent_id,
+                            stored_response[1],
+                            now,
+                            stored_response[2],
+                            stored_response[3],
+                        ),
                     )
             return now, True
 
@@ -178,6 +218,50 @@ class SQLiteStore(SessionStore):
                 # The turn is stored: failing the request for housekeeping would lie.
                 log.warning("purging expired sessions failed", exc_info=True)
         return stored
+
+    def get_response(self, response_id: str) -> ResponseRecord | None:
+        rows = self._db.read(
+            "SELECT r.id, r.session_key, r.agent_id, r.owner, r.position, r.turn = s.turns,"
+            " r.created, r.document, r.input_items FROM responses AS r"
+            " JOIN sessions AS s ON s.key = r.session_key"
+            " WHERE r.id = ? AND s.expires > ?",
+            (response_id, self._clock()),
+        )
+        if not rows:
+            return None
+        rid, key, agent_id, owner, position, latest, created, document, items = rows[0]
+        return ResponseRecord(
+            id=rid,
+            session_key=key,
+            agent_id=agent_id,
+            owner=owner,
+            position=position,
+            latest=bool(latest),
+            created=created,
+            document=decode(document),
+            input_items=decode(items),
+        )
+
+    def delete_response(self, response_id: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            with self._db.transaction(conn):
+                live = conn.execute(
+                    "SELECT 1 FROM responses AS r JOIN sessions AS s ON s.key = r.session_key"
+                    " WHERE r.id = ? AND s.expires > ?",
+                    (response_id, self._clock()),
+                ).fetchone()
+                conn.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+            return live is not None
+
+        return self._db.with_retries(op)
+
+    def response_ids(self, key: str) -> list[str]:
+        rows = self._db.read(
+            "SELECT r.id FROM responses AS r JOIN sessions AS s ON s.key = r.session_key"
+            " WHERE r.session_key = ? AND s.expires > ? ORDER BY r.position, r.id",
+            (key, self._clock()),
+        )
+        return [rid for (rid,) in rows]
 
     def claim_idempotency(
         self, scope: str, owner: str, fingerprint: str, ttl_seconds: float
@@ -501,6 +585,7 @@ def _delete_rows(conn: sqlite3.Connection, keys: list[str]) -> None:
     conn.executemany("DELETE FROM messages WHERE key = ?", params)
     conn.executemany("DELETE FROM turn_ids WHERE key = ?", params)
     conn.executemany("DELETE FROM idempotency WHERE session_key = ?", params)
+    conn.executemany("DELETE FROM responses WHERE session_key = ?", params)
     conn.executemany("DELETE FROM sessions WHERE key = ?", params)
 
 

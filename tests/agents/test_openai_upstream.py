@@ -20,15 +20,18 @@ from chatcompat.agents.base import AgentRequest
 from chatcompat.agents.base import AgentTimeout
 from chatcompat.agents.base import Cancellation
 from chatcompat.agents.base import Finish
+from chatcompat.agents.base import ReasoningDelta
 from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
 from chatcompat.agents.base import ToolCallDelta
+from chatcompat.agents.openai_replies import chunk_events
 from chatcompat.agents.openai_upstream import OpenAIAgent
 from chatcompat.config import ConfigError
 from chatcompat.config import settings_from_document
 from chatcompat.settings import AgentConfig
 from tests.conftest import AUTH
 from tests.conftest import TOKEN
+from tests.fake_upstream import REASONING
 from tests.fake_upstream import FakeUpstream
 from tests.polling import wait_until
 from tests.wire import check_completion
@@ -839,7 +842,8 @@ def test_gateway_forwards_each_field_verbatim(gateway, fake, field):
 
 def test_gateway_forwards_them_all_at_once_with_tools(gateway, fake):
     body = {
-        "messages": [user("a")],
+        # The fake calls tools when told to: tool_choice "required" is then satisfied.
+        "messages": [user("a [[tools]]")],
         **FORWARDED,
         "top_logprobs": 3,
         "tools": TOOLS_SENT,
@@ -1018,3 +1022,67 @@ def test_gateway_relays_a_refusal_and_its_logprobs(gateway, upstream_json):
         assert [p["delta"]["refusal"] for p in refusals] == ["You", " said:", " no"]
         assert [p["logprobs"]["refusal"][0]["token"] for p in refusals] == ["You", " said:", " no"]
         assert not any(p["delta"].get("content") for p in pieces)
+
+
+# -- reasoning (reasoning_content, OpenRouter's reasoning) ------------------------------------
+
+THOUGHT = REASONING  # what the fake reasons
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+@pytest.mark.parametrize("upstream_json", [False, True], ids=["upstream-sse", "upstream-json"])
+def test_upstream_reasoning_becomes_reasoning_events_before_the_text(fake, field, upstream_json):
+    text = f"[[reasoning:{field}]] hi" + (" [[json]]" if upstream_json else "")
+    events = run(make_agent(fake.base_url), request(user(text)))
+    thoughts = [i for i, e in enumerate(events) if isinstance(e, ReasoningDelta)]
+    assert "".join(events[i].text for i in thoughts) == THOUGHT
+    assert len(thoughts) == (1 if upstream_json else len(THOUGHT.split()))
+    assert max(thoughts) < min(i for i, e in enumerate(events) if isinstance(e, TextDelta))
+    assert text_of(events) == "You said: hi"
+
+
+def test_a_delta_with_both_reasoning_fields_is_read_once():
+    # Some servers (chutes.ai) send the same text in both fields.
+    chunk = {"choices": [{"index": 0, "delta": {"reasoning_content": "a", "reasoning": "a"}}]}
+    assert list(chunk_events(chunk)) == [ReasoningDelta("a")]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_gateway_relays_reasoning_and_never_stores_it(gateway, fake, stream):
+    headers = {"x-openclaw-session-key": f"think-{stream}"}
+    body = {"messages": [user("[[reasoning]] hi")], "stream": stream}
+    response = post(gateway, body, headers)
+    if stream:
+        chunks, _ = parse_sse(response.get_data())
+        reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in chunks)
+    else:
+        check_completion(response.get_json())
+        reasoning = response.get_json()["choices"][0]["message"]["reasoning_content"]
+    assert reasoning == THOUGHT
+    post(gateway, {"messages": [user("next")]}, headers)
+    history = fake.chat_requests()[1].body["messages"]
+    assert history[2] == {"role": "assistant", "content": "You said: hi"}
+
+
+def test_gateway_sends_no_reasoning_a_client_sends_back(gateway, fake):
+    answer = {"role": "assistant", "content": "You said: hi", "reasoning_content": THOUGHT}
+    post(gateway, {"messages": [user("hi"), answer, user("more")]})
+    assert fake.chat_requests()[0].body["messages"][2] == {
+        "role": "assistant",
+        "content": "You said: hi",
+    }
+
+
+def test_gateway_drops_reasoning_for_an_agent_that_says_so(make_app, fake):
+    agent = AgentConfig(
+        id="quiet",
+        backend="openai",
+        default=True,
+        reasoning="drop",
+        options={"baseUrl": fake.base_url, "model": "m"},
+    )
+    client = make_app(agents=(agent,), default_agent_id="quiet").test_client()
+    body = {"messages": [user("[[reasoning]] hi")]}
+    assert "reasoning_content" not in post(client, body).get_json()["choices"][0]["message"]
+    raw = post(client, {**body, "stream": True}).get_data()
+    assert b"reasoning" not in raw and stream_text(parse_sse(raw)[0]) == "You said: hi"

@@ -26,6 +26,7 @@ from chatcompat.agents.base import AgentRequest
 from chatcompat.agents.base import AgentUnavailable
 from chatcompat.agents.base import Cancellation
 from chatcompat.agents.base import Finish
+from chatcompat.agents.base import ReasoningDelta
 from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
 from chatcompat.agents.base import Usage
@@ -44,6 +45,7 @@ from chatcompat.settings import RateLimit
 from chatcompat.settings import Settings
 from tests.conftest import AUTH
 from tests.conftest import TOKEN
+from tests.fake_upstream import REASONING
 from tests.fake_upstream import FakeUpstream
 from tests.pi_support import check_no_leftovers
 from tests.pi_support import pi_command
@@ -246,6 +248,17 @@ def test_run_streams_text_and_real_usage(agent, fake):
     assert sent["model"] == "fake-model" and "tools" not in sent
     assert sent["messages"][1:] == [{"role": "user", "content": [
         {"type": "text", "text": "hello there pi"}]}]  # fmt: skip
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_thinking_becomes_reasoning_before_the_text(agent, fake, field):
+    # The fake reasons first; pi reads either field as thinking (thinking_delta).
+    events = list(agent.run(request(user(f"[[reasoning:{field}]] hi")), Cancellation()))
+    thoughts = [i for i, e in enumerate(events) if isinstance(e, ReasoningDelta)]
+    assert "".join(events[i].text for i in thoughts) == REASONING
+    assert max(thoughts) < min(i for i, e in enumerate(events) if isinstance(e, TextDelta))
+    assert text_of(events) == "You said: hi"
 
 
 @pytest.mark.live

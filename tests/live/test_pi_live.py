@@ -21,6 +21,7 @@ import uuid
 import openai
 import pytest
 
+from tests.fake_upstream import REASONING
 from tests.fake_upstream import FakeUpstream
 from tests.live.conftest import TOKEN
 from tests.live.conftest import chat
@@ -119,6 +120,32 @@ def test_sdk_json_and_stream(client, fake):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == f"You said: stream {mark}"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+
+
+def test_pi_thinking_is_relayed_as_reasoning_content(client, fake):
+    # The fake reasons first (reasoning_content); pi thinks it (thinking_delta).
+    mark = marker()
+    stream = client.chat.completions.create(
+        model="openclaw", messages=[user(f"[[reasoning]] think {mark}")], stream=True
+    )
+    deltas = [chunk.choices[0].delta for chunk in stream if chunk.choices]
+    thoughts = "".join(getattr(delta, "reasoning_content", None) or "" for delta in deltas)
+    assert thoughts == REASONING
+    assert "".join(delta.content or "" for delta in deltas) == f"You said: think {mark}"
+    reply = client.chat.completions.create(
+        model="openclaw", messages=[user(f"[[reasoning]] again {mark}")]
+    )
+    assert reply.choices[0].message.reasoning_content == REASONING  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("choice", ["auto", "none"])
+def test_pi_takes_tool_choice(client, choice):
+    # Clients that always send tool_choice reach pi; "required" needs tools, which pi refuses.
+    mark = marker()
+    reply = client.chat.completions.create(
+        model="openclaw", messages=[user(f"choose {mark}")], tool_choice=choice
+    )
+    assert reply.choices[0].message.content == f"You said: choose {mark}"
 
 
 def test_curl_json_and_stream(server):

@@ -16,11 +16,13 @@ from chatcompat.protocol.chat_completions import replay_stream
 from chatcompat.protocol.sse import data_frame
 from chatcompat.sessions.base import StoreError
 from chatcompat.sessions.base import StoreUnreachable
+from tests.conftest import AUTH
 from tests.run_support import SCRIPTED_AGENT
 from tests.run_support import LostReplies
 from tests.run_support import make_run
 from tests.wire import check_chunk
 from tests.wire import check_completion
+from tests.wire import check_error
 from tests.wire import parse_sse
 
 pytestmark = pytest.mark.usefixtures("quick_turn_write_retries")
@@ -215,3 +217,87 @@ def test_a_replayed_stream_carries_what_the_reply_had():
     refusals = [c["choices"][0] for c in chunks if c["choices"][0]["delta"].get("refusal")]
     assert [r["delta"]["refusal"] for r in refusals] == ["I can't."]
     assert refusals[0]["logprobs"]["refusal"][0]["token"] == "I"
+
+
+# -- reasoning and enforced tool_choice on the wire ----------------------------------------
+
+CHAT = "/v1/chat/completions"
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+
+
+def _post(client, body: dict, headers: dict | None = None):
+    return client.post(CHAT, data=json.dumps(body), headers={**AUTH, **(headers or {})})
+
+
+def test_reasoning_goes_as_reasoning_content_in_json_and_chunks(client):
+    body = {"model": "openclaw/scripted", "messages": [{"role": "user", "content": "[[think]] hi"}]}
+    document = _post(client, body).get_json()
+    check_completion(document)  # OpenAI's message takes extra properties
+    message = document["choices"][0]["message"]
+    assert message["reasoning_content"] == "Let me think. Echo it." and message["content"] == "hi"
+    chunks, _ = parse_sse(_post(client, {**body, "stream": True}).get_data())
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert [d["reasoning_content"] for d in deltas if "reasoning_content" in d] == [
+        "Let me think. ",
+        "Echo it.",
+    ]
+    reasoning_at = max(i for i, d in enumerate(deltas) if "reasoning_content" in d)
+    assert reasoning_at < min(i for i, d in enumerate(deltas) if d.get("content"))
+
+
+def test_a_reply_without_reasoning_has_no_reasoning_content(client):
+    body = {"model": "openclaw/scripted", "messages": [{"role": "user", "content": "hi"}]}
+    assert "reasoning_content" not in _post(client, body).get_json()["choices"][0]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_keyed_reply_replays_its_reasoning_as_first_sent(client, stream):
+    body = {
+        "model": "openclaw/scripted",
+        "messages": [{"role": "user", "content": "[[think]] hi"}],
+        "stream": stream,
+    }
+    headers = {"Idempotency-Key": f"think-{stream}", "x-openclaw-session-key": f"s-{stream}"}
+    first, again = _post(client, body, headers), _post(client, body, headers)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    if not stream:
+        assert again.get_json() == first.get_json()
+        return
+    reasoning = [
+        "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in chunks)
+        for chunks in (parse_sse(first.get_data())[0], parse_sse(again.get_data())[0])
+    ]
+    assert reasoning == ["Let me think. Echo it."] * 2
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_an_unmet_tool_choice_is_502_in_json_and_stores_nothing(client, choice):
+    # echo takes tools and tool_choice and never calls a tool: the gateway enforces it.
+    headers = {"x-openclaw-session-key": "unmet"}
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": TOOLS, "tool_choice": choice}
+    response = _post(client, body, headers)
+    error = check_error(response, status=502, code="tool_choice_not_satisfied")
+    assert error["type"] == "api_error" and error["param"] == "tool_choice"
+    # The session has no turn: the next request starts it with its own messages.
+    later = _post(client, {"messages": [{"role": "user", "content": "again"}]}, headers)
+    assert later.status_code == 200
+    store = client.application.extensions["chatcompat"].store
+    assert [m["content"] for m in store.load_history("agent:main:unmet", 10)] == ["again", "again"]
+
+
+def test_an_unmet_tool_choice_ends_the_stream_with_an_error_frame_and_no_prose(client):
+    body = {
+        "stream": True,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "tools": TOOLS,
+        "tool_choice": "required",
+    }
+    response = _post(client, body)
+    assert response.status_code == 200
+    chunks, _ = parse_sse(response.get_data())
+    assert chunks[-1]["error"]["code"] == "tool_choice_not_satisfied"
+    assert all("content" not in c["choices"][0]["delta"] or not c["choices"][0]["delta"]["content"]
+               for c in chunks[:-1])  # fmt: skip
+    assert not any(c["choices"][0]["finish_reason"] for c in chunks[:-1])

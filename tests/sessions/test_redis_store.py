@@ -19,6 +19,7 @@ import typing as t
 import pytest
 
 from chatcompat.sessions import KeyedReply
+from chatcompat.sessions import StoredResponse
 from chatcompat.sessions import StoreError
 from chatcompat.sessions import StoreUnreachable
 from chatcompat.sessions import open_store
@@ -32,10 +33,20 @@ pytestmark = pytest.mark.live  # a real redis-server (tests/redis_server.py)
 
 KEY = "agent:main:openai-user:alice"
 REPO = pathlib.Path(__file__).resolve().parents[2]
-META, MSGS, TURNS, TURN_IDS, REPLIES, LOCK = (
+META, MSGS, TURNS, TURN_IDS, REPLIES, LOCK, RESPONSES, RESPONSE_IDS = (
     f"chatcompat:{{{KEY}}}:{part}"
-    for part in ("meta", "msgs", "turns", "turn-ids", "replies", "lock")
+    for part in (
+        "meta",
+        "msgs",
+        "turns",
+        "turn-ids",
+        "replies",
+        "lock",
+        "responses",
+        "response-ids",
+    )
 )
+BY_ID = "chatcompat:responses:by-id"
 
 
 def user(text: str) -> dict[str, t.Any]:
@@ -161,6 +172,62 @@ def test_a_claim_has_its_own_short_expiry(store: RedisStore, raw: t.Any) -> None
     assert 29_000 < raw.pttl("chatcompat:idem:{scope-1}") <= 30_000
     raw.delete("chatcompat:idem:{scope-1}")  # what Redis does when nobody renewed it
     assert store.claim_idempotency("scope-1", "run-2", "fp", 30) is None
+
+
+def response(n: int) -> StoredResponse:
+    return StoredResponse(f"resp_{n}", "key-1", {"id": f"resp_{n}"}, [{"id": f"msg_{n}"}])
+
+
+def test_responses_live_in_one_hash_with_the_session_expiry(store: RedisStore, raw: t.Any) -> None:
+    for n in range(50):
+        store.append_turn(
+            KEY, "main", [user("q")], sticky=True, ttl_seconds=100, response=response(n)
+        )
+    keys = raw.dbsize()
+    store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=100, response=response(50))
+    assert raw.dbsize() == keys  # no key per response
+    assert raw.hlen(RESPONSES) == 51 and raw.scard(RESPONSE_IDS) == 51
+    assert raw.hget(BY_ID, "resp_7") == KEY
+    assert raw.hget(RESPONSES, "resp_7").split(":", 3)[:2] == ["8", "8"]  # turn, position
+    append(store, KEY, "q2", ttl=500)  # a later turn moves the responses' expiry with it
+    ttls = [raw.pttl(key) for key in (META, MSGS, RESPONSES)]
+    assert max(ttls) - min(ttls) <= 5 and 499_000 < min(ttls) <= 500_000
+    # The clean-up lists outlive the session (they go when it is deleted or pruned).
+    assert raw.pttl(RESPONSE_IDS) == -1 and raw.pttl(BY_ID) == -1
+    assert store.delete_session(KEY) is True
+    assert raw.exists(RESPONSES, RESPONSE_IDS, BY_ID) == 0
+
+
+def test_expired_responses_leave_nothing_once_pruned(store: RedisStore, raw: t.Any) -> None:
+    store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=0.2, response=response(1))
+    store.append_turn(
+        "live", "main", [user("q")], sticky=True, ttl_seconds=60, response=response(2)
+    )
+    wait_until(lambda: raw.exists(META) == 0, 5, "the session to expire")
+    assert raw.exists(RESPONSES) == 0  # expired by Redis with the session
+    assert store.get_response("resp_1") is None  # the stale by-id entry finds nothing
+    assert store.purge_expired() == 1
+    assert raw.hkeys(BY_ID) == ["resp_2"] and raw.exists(RESPONSE_IDS) == 0
+    assert store.get_response("resp_2") is not None
+
+
+def test_a_fresh_start_drops_the_old_by_id_entries(store: RedisStore, raw: t.Any) -> None:
+    store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=0.2, response=response(1))
+    wait_until(lambda: raw.exists(META) == 0, 5, "the session to expire")
+    store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=60, response=response(2))
+    assert raw.hgetall(BY_ID) == {"resp_2": KEY}
+    assert raw.smembers(RESPONSE_IDS) == {"resp_2"}
+
+
+def test_a_taken_response_id_stores_nothing(store: RedisStore, raw: t.Any) -> None:
+    store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=60, response=response(1))
+    keys = sorted(raw.keys("*"))
+    with pytest.raises(StoreError, match="taken"):
+        store.append_turn(
+            "other", "main", [user("q")], sticky=True, ttl_seconds=60, response=response(1)
+        )
+    assert sorted(raw.keys("*")) == keys
+    assert raw.hget(BY_ID, "resp_1") == KEY
 
 
 def test_a_huge_first_turn_fits(store: RedisStore) -> None:

@@ -14,6 +14,7 @@ import pytest
 from chatcompat.sessions import IdempotencyRecord
 from chatcompat.sessions import KeyedReply
 from chatcompat.sessions import SQLiteStore
+from chatcompat.sessions import StoredResponse
 from chatcompat.sessions import StoreError
 from chatcompat.sessions import StoreUnreachable
 from chatcompat.sessions import open_store
@@ -27,10 +28,19 @@ KEY = "agent:main:openai-user:alice"
 # records), with its clock at 1_700_000_000 and a TTL of 3600 s: alice's two turns,
 # one stateless session, bob's run lock and one failed authentication.
 OLD_DATABASE = pathlib.Path(__file__).parent / "data" / "sessions-v1.db"
+# Made by chatcompat at 8ff6a32 (schema version 2, before stored responses and message
+# positions), clock at 1_700_000_000, TTL 3600 s: alice's turns t1 (q1, a1) and t2 (q2,
+# q2b, a2, with the finished reply of scope "scope-alice"), one stateless session
+# (turn t9) and bob's run lock (30 s).
+V2_DATABASE = pathlib.Path(__file__).parent / "data" / "sessions-v2.db"
 
 
 def user(text: str) -> dict[str, t.Any]:
     return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict[str, t.Any]:
+    return {"role": "assistant", "content": text}
 
 
 @pytest.fixture
@@ -288,6 +298,38 @@ def test_a_database_of_the_previous_version_is_migrated(
         assert len(store.transcript(KEY)) == 3
 
 
+def test_a_database_of_version_2_is_migrated(tmp_path: pathlib.Path, clock: t.Any) -> None:
+    path = tmp_path / "sessions.db"
+    shutil.copyfile(V2_DATABASE, path)
+    assert raw_rows(path, "PRAGMA user_version") == [(2,)]
+    clock.now = 1_700_000_010.0
+    alice = [user("q1"), assistant("a1"), user("q2"), user("q2b"), assistant("a2")]
+    with SQLiteStore(str(path), clock=clock) as store:
+        # What the old version stored reads as before, and by position too.
+        assert store.load_history(KEY, 100) == alice
+        assert store.load_history(KEY, 2, upto=3) == alice[1:3]
+        assert store.load_history("agent:main:openai:0f1e", 1, upto=1) == [user("hi")]
+        assert store.acquire_lock("agent:main:openai-user:bob", "run", 10) is False
+        assert store.claim_idempotency("scope-alice", "run", "fp", 30) == IdempotencyRecord(
+            "fp", KEY, {"id": "chatcmpl-2"}
+        )
+        assert not store.append_turn(
+            KEY, "main", [user("q2")], sticky=True, ttl_seconds=60, turn_id="t2"
+        )
+        # What the new version adds works on it: the positions go on from the old ones.
+        response = StoredResponse("resp_1", "key-1", {"id": "resp_1"}, [])
+        assert store.append_turn(
+            KEY, "main", [user("q3")], sticky=True, ttl_seconds=60, turn_id="t3", response=response
+        )
+        record = store.get_response("resp_1")
+        assert record is not None and (record.position, record.latest) == (6, True)
+        assert store.load_history(KEY, 2, upto=record.position) == [assistant("a2"), user("q3")]
+    assert raw_rows(path, "PRAGMA user_version") == [(sqlite_db.SCHEMA_VERSION,)]
+    assert raw_rows(path, f"SELECT pos FROM messages WHERE key = '{KEY}' ORDER BY turn, seq") == [
+        (n,) for n in range(6)
+    ]
+
+
 def test_a_migration_interrupted_half_way_is_redone(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "sessions.db"
     shutil.copyfile(OLD_DATABASE, path)
@@ -359,3 +401,22 @@ def test_open_store_ignores_url_options(
         assert store.path == str(tmp_path / "s.db")
     assert "timeout" in caplog.text and "secret" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+def test_history_and_responses_are_read_through_indexes(
+    store: SQLiteStore, db_path: pathlib.Path
+) -> None:
+    store.append_turn(KEY, "main", [user("q")], sticky=True, ttl_seconds=60)
+    plans = {
+        "SELECT body FROM messages WHERE key = 'k' AND pos < 9 ORDER BY pos DESC LIMIT 3": (
+            "USING INDEX messages_pos"
+        ),
+        "SELECT body FROM messages WHERE key = 'k' ORDER BY pos DESC LIMIT 3": (
+            "USING INDEX messages_pos"
+        ),
+        "SELECT * FROM responses WHERE id = 'resp_1'": "USING INDEX sqlite_autoindex_responses",
+        "DELETE FROM responses WHERE session_key = 'k'": "USING INDEX responses_session",
+    }
+    for sql, index in plans.items():
+        plan = " ".join(row[-1] for row in raw_rows(db_path, f"EXPLAIN QUERY PLAN {sql}"))
+        assert index in plan and "TEMP B-TREE" not in plan, (sql, plan)

@@ -7,13 +7,17 @@ whose expiry runs on its server's clock.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import typing as t
 
 import pytest
 
 from chatcompat.sessions import IdempotencyRecord
 from chatcompat.sessions import KeyedReply
+from chatcompat.sessions import ResponseRecord
 from chatcompat.sessions import SessionStore
+from chatcompat.sessions import StoredResponse
 from chatcompat.sessions import StoreError
 from chatcompat.settings import RateLimit
 
@@ -411,3 +415,212 @@ def test_usable_after_close(store: SessionStore) -> None:
     with store as same:
         append(same, KEY, assistant("a"))
     assert store.load_history(KEY, 100) == [user("q"), assistant("a")]
+
+
+# -- stored responses (SPEC 15) ----------------------------------------------------
+
+
+def stored(n: int, owner: str = "key-1") -> StoredResponse:
+    """A Responses API response to store with a turn (its shape is the caller's business)."""
+    return StoredResponse(
+        id=f"resp_{n:032x}",
+        owner=owner,
+        document={"id": f"resp_{n:032x}", "object": "response", "output": [{"n": n, "é": "✓"}]},
+        input_items=[{"id": f"msg_{n}", "type": "message", "role": "user", "content": "q"}],
+    )
+
+
+def test_a_response_is_stored_with_its_turn(store: SessionStore, store_clock: t.Any) -> None:
+    before = store_clock()
+    append(store, KEY, user("q1"), assistant("a1"), agent_id="main", response=stored(1))
+    after = store_clock()
+    record = store.get_response(stored(1).id)
+    assert record == ResponseRecord(
+        id=stored(1).id,
+        session_key=KEY,
+        agent_id="main",
+        owner="key-1",
+        position=2,
+        latest=True,
+        created=record.created if record else 0.0,
+        document=stored(1).document,
+        input_items=stored(1).input_items,
+    )
+    assert record is not None and before <= record.created <= after
+    assert store.get_response("resp_" + "f" * 32) is None
+    assert store.response_ids(KEY) == [stored(1).id]
+    assert store.response_ids("other") == []
+
+
+def test_no_response_without_its_turn(store: SessionStore) -> None:
+    with pytest.raises(StoreError):
+        append(store, KEY, {"role": "user", "content": object()}, response=stored(1))
+    with pytest.raises(StoreError):
+        append(store, KEY, response=stored(1))  # an empty turn
+    bad = dataclasses.replace(stored(1), document={"x": float("nan")})
+    with pytest.raises(StoreError):
+        append(store, KEY, user("q"), response=bad)  # the response fails: no turn either
+    assert store.get_response(stored(1).id) is None
+    assert store.get_session(KEY) is None
+
+    # A resent turn stores its response once; a no-op append stores none.
+    assert append(store, KEY, user("q1"), turn_id="t1", response=stored(1)) is True
+    assert append(store, KEY, user("q1"), turn_id="t1", response=stored(1)) is False
+    assert append(store, KEY, user("q1"), turn_id="t1", response=stored(2)) is False
+    keyed = KeyedReply("scope-1", "fp", completion("a"))
+    assert append(store, KEY, user("q2"), keyed_reply=keyed, response=stored(3)) is True
+    assert append(store, KEY, user("q2"), keyed_reply=keyed, response=stored(4)) is False
+    assert store.get_response(stored(2).id) is None
+    assert store.get_response(stored(4).id) is None
+    assert store.response_ids(KEY) == [stored(1).id, stored(3).id]
+    info = store.get_session(KEY)
+    assert info is not None and (info.turns, info.messages) == (2, 2)
+
+
+def test_a_taken_response_id_fails_the_turn(store: SessionStore) -> None:
+    append(store, KEY, user("q1"), response=stored(1))
+    with pytest.raises(StoreError):
+        append(store, "other", user("q2"), response=stored(1))
+    assert store.get_session("other") is None
+    record = store.get_response(stored(1).id)
+    assert record is not None and record.session_key == KEY
+
+
+def test_position_and_latest_across_appends(store: SessionStore) -> None:
+    append(store, KEY, user("q1"), assistant("a1"), response=stored(1))
+    append(store, KEY, user("q2"), user("q2b"), assistant("a2"), response=stored(2))
+    first, second = store.get_response(stored(1).id), store.get_response(stored(2).id)
+    assert first is not None and (first.position, first.latest) == (2, False)
+    assert second is not None and (second.position, second.latest) == (5, True)
+    append(store, KEY, user("chat"), assistant("completion"))  # the other endpoint's turn
+    second = store.get_response(stored(2).id)
+    assert second is not None and (second.position, second.latest) == (5, False)
+    # The history up to a response is its first ``position`` messages.
+    assert store.load_history(KEY, 100, upto=first.position) == [user("q1"), assistant("a1")]
+    assert store.load_history(KEY, 2, upto=second.position) == [user("q2b"), assistant("a2")]
+    append(store, "other", user("elsewhere"), response=stored(3))
+    assert store.get_response(stored(2).id).latest is False  # type: ignore[union-attr]
+    assert store.get_response(stored(3).id).latest is True  # type: ignore[union-attr]
+
+
+def test_load_history_upto_and_limit(store: SessionStore) -> None:
+    everything = [user(f"m{n}") for n in range(7)]
+    append(store, KEY, *everything[:3])
+    append(store, KEY, *everything[3:4])
+    append(store, KEY, *everything[4:])
+    assert store.load_history(KEY, 100, upto=7) == everything
+    assert store.load_history(KEY, 100, upto=100) == everything
+    assert store.load_history(KEY, 100, upto=4) == everything[:4]
+    assert store.load_history(KEY, 3, upto=4) == everything[1:4]
+    assert store.load_history(KEY, 2, upto=5) == everything[3:5]  # across a turn boundary
+    assert store.load_history(KEY, 1, upto=1) == everything[:1]
+    assert store.load_history(KEY, 3, upto=0) == []
+    assert store.load_history(KEY, 0, upto=4) == []
+    assert store.load_history("other", 3, upto=4) is None
+
+
+def test_a_response_expires_with_its_session(store: SessionStore, store_clock: t.Any) -> None:
+    append(store, KEY, user("q"), ttl_seconds=0.2, response=stored(1))
+    append(store, "live", user("q"), response=stored(2))
+    store_clock.advance(0.3)
+    assert store.get_response(stored(1).id) is None
+    assert store.response_ids(KEY) == []
+    assert store.delete_response(stored(1).id) is False
+    assert store.get_response(stored(2).id) is not None
+
+
+def test_a_refreshed_session_keeps_its_responses(store: SessionStore, store_clock: t.Any) -> None:
+    append(store, KEY, user("q1"), ttl_seconds=0.5, response=stored(1))
+    store_clock.advance(0.3)
+    append(store, KEY, user("q2"), ttl_seconds=0.5)  # no response: still refreshes
+    store_clock.advance(0.3)  # 0.6 s after the response, 0.3 s after the refresh
+    record = store.get_response(stored(1).id)
+    assert record is not None and record.latest is False
+    store_clock.advance(0.3)
+    assert store.get_response(stored(1).id) is None
+
+
+def test_a_session_that_starts_afresh_drops_its_responses(
+    store: SessionStore, store_clock: t.Any
+) -> None:
+    append(store, KEY, user("old"), ttl_seconds=0.05, response=stored(1))
+    store_clock.advance(0.1)
+    append(store, KEY, user("new"), response=stored(2))
+    assert store.get_response(stored(1).id) is None
+    second = store.get_response(stored(2).id)
+    assert second is not None and (second.position, second.latest) == (1, True)
+    assert store.response_ids(KEY) == [stored(2).id]
+
+
+def test_delete_session_and_purge_drop_responses(store: SessionStore, store_clock: t.Any) -> None:
+    append(store, KEY, user("q"), response=stored(1))
+    append(store, "gone", user("q"), ttl_seconds=0.05, response=stored(2))
+    append(store, "live", user("q"), response=stored(3))
+    assert store.delete_session(KEY) is True
+    assert store.get_response(stored(1).id) is None
+    store_clock.advance(0.1)
+    assert store.purge_expired() == 1
+    assert store.get_response(stored(2).id) is None
+    assert store.get_response(stored(3).id) is not None
+    append(store, KEY, user("again"))  # a new session under the old key: still no response
+    assert store.get_response(stored(1).id) is None
+    assert store.delete_response(stored(1).id) is False
+
+
+def test_delete_response(store: SessionStore) -> None:
+    append(store, KEY, user("q1"), assistant("a1"), response=stored(1))
+    append(store, KEY, user("q2"), response=stored(2))
+    assert store.delete_response(stored(1).id) is True
+    assert store.get_response(stored(1).id) is None
+    assert store.delete_response(stored(1).id) is False
+    assert store.delete_response("resp_unknown") is False
+    # The turn stays; the other response is untouched.
+    assert store.load_history(KEY, 100) == [user("q1"), assistant("a1"), user("q2")]
+    assert store.response_ids(KEY) == [stored(2).id]
+    second = store.get_response(stored(2).id)
+    assert second is not None and (second.position, second.latest) == (3, True)
+
+
+def test_responses_are_shared_between_instances(
+    make_store: t.Callable[[], SessionStore],
+) -> None:
+    host1, host2 = make_store(), make_store()
+    append(host1, KEY, user("q"), response=stored(1))
+    record = host2.get_response(stored(1).id)
+    assert record is not None and record.document == stored(1).document
+    assert host2.delete_response(stored(1).id) is True
+    assert host1.get_response(stored(1).id) is None
+
+
+def test_racing_appends_keep_positions_consistent(
+    make_store: t.Callable[[], SessionStore],
+) -> None:
+    hosts = [make_store(), make_store()]
+    turns = 15
+
+    def run(host: int) -> None:
+        for n in range(turns):
+            number = host * 1000 + n
+            messages = [user(f"q{number}")] + [assistant(f"a{number}")] * (n % 2)
+            append(hosts[host], KEY, *messages, response=stored(number))
+
+    threads = [threading.Thread(target=run, args=(host,)) for host in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = [hosts[0].get_response(stored(h * 1000 + n).id) for h in (0, 1) for n in range(turns)]
+    assert all(record is not None for record in records)
+    present = sorted((r for r in records if r is not None), key=lambda r: r.position)
+    info = hosts[1].get_session(KEY)
+    assert info is not None and info.turns == 2 * turns
+    assert [r.latest for r in present] == [False] * (2 * turns - 1) + [True]
+    assert present[-1].position == info.messages
+    previous = 0
+    for record in present:
+        number = record.document["output"][0]["n"]
+        size = 1 + (number % 1000) % 2
+        assert record.position - previous == size  # no other turn in between
+        history = hosts[1].load_history(KEY, size, upto=record.position)
+        assert history is not None and history[0] == user(f"q{number}")
+        previous = record.position

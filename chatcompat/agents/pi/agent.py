@@ -18,7 +18,8 @@ A run, on a process it has to itself:
 2. ``prompt`` sends the new turn, flattened as SPEC 9 says
    (:func:`~chatcompat.history.flatten_prompt`).
 3. :class:`Started` once pi's upstream answered (the assistant ``message_start``)
-   or at the first text; ``text_delta`` events become :class:`TextDelta`; the final
+   or at the first text; ``text_delta`` events become :class:`TextDelta` and
+   ``thinking_delta`` events :class:`ReasoningDelta` (pi's thinking); the final
    assistant ``message_end`` gives the stop reason and the usage; ``agent_end``
    ends the run.
 
@@ -91,9 +92,11 @@ class PiAgent(SendsAPIKey, Agent):
     """An agent answered by pi processes (a pool per worker, see the module docstring)."""
 
     name = "pi"
-    # None: pi takes one prompt per run, with no way to set sampling, token limits,
-    # client tools or response formats per prompt; requests with them are refused.
-    request_fields: t.ClassVar[frozenset[str]] = frozenset()
+    # pi takes one prompt per run, with no way to set sampling, token limits, client
+    # tools or response formats per prompt; requests with them are refused. Only
+    # tool_choice is taken, and ignored: without tools a client can only send "none"
+    # or "auto" ("required" needs tools), and the gateway's Run enforces it anyway.
+    request_fields: t.ClassVar[frozenset[str]] = frozenset({"tool_choice"})
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {

@@ -24,6 +24,7 @@ from ..base import AgentError
 from ..base import Cancellation
 from ..base import Event
 from ..base import Finish
+from ..base import ReasoningDelta
 from ..base import Started
 from ..base import TextDelta
 from ..base import Usage
@@ -37,6 +38,12 @@ ABORT_SECONDS = 5.0  # after abort: how long pi gets to answer before it is kill
 # Dialogs of extensions (only with extensions configured): nobody is there to answer.
 _DIALOGS = frozenset({"select", "confirm", "input", "editor"})
 _ZERO_COST = {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0, "total": 0}
+# pi's streamed pieces of the assistant message: its text, and its thinking (what a
+# reasoning model, or an upstream sending reasoning_content, thinks) as reasoning.
+_DELTAS: dict[str, type[TextDelta] | type[ReasoningDelta]] = {
+    "text_delta": TextDelta,
+    "thinking_delta": ReasoningDelta,
+}
 
 
 class PiTurn:
@@ -84,11 +91,12 @@ class PiTurn:
                 if kind == "message_update":
                     event = message.get("assistantMessageEvent") or {}
                     delta = event.get("delta")
-                    if event.get("type") == "text_delta" and isinstance(delta, str) and delta:
+                    piece = _DELTAS.get(str(event.get("type")))
+                    if piece is not None and isinstance(delta, str) and delta:
                         if not started:
                             started = True
                             yield Started()
-                        yield TextDelta(delta)
+                        yield piece(delta)
                 elif kind == "message_start":
                     reply = message.get("message") or {}
                     # The assistant message starts once the upstream answered 200; a

@@ -1,0 +1,177 @@
+"""The Responses API views through the Flask test client: the switch, the order of
+checks, JSON and SSE, previous_response_id (continue, fork), the routes on a stored
+response, and one conversation across both endpoints."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import AUTH
+from tests.wire import check_error
+from tests.wire import check_response
+from tests.wire import parse_response_sse
+
+RESPONSES = "/v1/responses"
+CHAT = "/v1/chat/completions"
+SESSION = "x-openclaw-session-key"
+
+
+@pytest.fixture
+def client(make_app):
+    return make_app(responses_enabled=True).test_client()
+
+
+def create(client, body, headers=None):
+    return client.post(RESPONSES, json=body, headers={**AUTH, **(headers or {})})
+
+
+def text_of(document: dict) -> str:
+    (message,) = [item for item in document["output"] if item["type"] == "message"]
+    return "".join(part["text"] for part in message["content"])
+
+
+def test_disabled_by_default_404_naming_the_switch_before_method_and_auth(make_app):
+    client = make_app().test_client()
+    for method, path in (("POST", RESPONSES), ("PUT", RESPONSES), ("GET", RESPONSES + "/x")):
+        response = client.open(path, method=method)
+        error = check_error(response, 404, "endpoint_disabled")
+        assert "gateway.http.endpoints.responses.enabled" in error["message"]
+
+
+def test_models_are_served_with_either_endpoint(make_app):
+    only_responses = make_app(chat_completions_enabled=False, responses_enabled=True)
+    assert only_responses.test_client().get("/v1/models", headers=AUTH).status_code == 200
+    neither = make_app(chat_completions_enabled=False)
+    check_error(neither.test_client().get("/v1/models", headers=AUTH), 404, "endpoint_disabled")
+
+
+def test_method_then_auth_then_body(client):
+    check_error(client.get(RESPONSES), 405, "method_not_allowed")
+    check_error(client.post(RESPONSES, json={"input": "hi"}), 401, "invalid_api_key")
+    check_error(create(client, {}), 400)
+    error = check_error(create(client, {"input": 7}), 400)
+    assert error["param"] == "input"
+
+
+def test_a_json_response_passes_the_schema_and_names_its_session(client):
+    response = create(client, {"model": "openclaw", "input": "hello there"})
+    assert response.status_code == 200
+    document = response.get_json()
+    check_response(document)
+    assert document["id"].startswith("resp_") and document["status"] == "completed"
+    assert text_of(document) == "hello there"
+    assert response.headers[SESSION].startswith("agent:main:openai:")
+    assert client.get(f"{RESPONSES}/{document['id']}", headers=AUTH).get_json() == document
+
+
+def test_a_stream_is_named_events_ending_in_completed(client):
+    response = create(client, {"input": "a b c", "stream": True})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    events, _ = parse_response_sse(response.get_data())
+    assert events[0]["type"] == "response.created"
+    assert events[-1]["type"] == "response.completed"
+    final = events[-1]["response"]
+    assert text_of(final) == "a b c"
+    stored = client.get(f"{RESPONSES}/{final['id']}", headers=AUTH).get_json()
+    assert stored == final
+
+
+def test_previous_response_id_continues_then_forks(client):
+    first = create(client, {"input": "one"}).get_json()
+    second = create(client, {"input": "two", "previous_response_id": first["id"]})
+    key = second.headers[SESSION]
+    third = create(client, {"input": "three", "previous_response_id": second.get_json()["id"]})
+    assert third.headers[SESSION] == key  # the latest: the same session
+    fork = create(client, {"input": "branch", "previous_response_id": first["id"]})
+    assert fork.status_code == 200 and fork.headers[SESSION] != key
+    transcript = client.get(f"{RESPONSES}/{third.get_json()['id']}/input_items", headers=AUTH)
+    assert [item["content"][0]["text"] for item in transcript.get_json()["data"]] == ["three"]
+    # Both branches go on: the fork's next turn follows the fork, the original's its own.
+    again = create(client, {"input": "x", "previous_response_id": fork.get_json()["id"]})
+    assert again.headers[SESSION] == fork.headers[SESSION]
+
+
+def test_an_unknown_previous_response_is_404_and_runs_nothing(client):
+    response = create(client, {"input": "hi", "previous_response_id": "resp_nope"})
+    error = check_error(response, 404, "previous_response_not_found")
+    assert error["param"] == "previous_response_id"
+
+
+def test_another_agents_response_is_400(client):
+    first = create(client, {"model": "openclaw/beta", "input": "hi"}).get_json()
+    response = create(
+        client, {"model": "openclaw/main", "input": "x", "previous_response_id": first["id"]}
+    )
+    error = check_error(response, 400, "invalid_value")
+    assert error["param"] == "previous_response_id"
+
+
+def test_one_conversation_across_both_endpoints(client):
+    headers = {SESSION: "both"}
+    chat = client.post(
+        CHAT,
+        json={"messages": [{"role": "user", "content": "from chat"}]},
+        headers={**AUTH, **headers},
+    )
+    assert chat.status_code == 200
+    response = create(client, {"input": "from responses"}, headers)
+    assert response.headers[SESSION] == chat.headers[SESSION] == "agent:main:both"
+    record = client.application.extensions["chatcompat"].store.get_response(
+        response.get_json()["id"]
+    )
+    assert record.position == 4 and record.latest
+    after = client.post(
+        CHAT,
+        json={"messages": [{"role": "user", "content": "chat again"}]},
+        headers={**AUTH, **headers},
+    )
+    assert after.status_code == 200
+    assert not client.application.extensions["chatcompat"].store.get_response(record.id).latest
+
+
+def test_store_false_keeps_nothing(client):
+    document = create(client, {"input": "secret", "store": False}).get_json()
+    check_error(
+        client.get(f"{RESPONSES}/{document['id']}", headers=AUTH), 404, "response_not_found"
+    )
+    check_error(
+        create(client, {"input": "x", "previous_response_id": document["id"]}),
+        404,
+        "previous_response_not_found",
+    )
+
+
+def test_delete_then_it_is_gone(client):
+    document = create(client, {"input": "hi"}).get_json()
+    deleted = client.delete(f"{RESPONSES}/{document['id']}", headers=AUTH)
+    assert deleted.get_json() == {"id": document["id"], "object": "response", "deleted": True}
+    check_error(
+        client.get(f"{RESPONSES}/{document['id']}", headers=AUTH), 404, "response_not_found"
+    )
+    check_error(client.delete(f"{RESPONSES}/{document['id']}", headers=AUTH), 404)
+    check_error(client.open(f"{RESPONSES}/{document['id']}", method="PUT", headers=AUTH), 405)
+
+
+def test_input_items_pages(client):
+    items = [{"role": "user", "content": f"m{n}"} for n in range(3)]
+    document = create(client, {"input": items}).get_json()
+    url = f"{RESPONSES}/{document['id']}/input_items"
+    page = client.get(url + "?limit=2&order=asc", headers=AUTH).get_json()
+    assert [item["content"][0]["text"] for item in page["data"]] == ["m0", "m1"]
+    assert page["has_more"] is True and page["object"] == "list"
+    rest = client.get(f"{url}?order=asc&after={page['last_id']}", headers=AUTH).get_json()
+    assert [item["content"][0]["text"] for item in rest["data"]] == ["m2"]
+    check_error(client.get(url + "?limit=0", headers=AUTH), 400)
+
+
+def test_an_idempotent_repeat_replays_the_stored_response(client):
+    headers = {"Idempotency-Key": "k1"}
+    first = create(client, {"input": "hi"}, headers)
+    repeat = create(client, {"input": "hi"}, headers)
+    assert repeat.headers.get("Idempotent-Replayed") == "true"
+    assert repeat.get_json() == first.get_json()
+    chat_repeat = client.post(
+        CHAT, json={"messages": [{"role": "user", "content": "hi"}]}, headers={**AUTH, **headers}
+    )
+    check_error(chat_repeat, 422, "idempotency_key_reused")
