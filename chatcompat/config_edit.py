@@ -181,7 +181,7 @@ def append_to_list(text: str, path: tuple[str, ...], entry: dict[str, t.Any]) ->
 
     edits = _append(text, node, children, member(depth, indent), indent)
     edited = text
-    for at, insert in sorted(edits, reverse=True):
+    for at, insert in reversed(edits):  # in document order: the last one first
         edited = edited[:at] + insert + edited[at:]
     expected = json5.loads(text)
     target = expected
@@ -211,9 +211,10 @@ def _child_indent(text: str, node: _Node, children: list[_Node]) -> str:
 def _append(
     text: str, node: _Node, children: list[_Node], new: str, indent: str
 ) -> list[tuple[int, str]]:
-    """Insertions that make ``new`` the container's last element: on a line of its own
-    after the last element's line (a trailing comment stays with its element), or
-    inline after it when the elements share lines with something else."""
+    """Insertions, in document order, that make ``new`` the container's last element:
+    on a line of its own after the last element's line (a trailing comment stays with
+    its element), or inline after it when the elements share lines with something
+    else."""
     close = node.end - 1
     if not children:
         outer = _indent_at(text, node.start)

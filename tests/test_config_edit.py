@@ -22,6 +22,9 @@ ENTRY = {"id": "app1", "tokenSha256": "ab" * 32, "agents": ["main"]}
         "{ gateway: { auth: { keys: [] } } }",
         "{ agents: {list: []} } // no gateway",
         "{}",
+        '{\n  "gateway": {\n    "auth": {\n      "token": "x"\n    }\n  }\n}\n',
+        '{\n  "gateway": {\n    "auth": {\n      "keys": [\n'
+        '        {"id": "a", "token": "t"}\n      ]\n    }\n  }\n}',
         "{\n  agents: {list: []}, // a\n}",
         "{ gateway: { port: 1, /* x */ }, }",
         '{ "gateway": { "auth": { "token": "a // not a comment", "keys": [] } } }',

@@ -166,6 +166,7 @@ def two_apps(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[t.Any]:
                 ]
             },
             "sessions": {"store": redis.url},
+            "gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}},
         },
     )
     path = directory / "chatcompat.json5"
@@ -296,3 +297,32 @@ def _swallow(call: t.Callable[..., t.Any], *args: t.Any) -> None:
         call(*args)
     except (OSError, http.client.HTTPException):
         pass  # the worker was killed under it
+
+
+def test_two_keys_cannot_reach_each_others_responses_on_any_host(two_apps: t.Any) -> None:
+    hosts, web, bot = two_apps
+    status, _, created = request(hosts[0].port, "POST", "/v1/responses", web, {"input": "plan"})
+    assert status == 200
+    response_id = created["id"]
+    for host in hosts:
+        path = f"/v1/responses/{response_id}"
+        assert request(host.port, "GET", path, web)[0] == 200
+        assert request(host.port, "GET", path, bot)[0] == 404
+        assert request(host.port, "GET", path + "/input_items", bot)[0] == 404
+        assert request(host.port, "DELETE", path, bot)[0] == 404
+        status, _, body = request(
+            host.port,
+            "POST",
+            "/v1/responses",
+            bot,
+            {"model": "openclaw/beta", "input": "go on", "previous_response_id": response_id},
+        )
+        assert status == 404 and body["error"]["code"] == "previous_response_not_found"
+    status, headers, _ = request(
+        hosts[1].port,
+        "POST",
+        "/v1/responses",
+        web,
+        {"input": "more", "previous_response_id": response_id},
+    )
+    assert status == 200 and headers["x-openclaw-session-key"].startswith("agent:main:key:web:")
