@@ -27,6 +27,7 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     import os
 
     from . import api
+    from . import cors
     from . import errors
     from . import ops
     from . import redaction
@@ -64,6 +65,8 @@ def create_app(settings: Settings | t.Mapping[str, t.Any] | None = None) -> Flas
     # the security headers, on every response the app writes (errors included).
     security_headers.init_app(app)
     requestlog.init_app(app)
+    # After the request log's: a preflight it answers is logged like any request.
+    cors.init_app(app)
 
     return app
 

@@ -16,6 +16,7 @@ from . import access
 from . import auth
 from . import errors
 from . import idempotency
+from . import images
 from . import metrics
 from . import request_body
 from . import requestlog
@@ -78,19 +79,35 @@ def chat_completions() -> Response:
         agent_config.id,
         agent_config.backend,
     )
+    # 6b. The agent's image policy: every image part that reaches it (400 naming the part).
+    new_images = images.check_images(
+        body["messages"], agent_config.images, with_bytes=agent.needs_image_bytes
+    )
+    # The upstream model for this run (x-openclaw-model), if the agent lists it. An
+    # API key's model_override scope is checked before this (403, SPEC 16.1).
+    model_header = request.headers.get(routing.MODEL_HEADER)
+    if model_header is not None and model_header.strip():
+        principal.require_scope("model_override")
+    model_override = routing.model_override(agent_config, model_header)
     # 7. The session key.
     key, sticky = routing.key_session_key(
         principal.key_id,
         agent_config.id,
         request.headers.get("x-openclaw-session-key"),
         body.get("user"),
+        user_keys=settings.session_user_keys,
     )
     record = requestlog.current()
     record.routed(agent_config.id, key, stream=body.get("stream") is True)
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     # 8. Idempotency-Key: a repeat of a finished request gets its stored reply.
     keyed = idempotency.for_request(
-        principal.id, idempotency_key, agent_config.id, key if sticky else None, body
+        principal.id,
+        idempotency_key,
+        agent_config.id,
+        key if sticky else None,
+        body,
+        model_override=model_override,
     )
     run = Run(
         settings=settings,
@@ -103,6 +120,7 @@ def chat_completions() -> Response:
         client_socket=request.environ.get("gunicorn.socket"),
         record=record,
         idempotency=keyed,
+        model_override=model_override,
         principal=principal,
     )
     stored = run.claim()
@@ -112,7 +130,10 @@ def chat_completions() -> Response:
         assert stored.reply is not None
         return chat_protocol.replay_response(stored.reply, record.stream, include_usage)
     # 9. The session lock, and the agent started.
-    run.start(conversation, validation.forwarded_params(body))
+    params = validation.forwarded_params(body)
+    if not settings.session_user_keys and agent.takes_user and body.get("user") is not None:
+        params["user"] = body["user"]  # it selected no session: the agent's to use
+    run.start(conversation, params, new_images=new_images)
     # 10. The reply: JSON, or SSE.
     if not record.stream:
         return json_response(chat_protocol.complete(run))
@@ -151,13 +172,13 @@ def get_model(model_id: str) -> Response:
     _require_models_enabled(gateway.settings)
     require_method("GET")
     principal = _authorize("models")
-    settings = gateway.settings
     agent_id = routing.agent_id_from_model(model_id)
     if agent_id == "default":
-        agent_id = settings.default_agent_id
-    if agent_id is None or settings.agent(agent_id) is None or not principal.allows_agent(agent_id):
+        agent_id = gateway.settings.default_agent_id
+    agent = gateway.settings.agent(agent_id) if agent_id is not None else None
+    if agent is None or not principal.allows_agent(agent.id):
         raise errors.ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
-    return json_response(model_entry(model_id))
+    return json_response(model_entry(model_id, agent.models))
 
 
 def _authorize(scope: str) -> auth.Principal:

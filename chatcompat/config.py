@@ -32,6 +32,8 @@ from .settings import SECRET_KEY
 from .settings import UNSENDABLE
 from .settings import AgentConfig
 from .settings import ApiKey
+from .settings import Cors
+from .settings import ImagePolicy
 from .settings import KeyLimits
 from .settings import RateLimit
 from .settings import Settings
@@ -204,6 +206,7 @@ def settings_from_document(
         if value is not None and name not in fields:  # CHATCOMPAT_BIND beats gateway.port
             fields[name] = convert(value)
     fields["rate_limit"] = _rate_limit(_lookup(doc, ("gateway", "auth", "rateLimit")))
+    fields.update(_browser_and_sessions(doc))
     return Settings(**fields)
 
 
@@ -384,6 +387,21 @@ def _rate_limit(value: t.Any) -> RateLimit | None:
     )
 
 
+def _browser_and_sessions(doc: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """``gateway.http.cors`` and ``sessions.userKeys`` (the document is valid)."""
+    fields: dict[str, t.Any] = {}
+    cors = _lookup(doc, ("gateway", "http", "cors"))
+    if isinstance(cors, dict):
+        fields["cors"] = Cors(
+            allow_origins=tuple(origin.lower() for origin in cors["allowOrigins"]),
+            max_age_seconds=int(cors.get("maxAgeSeconds", Cors.max_age_seconds)),
+        )
+    user_keys = _lookup(doc, ("sessions", "userKeys"))
+    if isinstance(user_keys, bool):
+        fields["session_user_keys"] = user_keys
+    return fields
+
+
 def _trusted_proxies(doc: t.Mapping[str, t.Any], problems: list[_Problem]) -> tuple[str, ...]:
     proxies = _lookup(doc, ("gateway", "trustedProxies"))
     normalized: list[str] = []
@@ -417,6 +435,7 @@ def _agents(
         if not isinstance(entry, dict):
             continue
         merged = {**defaults, **entry}
+        merged.update(_merged_images(defaults, entry))
         agent = _agent(at, merged, environ, problems)
         if agent is None:
             continue
@@ -448,11 +467,14 @@ def _agent(
     # The schema is the one list of generic keys; every other key is a backend option.
     generic = _document_validator().schema["$defs"]["agentKeys"]["properties"]
     options = {key: value for key, value in merged.items() if key not in generic}
+    if isinstance(merged.get("models"), dict):
+        options["models"] = merged["models"]  # pi's models.json object, not the list
     backend = merged.get("backend")
     if backend is None:
         problems.append((at, "'backend' is a required property (here or in agents.defaults)"))
     elif isinstance(backend, str):
         problems.extend(_options_problems(at, backend, options, generic, environ))
+        problems.extend(_model_choice_problems(at, backend, options, merged.get("models")))
     kwargs: dict[str, t.Any] = {}
     if isinstance(merged.get("timeoutSeconds"), (int, float)):
         kwargs["timeout_seconds"] = float(merged["timeoutSeconds"])
@@ -460,10 +482,56 @@ def _agent(
         kwargs["history_limit"] = int(merged["historyLimit"])
     if isinstance(merged.get("systemPrompt"), str):
         kwargs["system_prompt"] = merged["systemPrompt"]
+    if isinstance(merged.get("images"), dict):
+        kwargs["images"] = _image_policy(merged["images"])
     kwargs.update(_agent_reasoning(merged))
+    if isinstance(merged.get("models"), list):
+        kwargs["models"] = tuple(model for model in merged["models"] if isinstance(model, str))
     backend = backend if isinstance(backend, str) else ""
     default = merged.get("default") is True
     return AgentConfig(id=agent_id, backend=backend, options=options, default=default, **kwargs)
+
+
+def _merged_images(
+    defaults: t.Mapping[str, t.Any], entry: t.Mapping[str, t.Any]
+) -> dict[str, t.Any]:
+    """``images`` of ``agents.defaults`` and of an entry, merged key by key (the entry's
+    keys win), so an entry can change one limit and keep the shared rest."""
+    shared, own = defaults.get("images"), entry.get("images")
+    if isinstance(shared, dict) and isinstance(own, dict):
+        return {"images": {**shared, **own}}
+    return {}
+
+
+def _image_policy(images: t.Mapping[str, t.Any]) -> ImagePolicy:
+    """The ``images`` object as a policy. A value of the wrong type (the schema reported
+    it, so these settings are never used) falls back to its default."""
+    default = ImagePolicy()
+
+    def number(key: str, fallback: float) -> float:
+        value = images.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        return fallback
+
+    def strings(key: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
+        value = images.get(key)
+        if not isinstance(value, list) or not value:
+            return fallback
+        return tuple(item for item in value if isinstance(item, str))
+
+    history = images.get("history")
+    return ImagePolicy(
+        allow_url=images.get("allowUrl") is True,
+        url_allowlist=tuple(host.lower() for host in strings("urlAllowlist", ())),
+        allowed_mimes=strings("allowedMimes", default.allowed_mimes),
+        max_bytes=int(number("maxBytes", default.max_bytes)),
+        max_parts=int(number("maxParts", default.max_parts)),
+        max_total_bytes=int(number("maxTotalBytes", default.max_total_bytes)),
+        history=history if isinstance(history, str) else default.history,
+        max_redirects=int(number("maxRedirects", default.max_redirects)),
+        timeout_seconds=number("timeoutMs", default.timeout_seconds * 1000) / 1000,
+    )
 
 
 def _agent_reasoning(merged: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
@@ -495,7 +563,28 @@ def _options_problems(
     except SchemaError as exc:  # a plugin's bug; still one readable line, not a traceback
         return [((*at, "backend"), f"{backend!r} has a broken options schema: {exc.message}")]
     found = [((*at, *path), message) for path, message in cls.check_options(options, environ)]
+    own = cls.options_schema.get("properties", {})
+    if isinstance(options.get("models"), dict) and "models" not in own:
+        # Only pi has an object "models" (its models.json); a list is the generic key.
+        found.append(((*at, "models"), "must be a list of model names for this backend"))
     return found + _schema_problems(validator, options, at, also_known=generic)
+
+
+def _model_choice_problems(
+    at: _Path, backend: str, options: dict[str, t.Any], models: t.Any
+) -> list[_Problem]:
+    """What keeps the backend from running the models an agent lists for
+    ``x-openclaw-model`` (:meth:`~chatcompat.agents.base.Agent.check_model_choice`)."""
+    if not isinstance(models, list) or not models:
+        return []
+    from .agents import UnknownBackend
+    from .agents import backend_class
+
+    try:
+        message = backend_class(backend).check_model_choice(options)
+    except UnknownBackend:
+        return []  # reported with the options
+    return [] if message is None else [((*at, "models"), message)]
 
 
 def _store_url(

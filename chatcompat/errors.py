@@ -20,7 +20,10 @@ Tree::
     │   ├── UnsupportedParameter      400 unsupported_parameter (the gateway or the
     │   │                             routed agent's backend does not take the field)
     │   ├── UnsupportedValue          400 unsupported_value (modalities audio...)
+    │   ├── InvalidImage              400 invalid_image (refused by the agent's image policy)
     │   ├── InvalidSessionKey         400 invalid_session_key
+    │   │   └── ReservedSessionKey    400 reserved_session_key (subagent:, cron:, acp:)
+    │   ├── ModelNotAllowed           400 model_not_allowed (x-openclaw-model)
     │   └── InvalidIdempotencyKey     400 invalid_idempotency_key
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
     ├── PermissionDenied              403 permission_error / permission_denied (a key's scope)
@@ -161,8 +164,27 @@ class UnsupportedValue(InvalidRequest):
     code = "unsupported_value"
 
 
+class InvalidImage(InvalidRequest):
+    """An ``image_url`` part the routed agent's image policy refuses (``param`` names it)."""
+
+    code = "invalid_image"
+
+
 class InvalidSessionKey(InvalidRequest):
     code = "invalid_session_key"
+
+
+class ReservedSessionKey(InvalidSessionKey):
+    """A session key in one of OpenClaw's internal namespaces (its runs of sub-agents,
+    cron jobs, ACP clients): an HTTP client must not write into those sessions."""
+
+    code = "reserved_session_key"
+
+
+class ModelNotAllowed(InvalidRequest):
+    """``x-openclaw-model`` names a model the agent does not list in ``models``."""
+
+    code = "model_not_allowed"
 
 
 class InvalidIdempotencyKey(InvalidRequest):

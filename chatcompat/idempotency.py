@@ -76,6 +76,7 @@ def for_request(
     session_key: str | None,
     body: dict[str, t.Any],
     endpoint: str = "chat.completions",
+    model_override: str | None = None,
 ) -> Idempotency | None:
     """Name the request, or None when it sent no key.
 
@@ -85,13 +86,16 @@ def for_request(
         whose fresh key differs on every try).
     :param body: the validated request body.
     :param endpoint: the API it came to: a reply is replayed only in its own shape.
+    :param model_override: the ``x-openclaw-model`` it runs on: another model is
+        another request.
     """
     if key is None:
         return None
     request = {name: value for name, value in body.items() if name not in _DELIVERY_FIELDS}
-    return Idempotency(
-        _digest([principal, key]), _digest([endpoint, agent_id, session_key, request])
-    )
+    what: list[t.Any] = [endpoint, agent_id, session_key, request]
+    if model_override is not None:  # appended: fingerprints without one stay as they were
+        what.append(model_override)
+    return Idempotency(_digest([principal, key]), _digest(what))
 
 
 def _digest(value: t.Any) -> str:

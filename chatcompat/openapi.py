@@ -207,6 +207,7 @@ def openapi_document() -> dict[str, t.Any]:
                             "x-openclaw-agent-id",
                             "x-openclaw-agent",
                             "x-openclaw-session-key",
+                            "x-openclaw-model",
                             "x-request-id",
                             "Idempotency-Key",
                         )

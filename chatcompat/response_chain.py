@@ -38,12 +38,15 @@ def choose_session(
     user: str | None,
     principal: str,
     key_id: str | None = None,
+    *,
+    user_keys: bool = True,
 ) -> Chosen:
     """The session a Responses request runs on.
 
     :param principal: the id of the request's principal (who may continue what).
     :param key_id: the named key's id, whose namespace the session keys are in
         (:func:`chatcompat.routing.key_session_key`); None for the operator.
+    :param user_keys: whether ``user`` may select a session (``sessions.userKeys``).
 
     :raise errors.PreviousResponseNotFound: the id is unknown, expired, deleted, or
         (another credential's) not this principal's to continue.
@@ -54,7 +57,9 @@ def choose_session(
     :raise errors.StoreUnavailable: the store cannot say.
     """
     if previous_response_id is None:
-        key, sticky = routing.key_session_key(key_id, agent_id, header_key, user)
+        key, sticky = routing.key_session_key(
+            key_id, agent_id, header_key, user, user_keys=user_keys
+        )
         return Chosen(key, sticky, None)
     record = find_response(store, previous_response_id, principal, param=PARAM)
     if record.agent_id != agent_id:

@@ -14,6 +14,7 @@ from flask import request
 from . import access
 from . import errors
 from . import idempotency
+from . import images
 from . import metrics
 from . import request_body
 from . import requestlog
@@ -73,6 +74,19 @@ def create_response() -> Response:
         agent_config.id,
         agent_config.backend,
     )
+    # 6b. The agent's image policy: every image part that reaches it (400 naming the part).
+    new_images = images.check_images(
+        parsed.messages,
+        agent_config.images,
+        param_for=lambda message, part: parsed.image_params[message, part],
+        with_bytes=agent.needs_image_bytes,
+    )
+    # The upstream model for this run (x-openclaw-model), if the agent lists it. An
+    # API key's model_override scope is checked before this (403, SPEC 16.1).
+    model_header = request.headers.get(routing.MODEL_HEADER)
+    if model_header is not None and model_header.strip():
+        principal.require_scope("model_override")
+    model_override = routing.model_override(agent_config, model_header)
     # 7. The session: header, previous_response_id, user, else a fresh one.
     chosen = response_chain.choose_session(
         gateway.store,
@@ -82,6 +96,7 @@ def create_response() -> Response:
         parsed.user,
         principal.id,
         principal.key_id,
+        user_keys=settings.session_user_keys,
     )
     record = requestlog.current()
     record.routed(agent_config.id, chosen.key, stream=parsed.stream, endpoint=ENDPOINT)
@@ -91,7 +106,13 @@ def create_response() -> Response:
     if chosen.continuation is not None and chosen.continuation.fork:
         named_session = chosen.continuation.response_id
     keyed = idempotency.for_request(
-        principal.id, idempotency_key, agent_config.id, named_session, body, endpoint=ENDPOINT
+        principal.id,
+        idempotency_key,
+        agent_config.id,
+        named_session,
+        body,
+        endpoint=ENDPOINT,
+        model_override=model_override,
     )
     run = Run(
         settings=settings,
@@ -106,6 +127,7 @@ def create_response() -> Response:
         idempotency=keyed if parsed.store else None,
         owner=principal.id,
         store_turn=parsed.store,
+        model_override=model_override,
         principal=principal,
     )
     stored = run.claim()
@@ -114,7 +136,10 @@ def create_response() -> Response:
         record.replayed(stored.session_key)
         return responses_protocol.replay_response(stored.reply, parsed.stream)
     # 9. The session lock, and the agent started.
-    run.start(parsed.conversation, parsed.params, chosen.continuation)
+    params = parsed.params
+    if not settings.session_user_keys and agent.takes_user and parsed.user is not None:
+        params = {**params, "user": parsed.user}  # it selected no session: the agent's
+    run.start(parsed.conversation, params, chosen.continuation, new_images=new_images)
     # 10. The reply: a Response object, or its events.
     if not parsed.stream:
         return json_response(responses_protocol.complete(run, parsed))

@@ -133,6 +133,9 @@ class ResponsesRequest:
     messages: list[Message]  # the input as chat messages (system/developer included)
     conversation: Conversation  # what Run.start takes (instructions first in system_text)
     input_items: list[dict[str, t.Any]]  # the input items, each with its id (input_items)
+    # (index in messages, index in its content) of each image part -> its param in the
+    # input ("input[2].content[1].image_url"), for the agent's image policy.
+    image_params: dict[tuple[int, int], str]
     chat_fields: dict[str, t.Any]  # the request in chat's names, for check_backend_fields
     params: dict[str, t.Any]  # what the agent receives (AgentRequest.params)
     echo: dict[str, t.Any]  # the request fields the Response object repeats
@@ -185,7 +188,8 @@ def parse(body: t.Any) -> ResponsesRequest:
             raise validation.schema_error(error)
     _check_fields(body)
     tools, echo_tools = _tools(body.get("tools"))
-    messages, items = _input(body["input"])
+    image_params: dict[tuple[int, int], str] = {}
+    messages, items = _input(body["input"], image_params)
     instructions = body.get("instructions")
     try:
         conversation = split_request(messages)
@@ -210,6 +214,7 @@ def parse(body: t.Any) -> ResponsesRequest:
         messages=messages,
         conversation=conversation,
         input_items=items,
+        image_params=image_params,
         chat_fields=chat_fields,
         params=validation.forwarded_params(chat_fields),
         echo=_echo(body, echo_tools),
@@ -447,9 +452,10 @@ def new_id(prefix: str) -> str:
 
 
 def _input(
-    value: str | list[dict[str, t.Any]],
+    value: str | list[dict[str, t.Any]], image_params: dict[tuple[int, int], str]
 ) -> tuple[list[Message], list[dict[str, t.Any]]]:
-    """The input as chat messages, and as the listed input items (with ids)."""
+    """The input as chat messages, and as the listed input items (with ids); fills
+    ``image_params`` with the input path of each image part of the messages."""
     if isinstance(value, str):
         item = {"type": "message", "role": "user", "content": value}
         return [{"role": "user", "content": value}], [_listed_message(item)]
@@ -464,8 +470,11 @@ def _input(
         where = f"input[{index}]"
         kind = item.get("type", "message")
         if kind == "message":
-            message = _message(item, where)
+            part_params: dict[int, str] = {}
+            message = _message(item, where, part_params)
             if message is not None:
+                for part_index, param in part_params.items():
+                    image_params[len(messages), part_index] = param
                 messages.append(message)
             items.append(_listed_message(item))
         elif kind == "function_call":
@@ -509,7 +518,9 @@ def _input(
     return messages, items
 
 
-def _message(item: dict[str, t.Any], where: str) -> Message | None:
+def _message(
+    item: dict[str, t.Any], where: str, image_params: dict[int, str]
+) -> Message | None:
     role = item.get("role")
     if role not in _ROLES:
         raise InvalidRequest(
@@ -542,6 +553,8 @@ def _message(item: dict[str, t.Any], where: str) -> Message | None:
         elif kind == "refusal":
             _string(part, "refusal", at)  # the stored turn keeps text only, as chat's does
         elif kind == "input_image":
+            field = "image_url" if part.get("image_url") is not None else "source"
+            image_params[len(parts)] = f"{at}.{field}"
             parts.append(_image(part, at))
         else:
             parts.append({"type": "text", "text": _file(part, at)})

@@ -8,7 +8,9 @@ import typing as t
 import uuid
 
 from .errors import InvalidSessionKey
+from .errors import ModelNotAllowed
 from .errors import ModelNotFound
+from .errors import ReservedSessionKey
 from .errors import SessionNotFound
 
 if t.TYPE_CHECKING:
@@ -24,6 +26,10 @@ _PRINTABLE_ASCII = re.compile(rf"[\x20-\x7e]{{1,{MAX_SESSION_KEY_CHARS}}}")
 # What an encoded user key carries as is: printable ASCII, except "%" (the escape).
 _UNSAFE_IN_KEY = re.compile(r"[^\x20-\x24\x26-\x7e]")
 HEADER = "x-openclaw-session-key"
+MODEL_HEADER = "x-openclaw-model"
+# OpenClaw's internal session namespaces, right after "agent:<id>:" (or at the start
+# of a bare key, which lands there): its sub-agent, cron and ACP runs.
+RESERVED_NAMESPACES = ("subagent:", "cron:", "acp:")
 ACCEPTED_FORMS = (
     "'openclaw', 'openclaw/default', 'openclaw/<agentId>', 'openclaw:<agentId>', "
     "'agent:<agentId>' or '<agentId>'"
@@ -89,13 +95,18 @@ def _default_agent(settings: Settings) -> AgentConfig:
     return agent
 
 
-def session_key(agent_id: str, header_key: str | None, user: str | None) -> tuple[str, bool]:
+def session_key(
+    agent_id: str, header_key: str | None, user: str | None, *, user_keys: bool = True
+) -> tuple[str, bool]:
     """Return ``(key, sticky)`` for this request.
 
     Header first (a bare key is scoped to the agent; a key scoped to another agent
-    is refused), then ``user``, else a fresh stateless key.
+    is refused), then ``user`` (unless ``user_keys`` is false: ``sessions.userKeys``),
+    else a fresh stateless key.
 
     :raise InvalidSessionKey: for a malformed header or one scoped to another agent.
+    :raise ReservedSessionKey: for a header key in one of OpenClaw's internal
+        namespaces (:data:`RESERVED_NAMESPACES`).
     """
     if header_key is not None and header_key.strip():
         key = header_key.strip()
@@ -118,9 +129,11 @@ def session_key(agent_id: str, header_key: str | None, user: str | None) -> tupl
                     f"but this request runs on agent {agent_id!r}.",
                     param=HEADER,
                 )
+            _refuse_reserved(rest)
             return f"agent:{agent_id}:{rest}", True
+        _refuse_reserved(key)
         return f"agent:{agent_id}:{key}", True
-    if user is not None and user.strip():
+    if user_keys and user is not None and user.strip():
         name = user.strip().lower()
         if _UNSAFE_IN_KEY.search(name.replace("%", "")):
             # Its own namespace: keys of printable-ASCII users (OpenClaw's form, "%"
@@ -133,6 +146,40 @@ def session_key(agent_id: str, header_key: str | None, user: str | None) -> tupl
 def fresh_session_key(agent_id: str) -> str:
     """A new key nobody knows yet: a stateless request's, or a forked conversation's."""
     return f"agent:{agent_id}:openai:{uuid.uuid4()}"
+
+
+def _refuse_reserved(rest: str) -> None:
+    """:raise ReservedSessionKey: ``rest`` (the key after ``agent:<id>:``) is in one of
+    OpenClaw's internal namespaces, as OpenClaw refuses it."""
+    if rest.lower().startswith(RESERVED_NAMESPACES):
+        raise ReservedSessionKey(
+            "x-openclaw-session-key cannot use the reserved internal session namespaces "
+            "(subagent:, cron:, acp:).",
+            param=HEADER,
+        )
+
+
+def model_override(agent: AgentConfig, header_value: str | None) -> str | None:
+    """The upstream model this run uses instead of the agent's own (``x-openclaw-model``),
+    or None when the header is absent or blank.
+
+    Called after authentication: whether the caller may override at all (the
+    ``model_override`` scope of an API key) is checked before this.
+
+    :raise ModelNotAllowed: the agent does not list the model in its ``models``.
+    """
+    if header_value is None or not header_value.strip():
+        return None
+    model = header_value.strip()
+    if model in agent.models:
+        return model
+    shown = model if len(model) <= 64 else model[:61] + "..."
+    if not agent.models:
+        message = f"Agent {agent.id!r} does not allow choosing its model (no 'models' configured)."
+    else:
+        allowed = ", ".join(repr(name) for name in agent.models)
+        message = f"Model {shown!r} is not allowed for agent {agent.id!r}. Allowed: {allowed}."
+    raise ModelNotAllowed(message, param=MODEL_HEADER)
 
 
 def header_safe(text: str) -> str:
@@ -149,7 +196,12 @@ def header_safe(text: str) -> str:
 
 
 def key_session_key(
-    key_id: str | None, agent_id: str, header_key: str | None, user: str | None
+    key_id: str | None,
+    agent_id: str,
+    header_key: str | None,
+    user: str | None,
+    *,
+    user_keys: bool = True,
 ) -> tuple[str, bool]:
     """:func:`session_key` for a request of the named key ``key_id`` (None: the
     operator, whose keys are unchanged).
@@ -162,10 +214,11 @@ def key_session_key(
     fresh one.
 
     :raise InvalidSessionKey: as :func:`session_key` (malformed, another agent's).
+    :raise ReservedSessionKey: as :func:`session_key`.
     :raise SessionNotFound: a full key that is not this key's.
     """
     if key_id is None:
-        return session_key(agent_id, header_key, user)
+        return session_key(agent_id, header_key, user, user_keys=user_keys)
     agent_prefix = f"agent:{agent_id}:"
     prefix = f"{agent_prefix}key:{key_id}:"
     if header_key is not None and header_key.strip().lower().startswith("agent:"):
@@ -177,7 +230,7 @@ def key_session_key(
                 param=HEADER,
             )
         return key, sticky
-    key, sticky = session_key(agent_id, header_key, user)
+    key, sticky = session_key(agent_id, header_key, user, user_keys=user_keys)
     return prefix + key[len(agent_prefix) :], sticky
 
 

@@ -36,10 +36,12 @@ import uuid
 
 from . import errors
 from . import history
+from . import images
 from .agents.base import AgentRequest
 from .agents.base import Cancellation
 from .agents.base import Event
 from .agents.base import Finish
+from .agents.base import InputImage
 from .agents.base import Started
 from .background import call_later
 from .background import spawn
@@ -116,6 +118,8 @@ class Run:
     :meth:`finish`, and :meth:`close` in every case.
 
     :param model: the model the client asked for, as replies name it.
+    :param model_override: the upstream model the agent runs this time
+        (``x-openclaw-model``, already allowed by routing); None: the agent's own.
     :param client_socket: the client's connection, looked at to notice it closed.
     :param owner: the principal the run is for; stored responses remember it.
     :param store_turn: False for a request that must leave nothing stored (the
@@ -137,6 +141,7 @@ class Run:
         idempotency: Idempotency | None = None,
         owner: str = "operator",
         store_turn: bool = True,
+        model_override: str | None = None,
         principal: Principal | None = None,
     ) -> None:
         self.settings = settings
@@ -150,6 +155,7 @@ class Run:
         self.idempotency = idempotency
         self.owner = owner
         self.store_turn = store_turn
+        self.model_override = model_override
         self._socket = client_socket
         self.principal = principal
         runs = None if principal is None else principal.limits.concurrent_runs
@@ -189,12 +195,16 @@ class Run:
         conversation: history.Conversation,
         params: dict[str, t.Any],
         continuation: Continuation | None = None,
+        new_images: t.Sequence[InputImage] = (),
     ) -> None:
         """Lock the session, build the input, start the agent and wait until it has
         accepted the run. Errors up to here are plain HTTP errors.
 
         :param continuation: where the request's ``previous_response_id`` points.
-        :raise errors.APIError: 404/409/5xx before anything was sent.
+        :param new_images: the new turn's images as :func:`chatcompat.images.check_images`
+            accepted them (a backend that needs bytes gets them).
+        :raise errors.APIError: 404/409/5xx before anything was sent (a 400 from a
+            backend that refused what an image URL brought).
         """
         system_text, earlier, new_turn = conversation
         self._rules = ReplyRules(
@@ -231,9 +241,13 @@ class Run:
             # A new session keeps what the agent saw as its first turn, so the next
             # request (which sends only the key) continues the same conversation.
             self._turn_to_store = (past if stored is None else []) + new_turn
+            # Earlier turns' images: a short marker unless images.history is "keep";
+            # always for a backend that takes images as bytes (its history is text).
+            needs_bytes = self.agent.needs_image_bytes
+            shown = images.mark_earlier_images(past, self.agent_config.images, always=needs_bytes)
             if fork_base is not None:
                 self._turn_to_store = fork_base + new_turn
-            sent = past + new_turn
+            sent = shown + new_turn
             if not self.agent.accepts_images:
                 sent = history.drop_images(sent, agent_id=self.agent_config.id)
             request = AgentRequest(
@@ -245,6 +259,8 @@ class Run:
                     self.agent_config.system_prompt, system_text
                 ),
                 params=params,
+                images=tuple(new_images) if needs_bytes else (),
+                model=self.model_override,
             )
             self._deadline = time.monotonic() + timeout
             spawn(self._produce, request)

@@ -73,6 +73,35 @@ class ApiKey:
     limits: KeyLimits = KeyLimits()
 
 
+# -- image policy (``images`` of an agent) ----------------------------------------------
+
+# OpenClaw's chat-completions defaults: the types its endpoint takes, 10 MiB per image,
+# 8 image parts and 20 MiB of images per request, 3 redirects and 10 s per fetch.
+DEFAULT_IMAGE_MIMES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/heic",
+                       "image/heif")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePolicy:
+    """What an agent takes of a request's ``image_url`` parts (``images`` of the agent).
+
+    ``url_allowlist`` holds lowercased host names; ``*.example.com`` matches the
+    subdomains of example.com, not example.com itself. Empty: any host (when
+    ``allow_url``).
+    """
+
+    allow_url: bool = False
+    url_allowlist: tuple[str, ...] = ()
+    allowed_mimes: tuple[str, ...] = DEFAULT_IMAGE_MIMES
+    max_bytes: int = 10 * 1024 * 1024
+    max_parts: int = 8
+    max_total_bytes: int = 20 * 1024 * 1024
+    # "marker": earlier turns' images reach the agent as a short text; "keep": as sent.
+    history: str = "marker"
+    max_redirects: int = 3
+    timeout_seconds: float = 10.0
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """One entry of ``agents.list`` with ``agents.defaults`` merged in.
@@ -89,8 +118,24 @@ class AgentConfig:
     timeout_seconds: float = 600.0
     history_limit: int | None = None
     default: bool = False
+    images: ImagePolicy = dataclasses.field(default_factory=ImagePolicy)
     # "relay" or "drop": whether the agent's reasoning reaches the client (never stored).
     reasoning: str = "relay"
+    # The upstream models a request may choose with ``x-openclaw-model``; empty: none.
+    models: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Cors:
+    """Browser access to ``/v1`` (``gateway.http.cors``); off when not configured."""
+
+    # Origins as browsers send them (``scheme://host[:port]``, lowercased); ``*``: any.
+    allow_origins: tuple[str, ...] = ()
+    max_age_seconds: int = 600
+
+    def allows(self, origin: str) -> bool:
+        """Whether a request with this ``Origin`` header may read the responses."""
+        return "*" in self.allow_origins or origin.lower() in self.allow_origins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +167,9 @@ class Settings:
     stateless_ttl_seconds: float = 3600.0
     # None: wait as long as the agent's own timeout.
     lock_timeout_seconds: float | None = None
+    # False: ``user`` is passed on to the agent but never selects a session.
+    session_user_keys: bool = True
+    cors: Cors | None = None
     # Named API keys besides the operator's secret (SPEC 16).
     api_keys: tuple[ApiKey, ...] = ()
 

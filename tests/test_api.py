@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from chatcompat.settings import AgentConfig
 from tests.conftest import AUTH
 from tests.conftest import TOKEN
 from tests.wire import check
@@ -725,3 +726,84 @@ def test_missing_user_message_is_checked_before_routing(client):
     response = post(client, body, headers={"x-openclaw-session-key": "agent:other:x"})
     assert response.status_code == 400
     assert check_error(response.get_json())["message"] == "Missing user message in messages."
+
+
+# -- x-openclaw-model and sessions.userKeys (issue 13) ------------------------------------
+
+
+@pytest.fixture
+def upstream_client(make_app, settings, fake):
+    """The app with one more agent, ``up``: the openai backend on the fake upstream,
+    whose own model is ``base-model`` and which may switch to two others."""
+    up = AgentConfig(
+        id="up",
+        backend="openai",
+        options={"baseUrl": fake.base_url, "model": "base-model"},
+        models=("small-model", "vendor/big-model"),
+    )
+    return make_app(agents=(*settings.agents, up)).test_client()
+
+
+def test_the_model_header_picks_the_upstream_model_of_this_run(upstream_client, fake):
+    body = {"model": "openclaw/up", "messages": [user("hi")]}
+    for header, sent in ((None, "base-model"), ("vendor/big-model", "vendor/big-model")):
+        headers = {"x-openclaw-model": header} if header else {}
+        for stream in (False, True):
+            response = post(upstream_client, {**body, "stream": stream}, headers)
+            assert response.status_code == 200, response.get_data()
+            assert fake.chat_requests()[-1].body["model"] == sent
+            if not stream:  # the reply still names the model the client asked for
+                assert response.get_json()["model"] == "openclaw/up"
+
+
+def test_an_unlisted_model_is_400_before_anything_runs(upstream_client, fake):
+    for agent, header in (("up", "gpt-5"), ("main", "small-model")):  # main lists none
+        response = post(
+            upstream_client,
+            {"model": f"openclaw/{agent}", "messages": [user("hi")]},
+            {"x-openclaw-model": header},
+        )
+        assert response.status_code == 400
+        error = check_error(response.get_json(), code="model_not_allowed")
+        assert error["param"] == "x-openclaw-model"
+    assert fake.chat_requests() == []
+
+
+def test_the_model_header_is_checked_after_authentication(upstream_client):
+    response = upstream_client.post(
+        CHAT,
+        json={"model": "openclaw/up", "messages": [user("hi")]},
+        headers={"x-openclaw-model": "gpt-5"},
+    )
+    assert response.status_code == 401
+
+
+def test_a_reserved_session_key_is_400(client):
+    response = post(client, headers={"x-openclaw-session-key": "agent:main:subagent:spoofed"})
+    assert response.status_code == 400
+    error = check_error(response.get_json(), code="reserved_session_key")
+    assert error["param"] == "x-openclaw-session-key"
+
+
+def test_without_user_keys_user_is_passed_on_and_selects_no_session(make_app, settings, fake):
+    up = AgentConfig(id="up", backend="openai", options={"baseUrl": fake.base_url, "model": "m"})
+    agents = (*settings.agents, up)
+    keyed = make_app(agents=agents).test_client()
+    unkeyed = make_app(agents=agents, session_user_keys=False).test_client()
+    body = {"model": "openclaw/up", "user": "alice", "messages": [user("hi")]}
+    first = post(keyed, body).headers["x-openclaw-session-key"]
+    assert first == "agent:up:openai-user:alice"
+    assert "user" not in fake.chat_requests()[-1].body  # the gateway's: it chose the session
+    keys = {post(unkeyed, body).headers["x-openclaw-session-key"] for _ in range(2)}
+    assert len(keys) == 2 and all(key.startswith("agent:up:openai:") for key in keys)
+    assert fake.chat_requests()[-1].body["user"] == "alice"
+
+
+def test_a_models_detail_lists_the_models_the_header_may_choose(upstream_client):
+    detail = upstream_client.get("/v1/models/openclaw%2Fup", headers=AUTH)
+    check("Model", detail.get_json())
+    assert detail.get_json()["models"] == ["small-model", "vendor/big-model"]
+    for plain in ("openclaw/main", "openclaw", "openclaw/default"):
+        body = upstream_client.get(f"/v1/models/{plain}", headers=AUTH).get_json()
+        check("Model", body)
+        assert "models" not in body and body["id"] == plain

@@ -10,6 +10,7 @@ import typing as t
 
 import pytest
 
+from chatcompat.settings import AgentConfig
 from chatcompat.settings import ApiKey
 from chatcompat.settings import KeyLimits
 from tests.conftest import AUTH
@@ -258,3 +259,30 @@ def test_a_failed_run_frees_its_slot(client: t.Any, text: str, stream: bool, sta
     response.get_data()
     response.close()
     assert store.acquire_slot("limited", "check", 1, 30.0), "the run's slot was given back"
+
+
+def test_x_openclaw_model_needs_the_model_override_scope(make_app: t.Callable[..., t.Any]) -> None:
+    keys = (
+        ApiKey("plain", digest("plain-token-0123")),
+        ApiKey("chooser", digest("chooser-token-01"), scopes=frozenset({"chat", "model_override"})),
+    )
+    agents = (AgentConfig(id="main", backend="echo", default=True, models=("m1",)),)
+    client = make_app(api_keys=keys, agents=agents, default_agent_id="main").test_client()
+    refused = chat(client, "plain-token-0123", x_openclaw_model="m1")
+    assert refused.status_code == 403
+    assert (
+        "'model_override'" in check_error(refused.get_json(), code="permission_denied")["message"]
+    )
+    assert chat(client, "plain-token-0123", x_openclaw_model="  ").status_code == 200  # blank: none
+    assert chat(client, "chooser-token-01", x_openclaw_model="m1").status_code == 200
+    listed = chat(client, "chooser-token-01", x_openclaw_model="m2")
+    assert listed.status_code == 400, "then the agent's list"
+    assert (
+        client.post(CHAT, json=say("x"), headers={**AUTH, "x-openclaw-model": "m1"}).status_code
+        == 200
+    )
+
+
+def test_reserved_namespaces_stay_reserved_for_a_key(client: t.Any) -> None:
+    response = chat(client, APP1, x_openclaw_session_key="subagent:x")
+    assert response.status_code == 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -18,8 +19,11 @@ from chatcompat.config import load_document
 from chatcompat.config import load_settings
 from chatcompat.config import settings_from_document
 from chatcompat.config import state_dir
+from chatcompat.image_types import SNIFFED_TYPES
 from chatcompat.settings import DEFAULT_MAX_BODY_BYTES
 from chatcompat.settings import AgentConfig
+from chatcompat.settings import Cors
+from chatcompat.settings import ImagePolicy
 from chatcompat.settings import RateLimit
 from chatcompat.settings import Settings
 
@@ -238,6 +242,8 @@ def _schema_default(*path):
         (("sessions", "historyLimit"), Settings.history_limit),
         (("sessions", "ttlSeconds"), Settings.session_ttl_seconds),
         (("sessions", "statelessTtlSeconds"), Settings.stateless_ttl_seconds),
+        (("sessions", "userKeys"), Settings.session_user_keys),
+        (("gateway", "http", "cors", "maxAgeSeconds"), Cors.max_age_seconds),
     ],
 )
 def test_schema_documents_the_real_defaults(path, expected):
@@ -708,7 +714,8 @@ def test_agent_reasoning_relays_by_default_and_defaults_share_it():
             agents_doc({"id": "a", "backend": "echo", "delayMz": 1}),
             [
                 "agents.list[0].delayMz: unknown key (expected one of: backend, default, "
-                "delayMs, historyLimit, id, reasoning, systemPrompt, timeoutSeconds)"
+                "delayMs, historyLimit, id, images, models, reasoning, systemPrompt, "
+                "timeoutSeconds)"
             ],
         ),
         (
@@ -957,6 +964,153 @@ def test_an_unset_api_key_variable_is_left_to_the_run():
     # It is read again when the agent runs (and may be set by then in a worker).
     doc = agents_doc({**UPSTREAM, "apiKeyEnv": "UPSTREAM_KEY"})
     assert build(doc).agents[0].options["apiKeyEnv"] == "UPSTREAM_KEY"
+
+
+# --- images (the image policy of an agent) --------------------------------------------
+
+
+def test_image_policy_defaults_are_openclaws_and_documented():
+    (agent,) = build(agents_doc({"id": "a", "backend": "echo"})).agents
+    assert agent.images == ImagePolicy()
+    assert ImagePolicy().max_parts == 8 and ImagePolicy().max_bytes == 10 * 1024 * 1024
+    assert ImagePolicy().allow_url is False and ImagePolicy().history == "marker"
+    schema = config_schema()["$defs"]["agentKeys"]["properties"]["images"]["properties"]
+    policy = ImagePolicy()
+    assert schema["allowUrl"]["default"] is policy.allow_url
+    assert tuple(schema["allowedMimes"]["default"]) == policy.allowed_mimes
+    assert schema["allowedMimes"]["items"]["enum"] == list(SNIFFED_TYPES)
+    assert schema["maxBytes"]["default"] == policy.max_bytes
+    assert schema["maxParts"]["default"] == policy.max_parts
+    assert schema["maxTotalBytes"]["default"] == policy.max_total_bytes
+    assert schema["history"]["default"] == policy.history
+    assert schema["maxRedirects"]["default"] == policy.max_redirects
+    assert schema["timeoutMs"]["default"] == policy.timeout_seconds * 1000
+
+
+def test_image_policy_keys_map_and_merge_with_the_defaults_key_by_key():
+    shared = {"allowUrl": True, "urlAllowlist": ["CDN.example.com", "*.img.example"],
+              "maxParts": 2, "timeoutMs": 2500}  # fmt: skip
+    doc = agents_doc(
+        {"id": "a", "backend": "echo", "images": {"maxParts": 4, "history": "keep"}},
+        {"id": "b", "backend": "echo"},
+        {"id": "c", "backend": "echo", "images": {"allowedMimes": ["image/png"],
+                                                  "maxBytes": 100, "maxTotalBytes": 150,
+                                                  "maxRedirects": 0}},
+        defaults={"images": shared},
+    )  # fmt: skip
+    a, b, c = build(doc).agents
+    allowlist = ("cdn.example.com", "*.img.example")
+    assert a.images == ImagePolicy(allow_url=True, url_allowlist=allowlist, max_parts=4,
+                                   history="keep", timeout_seconds=2.5)  # fmt: skip
+    assert b.images == dataclasses.replace(a.images, max_parts=2, history="marker")
+    assert c.images == dataclasses.replace(
+        b.images, allowed_mimes=("image/png",), max_bytes=100, max_total_bytes=150,
+        max_redirects=0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("images", "expected"),
+    [
+        ({"allowUrl": "yes"}, "agents.list[0].images.allowUrl: 'yes' is not of type 'boolean'"),
+        ({"maxParts": -1}, "agents.list[0].images.maxParts: -1 is less than the minimum of 0"),
+        ({"maxBytes": 0}, "agents.list[0].images.maxBytes: 0 is less than the minimum of 1"),
+        ({"history": "drop"}, "agents.list[0].images.history: 'drop' is not one of"
+                              " ['marker', 'keep']"),
+        ({"allowedMimes": ["image/svg+xml"]}, "agents.list[0].images.allowedMimes[0]:"
+                                              " 'image/svg+xml' is not one of"),
+        ({"allowedMimes": []}, "agents.list[0].images.allowedMimes: [] should be non-empty"),
+        ({"urlAllowlist": ["https://a.b"]}, "agents.list[0].images.urlAllowlist[0]:"
+                                            " 'https://a.b' does not match"),
+        ({"maxPart": 2}, "agents.list[0].images.maxPart: unknown key (expected one of: allowUrl,"
+                         " allowedMimes, history, maxBytes, maxParts, maxRedirects,"
+                         " maxTotalBytes, timeoutMs, urlAllowlist)"),
+    ],
+)  # fmt: skip
+def test_bad_image_policy_is_reported_at_its_key_path(images, expected):
+    (problem,) = problems(agents_doc({"id": "a", "backend": "echo", "images": images}))
+    assert problem.startswith(expected)
+
+
+def test_bad_image_policy_in_defaults_is_reported_there():
+    doc = agents_doc({"id": "a", "backend": "echo"}, defaults={"images": {"maxParts": "8"}})
+    assert problems(doc) == ["agents.defaults.images.maxParts: '8' is not of type 'integer'"]
+
+
+# --- x-openclaw-model, CORS, sessions.userKeys (issue 13) -------------------------------
+
+
+def test_an_agents_models_list_is_its_override_list_not_a_backend_option():
+    doc = {"agents": {"list": [{"id": "a", "backend": "echo", "models": ["m1", "m2"]}]}}
+    (agent,) = build(doc).agents
+    assert agent.models == ("m1", "m2")
+    assert "models" not in agent.options
+    (plain,) = build({"agents": {"list": [{"id": "a", "backend": "echo"}]}}).agents
+    assert plain.models == ()
+
+
+def test_models_from_agents_defaults_are_merged_and_an_entry_may_replace_them():
+    doc = {
+        "agents": {
+            "defaults": {"backend": "echo", "models": ["shared"]},
+            "list": [{"id": "a"}, {"id": "b", "models": ["own"]}],
+        }
+    }
+    assert [agent.models for agent in build(doc).agents] == [("shared",), ("own",)]
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        (["a", "a"], "agents.list[0].models: ['a', 'a'] has non-unique elements"),
+        ([""], "agents.list[0].models[0]: '' does not match"),
+        (["has space"], "agents.list[0].models[0]: 'has space' does not match"),
+        ({"providers": {}}, "agents.list[0].models: must be a list of model names"),
+    ],
+)
+def test_a_bad_models_list_is_reported_at_its_path(models, expected):
+    found = problems({"agents": {"list": [{"id": "x", "backend": "echo", "models": models}]}})
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_pi_keeps_its_models_json_object_under_both_spellings():
+    pi = {"id": "p", "backend": "pi", "provider": "x", "model": "m"}
+    (agent,) = build({"agents": {"list": [{**pi, "modelsJson": {"a": 1}, "models": ["n"]}]}}).agents
+    assert (agent.options["modelsJson"], agent.models) == ({"a": 1}, ("n",))
+    (agent,) = build({"agents": {"list": [{**pi, "models": {"a": 1}}]}}).agents
+    assert (agent.options["models"], agent.models) == ({"a": 1}, ())
+
+
+def test_cors_is_off_by_default_and_origins_are_lowercased():
+    assert build({}).cors is None
+    doc = {"gateway": {"http": {"cors": {"allowOrigins": ["HTTP://Localhost:3000"]}}}}
+    cors = build(doc).cors
+    assert cors == Cors(allow_origins=("http://localhost:3000",), max_age_seconds=600)
+    assert cors.allows("http://localhost:3000") and not cors.allows("http://localhost:3001")
+    assert Cors(allow_origins=("*",)).allows("https://anywhere.example")
+
+
+@pytest.mark.parametrize(
+    ("cors", "expected"),
+    [
+        ({}, "gateway.http.cors: 'allowOrigins' is a required property"),
+        ({"allowOrigins": ["http://a.example/"]}, "gateway.http.cors.allowOrigins[0]: "),
+        ({"allowOrigins": ["a.example"]}, "gateway.http.cors.allowOrigins[0]: "),
+        ({"allowOrigins": [], "maxAgeSeconds": -1}, "gateway.http.cors.maxAgeSeconds: "),
+        ({"allowOrigins": [], "allowHeaders": []}, "gateway.http.cors.allowHeaders: unknown"),
+    ],
+)
+def test_a_bad_cors_block_is_reported_at_its_path(cors, expected):
+    found = problems({"gateway": {"http": {"cors": cors}}})
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_sessions_user_keys():
+    assert build({}).session_user_keys is True
+    assert build({"sessions": {"userKeys": False}}).session_user_keys is False
+    assert problems({"sessions": {"userKeys": "no"}}) == [
+        "sessions.userKeys: 'no' is not of type 'boolean'"
+    ]
 
 
 # --- named API keys (gateway.auth.keys) ------------------------------------------------

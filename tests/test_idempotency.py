@@ -279,3 +279,16 @@ def test_a_request_without_a_key_is_not_named():
     assert idempotency.for_request("operator", None, "main", None, {"messages": []}) is None
     named = idempotency.for_request("operator", "k", "main", None, {"messages": []})
     assert named is not None and named.scope != named.fingerprint
+
+
+def test_another_model_override_is_another_request():
+    def fingerprint(model: str | None) -> str:
+        named = idempotency.for_request(
+            "operator", "k", "main", None, {"messages": []}, model_override=model
+        )
+        assert named is not None
+        return named.fingerprint
+
+    without = idempotency.for_request("operator", "k", "main", None, {"messages": []})
+    assert without is not None and fingerprint(None) == without.fingerprint
+    assert len({fingerprint(None), fingerprint("a"), fingerprint("b")}) == 3

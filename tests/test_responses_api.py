@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from chatcompat.settings import AgentConfig
 from tests.conftest import AUTH
 from tests.wire import check_error
 from tests.wire import check_response
@@ -175,3 +176,66 @@ def test_an_idempotent_repeat_replays_the_stored_response(client):
         CHAT, json={"messages": [{"role": "user", "content": "hi"}]}, headers={**AUTH, **headers}
     )
     check_error(chat_repeat, 422, "idempotency_key_reused")
+
+
+# -- x-openclaw-model, sessions.userKeys, reserved session keys (issue 13) -------------------
+
+
+@pytest.fixture
+def upstream_app(make_app, settings, fake):
+    """An ``openai`` agent ``up`` on the fake upstream (own model ``base-model``)."""
+    up = AgentConfig(
+        id="up",
+        backend="openai",
+        options={"baseUrl": fake.base_url, "model": "base-model"},
+        models=("small-model",),
+    )
+    return lambda **overrides: make_app(
+        responses_enabled=True, agents=(*settings.agents, up), **overrides
+    ).test_client()
+
+
+def test_the_model_header_picks_the_upstream_model(upstream_app, fake):
+    client = upstream_app()
+    for stream in (False, True):
+        response = create(
+            client,
+            {"model": "openclaw/up", "input": "hi", "stream": stream},
+            {"x-openclaw-model": "small-model"},
+        )
+        assert response.status_code == 200
+        assert fake.chat_requests()[-1].body["model"] == "small-model"
+    create(client, {"model": "openclaw/up", "input": "hi"})
+    assert fake.chat_requests()[-1].body["model"] == "base-model"
+    refused = create(client, {"model": "openclaw/up", "input": "hi"}, {"x-openclaw-model": "x"})
+    assert check_error(refused, 400, "model_not_allowed")["param"] == "x-openclaw-model"
+    assert len(fake.chat_requests()) == 3
+
+
+def test_without_user_keys_user_selects_no_session(upstream_app, fake):
+    client = upstream_app(session_user_keys=False)
+    keys = set()
+    for _ in range(2):
+        response = create(client, {"model": "openclaw/up", "input": "hi", "user": "Alice"})
+        keys.add(response.headers[SESSION])
+        assert fake.chat_requests()[-1].body["user"] == "Alice"
+    assert len(keys) == 2 and all(key.startswith("agent:up:openai:") for key in keys)
+
+
+def test_a_reserved_session_key_is_400(client):
+    response = create(client, {"input": "hi"}, {SESSION: "cron:nightly"})
+    assert check_error(response, 400, "reserved_session_key")["param"] == SESSION
+
+
+def test_the_agents_image_policy_names_the_input_part(client):
+    def image_item(part):
+        return [{"role": "user", "content": [{"type": "input_text", "text": "look"}, part]}]
+
+    url = {"type": "input_image", "image_url": "https://example.com/cat.png"}
+    error = check_error(create(client, {"input": image_item(url)}), 400, "invalid_image")
+    assert error["param"] == "input[0].content[1].image_url"  # allowUrl is off by default
+    pdf = "data:image/png;base64,JVBERi0xLjQK"  # "%PDF-1.4": no image, whatever it claims
+    source = {"type": "input_image", "source": {"type": "base64", "media_type": "image/png",
+                                                "data": pdf.split(",")[1]}}  # fmt: skip
+    error = check_error(create(client, {"input": image_item(source)}), 400, "invalid_image")
+    assert error["param"] == "input[0].content[1].source"

@@ -88,3 +88,9 @@ def test_another_keys_session_header_is_404(client: t.Any) -> None:
     assert stolen.status_code == 404 and stolen.get_json()["error"]["code"] == "session_not_found"
     same_name = create(client, BOT, {"input": "mine too"}, x_openclaw_session_key="s1")
     assert same_name.headers["x-openclaw-session-key"] == "agent:main:key:bot:s1"
+
+
+def test_x_openclaw_model_on_responses_needs_the_scope(client: t.Any) -> None:
+    refused = create(client, BOT, {"input": "hi"}, x_openclaw_model="m1")
+    assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "permission_denied"

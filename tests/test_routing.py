@@ -1,4 +1,5 @@
-"""Session keys from ``user``: always header-safe, and distinct users stay distinct."""
+"""Session keys from ``user``: always header-safe, and distinct users stay distinct;
+reserved namespaces, ``sessions.userKeys``; the ``x-openclaw-model`` override."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from chatcompat.principal import Principal
 from chatcompat.principal import session_key_owner
 from chatcompat.routing import MAX_SESSION_KEY_CHARS
 from chatcompat.routing import header_safe
+from chatcompat.routing import model_override
 from chatcompat.routing import session_key
+from chatcompat.settings import AgentConfig
 
 
 @pytest.mark.parametrize(
@@ -49,6 +52,78 @@ def test_a_header_key_outside_printable_ascii_is_refused_naming_the_header(heade
     with pytest.raises(errors.InvalidSessionKey) as caught:
         session_key("main", header, None)
     assert caught.value.param == "x-openclaw-session-key"
+
+
+# -- reserved namespaces and sessions.userKeys (issue 13) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "subagent:x",
+        "CRON:nightly",
+        "acp:client",
+        "agent:main:subagent:spoofed",
+        "agent:MAIN:Cron:job",
+        "agent:main:acp:1",
+    ],
+)
+def test_a_header_key_in_a_reserved_namespace_is_refused(header):
+    with pytest.raises(errors.ReservedSessionKey) as caught:
+        session_key("main", header, None)
+    assert caught.value.param == "x-openclaw-session-key"
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [
+        ("my-subagent:x", "agent:main:my-subagent:x"),  # only right after the prefix
+        ("agent:main:openai:custom", "agent:main:openai:custom"),
+        ("agent:main:chat:cron:x", "agent:main:chat:cron:x"),
+    ],
+)
+def test_keys_that_only_mention_a_namespace_are_used(header, key):
+    assert session_key("main", header, None) == (key, True)
+
+
+def test_without_user_keys_user_selects_no_session():
+    key, sticky = session_key("main", None, "alice", user_keys=False)
+    assert key.startswith("agent:main:openai:") and not sticky
+    assert session_key("main", None, "alice", user_keys=False)[0] != key
+    # The header still selects one.
+    assert session_key("main", "k", "alice", user_keys=False) == ("agent:main:k", True)
+
+
+# -- x-openclaw-model (issue 13) -----------------------------------------------------------
+
+LISTED = AgentConfig(id="up", backend="openai", models=("gpt-4o-mini", "vendor/big"))
+
+
+@pytest.mark.parametrize("header", [None, "", "   "])
+def test_no_model_header_keeps_the_agents_own_model(header):
+    assert model_override(LISTED, header) is None
+    assert model_override(AgentConfig(id="x", backend="echo"), header) is None
+
+
+def test_a_listed_model_is_chosen_exactly():
+    assert model_override(LISTED, " vendor/big ") == "vendor/big"
+    with pytest.raises(errors.ModelNotAllowed):
+        model_override(LISTED, "GPT-4o-mini")  # model ids are case-sensitive upstream
+
+
+def test_an_unlisted_model_is_400_naming_the_header_and_the_allowed_ones():
+    with pytest.raises(errors.ModelNotAllowed) as caught:
+        model_override(LISTED, "gpt-5")
+    error = caught.value
+    assert (error.status, error.code, error.param) == (400, "model_not_allowed", "x-openclaw-model")
+    assert "'gpt-5'" in error.message and "'gpt-4o-mini', 'vendor/big'" in error.message
+
+
+def test_an_agent_without_models_allows_no_override():
+    with pytest.raises(errors.ModelNotAllowed) as caught:
+        model_override(AgentConfig(id="x", backend="echo"), "anything")
+    assert "no 'models' configured" in caught.value.message
 
 
 # -- named keys (SPEC 16.1) ------------------------------------------------------------

@@ -9,20 +9,32 @@ import subprocess
 import sys
 import threading
 import time
+import typing as t
 
 import pytest
 
 from chatcompat import errors
 from chatcompat import lease
 from chatcompat import run as run_module
+from chatcompat.agents.base import Agent
+from chatcompat.agents.base import AgentRequest
+from chatcompat.agents.base import Cancellation
+from chatcompat.agents.base import Event
+from chatcompat.agents.base import Finish
+from chatcompat.agents.base import InputImage
+from chatcompat.agents.base import Started
 from chatcompat.history import split_request
 from chatcompat.idempotency import Idempotency
+from chatcompat.images import IMAGE_MARKER
 from chatcompat.protocol.chat_completions import complete
 from chatcompat.protocol.reply import Reply
+from chatcompat.requestlog import RequestRecord
 from chatcompat.run import KEEPALIVE
 from chatcompat.run import Continuation
 from chatcompat.sessions.base import StoredResponse
 from chatcompat.sessions.base import StoreUnreachable
+from chatcompat.settings import AgentConfig
+from chatcompat.settings import ImagePolicy
 from tests.polling import wait_until
 from tests.run_support import SCRIPTED_AGENT
 from tests.run_support import LostReplies
@@ -302,6 +314,52 @@ def test_the_watchdog_leaves_a_turn_write_in_progress_alone(settings, store, mon
     assert len(store.transcript("agent:scripted:k")) == 1
 
 
+class _Recording(Agent):
+    """Takes images; records what each run received."""
+
+    accepts_images = True
+    seen: t.ClassVar[list[AgentRequest]] = []
+
+    def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
+        self.seen.append(request)
+        yield Started()
+        yield Finish()
+
+
+class _RecordingBytes(_Recording):
+    needs_image_bytes = True
+
+
+def _image_run(settings, store, cls, policy):
+    config = AgentConfig(id="img", backend="x", images=policy)
+    return run_module.Run(settings=settings, store=store, agent=cls(config), agent_config=config,
+                          session_key="agent:img:k", sticky=True, model="m", client_socket=None,
+                          record=RequestRecord("r", "POST", "/"))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cls", "policy", "marked", "images"),
+    [
+        (_Recording, ImagePolicy(), True, False),
+        (_Recording, ImagePolicy(history="keep"), False, False),
+        (_RecordingBytes, ImagePolicy(history="keep"), True, True),  # its history is text
+    ],
+)
+def test_earlier_images_and_the_new_turns_bytes(settings, store, cls, policy, marked, images):
+    picture = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    messages = [{"role": "user", "content": [picture]}, {"role": "assistant", "content": "a"},
+                {"role": "user", "content": [{"type": "text", "text": "b"}, picture]}]  # fmt: skip
+    new = (InputImage(param="messages[2].content[1].image_url.url", data=b"x", mime_type="m"),)
+    run = _image_run(settings, store, cls, policy)
+    _Recording.seen.clear()
+    run.start(split_request(messages), {}, new_images=new)
+    list(run.events())
+    run.close()
+    (request,) = _Recording.seen
+    earlier = request.messages[0]["content"][0]
+    assert earlier == ({"type": "text", "text": IMAGE_MARKER} if marked else picture)
+    assert request.messages[-1]["content"][1] == picture  # the new turn as sent
+    assert request.images == (new if images else ())
 def _turn(run, text: str, continuation=None, response_id: str | None = None) -> None:
     """One run to the end on ``text``, storing a response ``response_id`` with it."""
     run.start(split_request([{"role": "user", "content": text}]), {}, continuation)

@@ -160,6 +160,20 @@ class Finish:
 Event = Started | TextDelta | RefusalDelta | ReasoningDelta | ToolCallDelta | ReplyInfo | Finish
 
 
+@dataclasses.dataclass(frozen=True)
+class InputImage:
+    """An image of the new turn that the agent's image policy accepted, for a backend
+    that needs the bytes (:attr:`Agent.needs_image_bytes`): a data URI's bytes with
+    their sniffed type, or a remote URL the backend fetches
+    (:mod:`chatcompat.agents.image_fetch`). ``param`` names the part in the request,
+    for a refusal (400) of what the fetch brings."""
+
+    param: str
+    data: bytes | None = dataclasses.field(default=None, repr=False)
+    mime_type: str | None = None
+    url: str | None = None
+
+
 @dataclasses.dataclass
 class AgentRequest:
     """Everything one run needs, already shaped by :mod:`chatcompat.history`.
@@ -173,6 +187,9 @@ class AgentRequest:
     since a request with any other one is refused before the run.
     ``model`` is the upstream model the client chose for this run with
     ``x-openclaw-model`` (one of the agent's ``models``), None for the agent's own.
+    ``images`` are the new turn's images in the order of their parts, for a backend
+    that needs bytes (:attr:`Agent.needs_image_bytes`; empty for the others, which
+    read the ``image_url`` parts of ``messages``).
     """
 
     agent_id: str
@@ -182,6 +199,7 @@ class AgentRequest:
     system_prompt: str | None = None
     params: dict[str, t.Any] = dataclasses.field(default_factory=dict)
     model: str | None = None
+    images: tuple[InputImage, ...] = ()
 
 
 class AgentError(Exception):
@@ -281,7 +299,8 @@ class Agent:
     ``options_schema`` is the JSON Schema of the backend's own options in
     ``agents.list[]``; the configuration loader validates them with it, and calls
     :meth:`check_options` for what a schema cannot say.
-    ``accepts_images`` says whether ``image_url`` content parts reach the agent.
+    ``accepts_images`` says whether ``image_url`` content parts reach the agent;
+    ``needs_image_bytes`` that it takes them as bytes (``AgentRequest.images``).
     ``request_fields`` names the optional request fields (of :data:`BACKEND_FIELDS`)
     the backend takes: they reach it in ``AgentRequest.params``; a request that sends
     any other one (not null) is refused with 400 ``unsupported_parameter`` before the
@@ -296,7 +315,13 @@ class Agent:
     options_schema: t.ClassVar[dict[str, t.Any]] = {"type": "object"}
     # Backends that cannot take images get their image_url parts removed (and logged).
     accepts_images: t.ClassVar[bool] = False
+    # Backends that send images as bytes (pi) get the new turn's in AgentRequest.images,
+    # and fetch its remote URLs themselves (agents.image_fetch); their history is text.
+    needs_image_bytes: t.ClassVar[bool] = False
     request_fields: t.ClassVar[frozenset[str]] = frozenset()
+    # Whether the backend gets the request's ``user`` in ``params`` when ``user`` selects
+    # no session (``sessions.userKeys: false``); otherwise the gateway keeps it.
+    takes_user: t.ClassVar[bool] = False
     takes_extension_fields: t.ClassVar[bool] = False
 
     def __init__(self, config: AgentConfig) -> None:
@@ -316,6 +341,15 @@ class Agent:
         :return: one (key path below the agent's entry, message) per problem.
         """
         return []
+
+    @classmethod
+    def check_model_choice(cls, options: t.Mapping[str, t.Any]) -> str | None:
+        """What keeps this backend from running a model a request chooses with
+        ``x-openclaw-model`` (the agent lists ``models``), at start-up; None: nothing.
+
+        :param options: the agent's backend-specific options.
+        """
+        return None
 
     def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
         """Run the agent and yield its events, ending with one :class:`Finish`.

@@ -89,6 +89,9 @@ class OpenAIAgent(SendsAPIKey, Agent):
     name = "openai"
     accepts_images = True
     request_fields = BACKEND_FIELDS  # all of them, sent upstream as the client sent them
+    # ``user`` too when it selects no session (sessions.userKeys false): OpenAI's own
+    # end-user id, passed on.
+    takes_user = True
     # The upstream decides on keys OpenAI's API does not have (vLLM takes top_k,
     # OpenAI refuses it with a 400 that comes back as it is).
     takes_extension_fields = True
@@ -277,7 +280,7 @@ class OpenAIAgent(SendsAPIKey, Agent):
             messages.append({"role": "system", "content": request.system_prompt})
         messages.extend(_upstream_message(message) for message in request.messages)
         payload.update(
-            model=self._model,
+            model=request.model or self._model,
             messages=messages,
             stream=True,
             stream_options={"include_usage": True},

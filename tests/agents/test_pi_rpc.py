@@ -8,6 +8,7 @@ pool that is still open.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import typing as t
 import uuid
 
 import pytest
@@ -22,10 +24,12 @@ import pytest
 from chatcompat import create_app
 from chatcompat.agents import backend_class
 from chatcompat.agents.base import AgentError
+from chatcompat.agents.base import AgentRejected
 from chatcompat.agents.base import AgentRequest
 from chatcompat.agents.base import AgentUnavailable
 from chatcompat.agents.base import Cancellation
 from chatcompat.agents.base import Finish
+from chatcompat.agents.base import InputImage
 from chatcompat.agents.base import ReasoningDelta
 from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
@@ -33,6 +37,7 @@ from chatcompat.agents.base import Usage
 from chatcompat.agents.pi import pool as pi_pool
 from chatcompat.agents.pi import turn as pi_turn
 from chatcompat.agents.pi.agent import BASE_ENV
+from chatcompat.agents.pi.agent import IMAGE_ONLY_PROMPT
 from chatcompat.agents.pi.agent import PiAgent
 from chatcompat.agents.pi.process import parse_line
 from chatcompat.agents.pi.turn import session_file
@@ -41,12 +46,16 @@ from chatcompat.config import settings_from_document
 from chatcompat.history import flatten_prompt
 from chatcompat.sessions import SQLiteStore
 from chatcompat.settings import AgentConfig
+from chatcompat.settings import ImagePolicy
 from chatcompat.settings import RateLimit
 from chatcompat.settings import Settings
 from tests.conftest import AUTH
 from tests.conftest import TOKEN
 from tests.fake_upstream import REASONING
 from tests.fake_upstream import FakeUpstream
+from tests.image_server import PNG
+from tests.image_server import ImageServer
+from tests.loopback_pi import LoopbackPiAgent
 from tests.pi_support import check_no_leftovers
 from tests.pi_support import pi_command
 from tests.pi_support import processes
@@ -167,6 +176,33 @@ def test_registered_and_options_validated():
         with pytest.raises(ConfigError) as caught:
             load(bad)
         assert key in " ".join(caught.value.problems), (bad, caught.value.problems)
+
+
+def test_the_models_x_openclaw_model_may_choose_are_in_pis_models_json():
+    (config,) = load(
+        {"baseUrl": "http://127.0.0.1:8000/v1", "model": "own", "models": ["big", "own"],
+         "modelsJson": {"providers": {"other": {"baseUrl": "http://o/v1"}}}}
+    ).agents  # fmt: skip
+    written = PiAgent(config)._models_json()
+    assert [m["id"] for m in written["providers"]["chatcompat"]["models"]] == ["own", "big"]
+    assert written["providers"]["other"] == {"baseUrl": "http://o/v1"}
+    (old_name,) = load({"models": {"providers": {}}}).agents  # pi's models.json, old name
+    assert old_name.models == () and PiAgent(old_name)._models_json() == {"providers": {}}
+
+
+def test_a_model_override_needs_a_provider_and_a_model():
+    for options in ({}, {"model": "m"}, {"provider": "p"}):
+        with pytest.raises(ConfigError) as caught:
+            load({**options, "models": ["big"]})  # pi's own default model: no --model
+        assert caught.value.problems == [
+            "agents.list[0].models: the pi backend runs a model chosen with x-openclaw-model"
+            " only with 'model' and 'provider' (or 'baseUrl') set"
+        ]
+    load({"provider": "p", "model": "m", "models": ["big"]})
+    (config,) = load({}).agents  # and at run time, should a request get there
+    with pytest.raises(AgentError) as caught:
+        PiAgent(config)._switch_model(t.cast(t.Any, None), "big")
+    assert "needs 'provider' and 'model'" in caught.value.message
 
 
 @pytest.mark.live
@@ -623,3 +659,97 @@ def test_gateway_errors_before_and_after_the_stream_began(gateway):
     assert stream_text(chunks) == "You said:"
     assert chunks[-1]["error"]["code"] == "upstream_error" and frames[-1] == "data: [DONE]"
     assert transcript(db, f"agent:{PREFIX}-gw:broken") == []
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def image_request(text: str, *images: InputImage) -> AgentRequest:
+    parts = [{"type": "image_url", "image_url": {"url": "data:,"}} for _ in images]
+    message = {"role": "user", "content": [{"type": "text", "text": text}, *parts]}
+    return AgentRequest(agent_id="pi", session_key="agent:pi:k", messages=[message],
+                        images=images)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image_server():
+    with ImageServer("127.0.0.1") as started:
+        yield started
+
+
+def open_urls(**limits) -> ImagePolicy:
+    return ImagePolicy(allow_url=True, **limits)
+
+
+def test_a_private_image_url_is_refused_before_any_process(image_server):
+    # The URL passed the policy (allowUrl on); the fetch guard refuses loopback.
+    config = AgentConfig(id=f"{PREFIX}-img", backend="pi", images=open_urls())
+    agent = PiAgent(config)
+    image = InputImage(param="messages[0].content[1].image_url.url", url=image_server.url("/png"))
+    with pytest.raises(AgentRejected) as refused:
+        list(agent.run(image_request("what is it?", image), Cancellation()))
+    assert refused.value.status == 400 and refused.value.code == "invalid_image_url"
+    assert refused.value.param == "messages[0].content[1].image_url.url"
+    assert "non-public address" in refused.value.message
+    assert image_server.requests == []
+    assert agent.pool_stats() == {"pids": [], "idle": []}  # no process was started
+
+
+@pytest.mark.parametrize(
+    ("path", "limits", "words"),
+    [
+        ("/svg", {}, "no image of a known type"),
+        ("/big?n=500", {"max_bytes": 200}, "larger than 200 bytes"),
+        ("/png", {"allowed_mimes": ("image/jpeg",)}, "an image/png image"),
+        ("/loop", {"max_redirects": 1}, "more than 1 times"),
+    ],
+)
+def test_what_an_allowed_fetch_brings_is_checked(image_server, path, limits, words):
+    config = AgentConfig(id=f"{PREFIX}-img", backend="pi", images=open_urls(**limits))
+    agent = LoopbackPiAgent(config)
+    image = InputImage(param="messages[0].content[1].image_url", url=image_server.url(path))
+    with pytest.raises(AgentRejected) as refused:
+        list(agent.run(image_request("what is it?", image), Cancellation()))
+    assert refused.value.param == "messages[0].content[1].image_url"
+    assert words in refused.value.message
+    assert agent.pool_stats() == {"pids": [], "idle": []}
+
+
+def test_fetched_and_inline_images_together_are_capped():
+    config = AgentConfig(id=f"{PREFIX}-img", backend="pi",
+                         images=ImagePolicy(max_total_bytes=len(PNG) + 1))  # fmt: skip
+    agent = PiAgent(config)
+    images = [InputImage(param=f"p{i}", data=PNG, mime_type="image/png") for i in range(2)]
+    with pytest.raises(AgentRejected) as refused:
+        list(agent.run(image_request("two", *images), Cancellation()))
+    assert refused.value.param == "p1" and "maxTotalBytes" in refused.value.message
+
+
+@pytest.mark.live
+def test_images_reach_the_model_as_sent_and_as_fetched(command, fake, image_server):
+    options = {"command": command, "baseUrl": fake.base_url, "model": "fake-model",
+               "poolSize": 1}  # fmt: skip
+    config = AgentConfig(id=f"{PREFIX}-loop", backend="tests.loopback_pi.LoopbackPiAgent",
+                         options=options, images=open_urls())  # fmt: skip
+    agent = LoopbackPiAgent(config)
+    _OPEN.append(agent)
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01"
+    inline = InputImage(param="a", data=jpeg, mime_type="image/jpeg")
+    fetched = InputImage(param="b", url=image_server.url("/png"))
+    events = list(agent.run(image_request("two images", inline, fetched), Cancellation()))
+    assert isinstance(events[-1], Finish)
+    content = fake.chat_requests()[-1].body["messages"][-1]["content"]
+    urls = [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
+    assert urls == [
+        "data:image/jpeg;base64," + base64.b64encode(jpeg).decode(),
+        "data:image/png;base64," + base64.b64encode(PNG).decode(),
+    ]
+    assert {"type": "text", "text": "two images"} in content
+    # An image without text: OpenClaw's words as the prompt.
+    only = AgentRequest(agent_id="pi", session_key="agent:pi:k", images=(inline,),
+                        messages=[{"role": "user", "content": [
+                            {"type": "image_url", "image_url": {"url": "data:,"}}]}])  # fmt: skip
+    list(agent.run(only, Cancellation()))
+    content = fake.chat_requests()[-1].body["messages"][-1]["content"]
+    assert content[0] == {"type": "text", "text": IMAGE_ONLY_PROMPT}
+    assert [part["type"] for part in content] == ["text", "image_url"]

@@ -64,7 +64,7 @@ def server(fake, tmp_path_factory):
     agents = [
         {"id": MAIN, "default": True, **upstream, "apiKeyEnv": KEY_VARIABLE,
          "systemPrompt": "You are Pi.", "poolSize": 1, "queueTimeoutSeconds": 10,
-         "timeoutSeconds": 30},
+         "timeoutSeconds": 30, "models": ["fake-model-large"]},
         {"id": ONE, **upstream, "poolSize": 1, "queueTimeoutSeconds": 1},
         {"id": "echo", "backend": "echo"},
     ]  # fmt: skip
@@ -205,6 +205,32 @@ def test_the_worker_serves_others_while_pi_works(server, client):
     assert not results  # all of that while pi was still waiting
     thread.join(10)
     assert results == ["You said: a b c d"]
+
+
+def test_the_model_header_runs_pi_on_that_model_for_one_run_only(client, fake):
+    """x-openclaw-model: pi switches its model for the run (set_model); the next run
+    on the same warm process is back on the agent's own model."""
+    (pid,) = pids(MAIN)
+    marks = [marker() for _ in range(3)]
+    runs = (("fake-model-large", False), (None, False), ("fake-model-large", True))
+    for mark, (header, stream) in zip(marks, runs, strict=True):
+        extra = {"x-openclaw-model": header} if header else {}
+        reply = client.chat.completions.create(
+            model="openclaw", messages=[user(f"hi {mark}")], extra_headers=extra, stream=stream
+        )
+        if stream:
+            text = "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
+        else:
+            text = reply.choices[0].message.content
+        assert text == f"You said: hi {mark}"
+    sent = [fake.chat_requests_mentioning(mark)[-1].body["model"] for mark in marks]
+    assert sent == ["fake-model-large", "fake-model", "fake-model-large"]
+    assert pids(MAIN) == [pid]  # one warm process served all three
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="openclaw", messages=[user("x")], extra_headers={"x-openclaw-model": "gpt-5"}
+        )
+    assert caught.value.code == "model_not_allowed"
 
 
 # -- the client goes away, pi dies ------------------------------------------------------------

@@ -278,3 +278,48 @@ def test_a_session_key_header_outside_printable_ascii_is_refused_before_any_run(
     assert error["code"] == "invalid_session_key"
     assert error["param"] == "x-openclaw-session-key"
     assert starts(live, "agent:scripted:zoë") == []
+
+
+# -- sessions.userKeys and reserved namespaces (issue 13) -----------------------------------
+
+
+def test_with_user_keys_off_user_selects_no_session_and_is_passed_on(make_server, fake):
+    """A constant ``user`` no longer grows one endless transcript (OpenClaw #126461)."""
+    agents = [
+        {"id": "main", "default": True, "backend": "echo"},
+        {"id": "up", "backend": "openai", "baseUrl": fake.base_url, "model": "fake"},
+    ]
+    server = make_server(
+        workers=1, overrides={"agents": {"list": agents}, "sessions": {"userKeys": False}}
+    )
+    keys = []
+    for text in ("first", "second"):
+        body = {"model": "openclaw/up", "user": "Constant", "messages": [user(text)]}
+        exchange = chat(server.port, body)
+        assert exchange.status == 200
+        keys.append(exchange.header("x-openclaw-session-key"))
+        sent = fake.chat_requests()[-1].body
+        assert sent["user"] == "Constant"  # passed on as sent
+        assert [m["content"] for m in sent["messages"]] == [text]  # no history
+    assert keys[0] != keys[1] and all(key.startswith("agent:up:openai:") for key in keys)
+    # The header still selects a session.
+    header = {"x-openclaw-session-key": unique("k")}
+    for text in ("one", "two"):
+        body = {"model": "openclaw/up", "user": "Constant", "messages": [user(text)]}
+        assert chat(server.port, body, header).status == 200
+    assert [m["content"] for m in fake.chat_requests()[-1].body["messages"]] == [
+        "one",
+        "You said: one",
+        "two",
+    ]
+
+
+@pytest.mark.parametrize("key", ["subagent:x", "agent:scripted:cron:nightly", "ACP:y"])
+def test_a_session_key_in_a_reserved_namespace_is_400(live, key):
+    m = unique("reserved")
+    exchange = chat(live.port, {"model": SCRIPTED, "messages": [user(m)]},
+                    {"x-openclaw-session-key": key})  # fmt: skip
+    assert exchange.status == 400
+    error = exchange.json()["error"]
+    assert (error["code"], error["param"]) == ("reserved_session_key", "x-openclaw-session-key")
+    assert not [line for line in live.runs() if m in json.dumps(line)]

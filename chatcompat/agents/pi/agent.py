@@ -40,6 +40,7 @@ answered it (after its ``agent_end``), or is killed after ``ABORT_SECONDS``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -51,6 +52,9 @@ import threading
 import typing as t
 
 from ...history import flatten_prompt
+from ...image_types import sniff
+from ...messages import Message
+from .. import image_fetch
 from ..api_keys import SendsAPIKey
 from ..api_keys import read_api_key
 from ..base import Agent
@@ -86,12 +90,18 @@ COMPAT = {"supportsDeveloperRole": False, "supportsReasoningEffort": False, "sup
 ISOLATION_FLAGS = ["--no-session", "--no-extensions", "--no-skills", "--no-prompt-templates",
                    "--no-themes"]  # fmt: skip
 _ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
+# The prompt of a turn with images and no text (OpenClaw's words).
+IMAGE_ONLY_PROMPT = "User sent image(s) with no text."
 
 
 class PiAgent(SendsAPIKey, Agent):
     """An agent answered by pi processes (a pool per worker, see the module docstring)."""
 
     name = "pi"
+    # pi takes images as bytes with the prompt (its RPC "images"); the gateway fetches
+    # a URL's for it, under the guard of agents.image_fetch.
+    accepts_images = True
+    needs_image_bytes = True
     # pi takes one prompt per run, with no way to set sampling, token limits, client
     # tools or response formats per prompt; requests with them are refused. Only
     # tool_choice is taken, and ignored: without tools a client can only send "none"
@@ -124,7 +134,9 @@ class PiAgent(SendsAPIKey, Agent):
                 "pattern": _ENV_NAME,
                 "description": "The gateway's variable that holds baseUrl's key.",
             },
-            "models": {"type": "object", "description": "pi's models.json, as is."},
+            "modelsJson": {"type": "object", "description": "pi's models.json, as is."},
+            # The older spelling; an agent's "models" list is the x-openclaw-model one.
+            "models": {"type": "object", "description": "pi's models.json (old name)."},
             "cwd": {
                 "type": "string",
                 "minLength": 1,
@@ -168,6 +180,16 @@ class PiAgent(SendsAPIKey, Agent):
         "additionalProperties": False,
     }
 
+    @classmethod
+    def check_model_choice(cls, options: t.Mapping[str, t.Any]) -> str | None:
+        """pi runs a chosen model only next to its own ``--model`` (see _switch_model)."""
+        if options.get("model") and (options.get("provider") or options.get("baseUrl")):
+            return None
+        return (
+            "the pi backend runs a model chosen with x-openclaw-model only with 'model'"
+            " and 'provider' (or 'baseUrl') set"
+        )
+
     def __init__(self, config: AgentConfig) -> None:
         super().__init__(config)
         options = config.options
@@ -188,10 +210,14 @@ class PiAgent(SendsAPIKey, Agent):
         :raise AgentError: with :class:`~chatcompat.agents.base.AgentUnavailable`.
         """
         prompt = flatten_prompt(request.messages[request.history_count :])
+        # Fetched before a process is taken: a refused URL costs no process.
+        images = self._images(request, cancel)
+        if images is None:
+            return  # cancelled while fetching
         if not prompt.strip():
-            raise AgentRejected(
-                400, "The pi backend takes text only: this turn has none.", param="messages"
-            )
+            if not images:
+                raise AgentRejected(400, "This turn has no text and no image.", param="messages")
+            prompt = IMAGE_ONLY_PROMPT
         pool = self._get_pool()
         process = pool.acquire(self._queue_timeout, cancel)
         if process is None:
@@ -213,8 +239,10 @@ class PiAgent(SendsAPIKey, Agent):
             )
             process.discard_pending()
             process.call("switch_session", COMMAND_SECONDS, sessionPath=str(session))
+            if request.model is not None:
+                self._switch_model(process, request.model)
             turn.prepared = True
-            finish = yield from turn.run(prompt)
+            finish = yield from turn.run(prompt, images)
         except OSError as exc:
             raise AgentError(f"The pi backend could not write its session file: {exc}") from exc
         finally:
@@ -229,6 +257,80 @@ class PiAgent(SendsAPIKey, Agent):
         # cancels, which must not reach a released process) once it has the Finish.
         if finish is not None:
             yield finish
+
+    def _images(self, request: AgentRequest, cancel: Cancellation) -> list[Message] | None:
+        """The new turn's images as pi's ``ImageContent``: a data URI's bytes as they
+        were checked, a URL's fetched under the guard (:mod:`..image_fetch`) and checked
+        like a data URI (type by its bytes, size); None when cancelled meanwhile.
+
+        :raise AgentRejected: 400 naming the part: the fetch was refused or failed, or
+            what it brought is no image the policy takes.
+        """
+        policy = self.config.images
+        contents: list[Message] = []
+        total = 0
+        for image in request.images:
+            data, mime_type = image.data, image.mime_type
+            if image.url is not None:
+                try:
+                    data = image_fetch.fetch(
+                        image.url,
+                        max_bytes=policy.max_bytes,
+                        max_redirects=policy.max_redirects,
+                        timeout_seconds=policy.timeout_seconds,
+                        allowlist=policy.url_allowlist,
+                        address_allowed=self.image_address_allowed,
+                        cancel=cancel,
+                    ).data
+                except image_fetch.FetchRefused as exc:
+                    if cancel.is_set:
+                        return None
+                    raise AgentRejected(
+                        400, str(exc), code="invalid_image_url", param=image.param
+                    ) from None
+                mime_type = sniff(data)
+                if mime_type is None or mime_type not in policy.allowed_mimes:
+                    what = f"an {mime_type} image" if mime_type else "no image of a known type"
+                    raise AgentRejected(
+                        400,
+                        f"Invalid image: what the URL brought is {what}; this agent takes"
+                        f" {', '.join(policy.allowed_mimes)} (images.allowedMimes).",
+                        code="invalid_image",
+                        param=image.param,
+                    )
+            if data is None or mime_type is None:
+                continue  # not an image the policy check let through: nothing to send
+            total += len(data)
+            if total > policy.max_total_bytes:
+                raise AgentRejected(
+                    400,
+                    f"Too many image bytes: at most {policy.max_total_bytes} bytes of images"
+                    " per request (images.maxTotalBytes of this agent).",
+                    code="invalid_image",
+                    param=image.param,
+                )
+            encoded = base64.b64encode(data).decode("ascii")
+            contents.append({"type": "image", "data": encoded, "mimeType": mime_type})
+        return contents
+
+    def image_address_allowed(self, address: image_fetch.IPAddress) -> bool:
+        """The image fetch's address check: public addresses only (a test subclass
+        admits its loopback server; nothing else changes it)."""
+        return image_fetch.is_public_address(address)
+
+    def _switch_model(self, process: PiProcess, model: str) -> None:
+        """Run this turn on ``model`` (``x-openclaw-model``). pi's next switch_session
+        goes back to its ``--model``, so the choice never outlives the run; without a
+        ``--model`` it would stay pi's default in this process, hence refused.
+
+        :raise AgentError: the agent has no provider and model, or pi does not know it.
+        """
+        if not (self._provider and self._model):
+            raise AgentError(
+                f"Agent {self.config.id!r} (pi) needs 'provider' and 'model' (or 'baseUrl')"
+                " to run a model chosen with x-openclaw-model."
+            )
+        process.call("set_model", COMMAND_SECONDS, provider=self._provider, modelId=model)
 
     def close(self) -> None:
         """Stop every pi process of this agent in this worker; remove their directories."""
@@ -328,14 +430,19 @@ class PiAgent(SendsAPIKey, Agent):
 
     def _models_json(self) -> dict[str, t.Any]:
         options = self.config.options
-        models = copy.deepcopy(dict(options.get("models") or {}))
+        models = copy.deepcopy(dict(options.get("modelsJson") or options.get("models") or {}))
         if options.get("baseUrl"):
             providers = models.setdefault("providers", {})
+            # pi's set_model takes only the models its registry lists: the ones a
+            # request may choose with x-openclaw-model too.
+            listed = dict.fromkeys([self._model, *self.config.models])
             providers[self._provider] = {
                 "baseUrl": options["baseUrl"],
                 "api": "openai-completions",
                 "apiKey": KEY_VARIABLE,  # a variable name: pi reads its value
                 "compat": COMPAT,
-                "models": [{"id": self._model}],
+                # Images reach the model (pi would put a placeholder in their place
+                # for a text-only model); an upstream without vision says so itself.
+                "models": [{"id": model, "input": ["text", "image"]} for model in listed],
             }
         return models

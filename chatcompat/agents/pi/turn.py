@@ -67,8 +67,11 @@ class PiTurn:
 
     # -- the run -----------------------------------------------------------------------
 
-    def run(self, prompt: str) -> t.Generator[Event, None, Finish | None]:
-        """Send the prompt, yield the run's events; return its Finish (None if cancelled).
+    def run(
+        self, prompt: str, images: list[Message] | None = None
+    ) -> t.Generator[Event, None, Finish | None]:
+        """Send the prompt (with pi's ``ImageContent`` images), yield the run's events;
+        return its Finish (None if cancelled).
 
         :raise AgentError: pi refused the prompt, its model call failed, or it died.
         """
@@ -77,7 +80,10 @@ class PiTurn:
         try:
             with self._lock:
                 self._prompt_id = self.process.next_id("prompt")
-                self.process.send({"id": self._prompt_id, "type": "prompt", "message": prompt})
+                command: Message = {"id": self._prompt_id, "type": "prompt", "message": prompt}
+                if images:
+                    command["images"] = images
+                self.process.send(command)
             started = False
             usage = [0, 0, 0, 0, 0]  # prompt, completion, total, cache read, cache write
             stop_reason = error = None

@@ -1,0 +1,333 @@
+"""The guarded fetch of a remote image, for backends that need the bytes (``pi``).
+
+The gateway fetches a client's image URL only for such a backend, and only after the
+agent's image policy took the URL (:mod:`chatcompat.images`). A URL is attacker
+controlled, so the fetch refuses to reach the gateway's own network (SSRF):
+
+- Each hop's host is resolved here, and **every** answer must be a public address
+  (:func:`is_public_address`: no private, loopback, link-local, shared, multicast,
+  reserved or unspecified address, also when embedded in an IPv6 one); the connection
+  then goes to the address that was checked (no second lookup that a DNS rebinding
+  could answer differently). HTTPS still verifies the certificate for the host name.
+- Redirects are followed by hand, each one checked like the first URL (scheme, host
+  allowlist, addresses), at most ``max_redirects`` of them.
+- The body is read up to ``max_bytes`` (a larger ``Content-Length`` is refused before
+  reading); the whole fetch, redirects included, has ``timeout_seconds``.
+
+A refusal raises :class:`FetchRefused`, whose message names no address and may be
+shown to the client. The address check and the resolver are parameters so that tests
+can reach a server on loopback explicitly; nothing else changes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+import typing as t
+import urllib.parse
+
+if t.TYPE_CHECKING:
+    from .base import Cancellation
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+AddressCheck = t.Callable[[IPAddress], bool]
+Resolver = t.Callable[[str, int], list[str]]
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+CHUNK = 64 * 1024
+USER_AGENT = "chatcompat-image-fetch"
+# NAT64 prefixes: the last 32 bits are an IPv4 address (RFC 6052, RFC 8215).
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+class FetchRefused(Exception):
+    """The image was not fetched; the message says why (no address in it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetched:
+    data: bytes = dataclasses.field(repr=False)
+    content_type: str | None = None
+
+
+def is_public_address(address: IPAddress) -> bool:
+    """Whether ``address`` is one the gateway may connect to for a client's URL: a
+    global unicast address, also for the IPv4 address inside an IPv4-mapped, 6to4 or
+    NAT64 IPv6 one (Teredo is refused)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.teredo is not None:
+            return False
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and any(address in net for net in _NAT64):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_public_address(embedded)
+    return address.is_global and not (
+        address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_private
+    )
+
+
+def host_allowed(host: str, allowlist: t.Sequence[str]) -> bool:
+    """Whether ``host`` is on ``allowlist`` (empty: every host is).
+
+    :param host: a URL's host name (any case, a trailing dot ignored).
+    :param allowlist: lowercased names; ``*.example.com`` matches the subdomains of
+        example.com, not example.com itself.
+    """
+    if not allowlist:
+        return True
+    host = host.lower().rstrip(".")
+    for entry in allowlist:
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (the system resolver; gevent's when patched)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def fetch(
+    url: str,
+    *,
+    max_bytes: int,
+    max_redirects: int,
+    timeout_seconds: float,
+    allowlist: t.Sequence[str] = (),
+    address_allowed: AddressCheck = is_public_address,
+    resolver: Resolver = resolve,
+    cancel: Cancellation | None = None,
+) -> Fetched:
+    """GET an image URL under the guard described in the module docstring.
+
+    :param allowlist: the policy's ``urlAllowlist``, checked on every hop.
+    :param address_allowed: the address check (tests pass one that admits loopback).
+    :param cancel: cancelling it cuts the connection at once.
+    :raise FetchRefused: refused or failed (the message can be shown to the client).
+    """
+    deadline = time.monotonic() + timeout_seconds
+    current = _Current()
+    if cancel is not None:
+        cancel.on_cancel(current.cut)
+    redirects = 0
+    while True:
+        if current.is_cut:
+            raise FetchRefused("The image fetch was cancelled.")
+        parts = _hop(url, allowlist)
+        conn = _connect(parts, deadline, timeout_seconds, address_allowed, resolver, current)
+        response = None
+        try:
+            response = _get(conn, parts, deadline, timeout_seconds)
+            location = response.getheader("Location")
+            if response.status in REDIRECTS:
+                if not location:
+                    raise FetchRefused(
+                        f"The image URL answered a redirect ({response.status}) without a Location."
+                    )
+                redirects += 1
+                if redirects > max_redirects:
+                    raise FetchRefused(f"The image URL redirects more than {max_redirects} times.")
+                url = urllib.parse.urljoin(url, location)
+                continue
+            if response.status != 200:
+                raise FetchRefused(f"The image URL answered HTTP {response.status}.")
+            data = _body(response, current, max_bytes, deadline, timeout_seconds)
+            return Fetched(data, response.getheader("Content-Type"))
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
+                raise _timed_out(timeout_seconds) from None
+            log.info("image fetch from %s failed: %s", parts.hostname, exc)
+            raise FetchRefused(
+                f"The image URL could not be fetched ({type(exc).__name__})."
+            ) from None
+        finally:
+            if response is not None:
+                response.close()  # it owns the socket once the server said it will close
+            conn.close()
+
+
+class _Current:
+    """The socket of the hop going on, which cancelling shuts down."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.is_cut = False
+
+    def set(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self.sock = sock
+            cut = self.is_cut
+        if cut:
+            self.cut()
+
+    def cut(self) -> None:
+        with self._lock:
+            self.is_cut = True
+            sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected yet, or already gone
+
+
+def _hop(url: str, allowlist: t.Sequence[str]) -> urllib.parse.SplitResult:
+    """The URL of one hop, if it may be fetched at all (before any lookup)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise FetchRefused("The image URL (or a redirect) is malformed.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchRefused("The image URL (or a redirect) is not an http(s) URL.")
+    if not host_allowed(parts.hostname, allowlist):
+        raise FetchRefused(
+            f"The image URL (or a redirect) names {parts.hostname!r}, a host outside"
+            " images.urlAllowlist."
+        )
+    return parts
+
+
+def _connect(
+    parts: urllib.parse.SplitResult,
+    deadline: float,
+    timeout_seconds: float,
+    address_allowed: AddressCheck,
+    resolver: Resolver,
+    current: _Current,
+) -> http.client.HTTPConnection:
+    """A connection to a checked address of the hop's host."""
+    host = parts.hostname
+    assert host is not None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        answers = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            answers = [ipaddress.ip_address(a.partition("%")[0]) for a in resolver(host, port)]
+        except (OSError, UnicodeError, ValueError):
+            raise FetchRefused(f"The image URL's host {host!r} could not be resolved.") from None
+    if time.monotonic() >= deadline:
+        raise _timed_out(timeout_seconds)
+    if not answers or not all(address_allowed(address) for address in answers):
+        log.info("image fetch refused: %s resolves to %s", host, [str(a) for a in answers])
+        raise FetchRefused(
+            f"The image URL's host {host!r} is refused: it is (or resolves to) a private,"
+            " loopback, link-local or otherwise non-public address."
+        )
+    address = str(answers[0])
+    cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    conn = cls(host, port, address, _remaining(deadline, timeout_seconds))
+    try:
+        conn.connect()
+    except OSError as exc:
+        conn.close()
+        if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
+            raise _timed_out(timeout_seconds) from None
+        log.info("image fetch from %s failed to connect: %s", host, exc)
+        raise FetchRefused(f"The image URL's host {host!r} could not be reached.") from None
+    current.set(conn.sock)
+    return conn
+
+
+def _get(
+    conn: http.client.HTTPConnection,
+    parts: urllib.parse.SplitResult,
+    deadline: float,
+    timeout_seconds: float,
+) -> http.client.HTTPResponse:
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    conn.sock.settimeout(_remaining(deadline, timeout_seconds))
+    conn.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+    return conn.getresponse()
+
+
+def _body(
+    response: http.client.HTTPResponse,
+    current: _Current,
+    max_bytes: int,
+    deadline: float,
+    timeout_seconds: float,
+) -> bytes:
+    length = response.getheader("Content-Length")
+    too_large = FetchRefused(
+        f"Invalid image: larger than {max_bytes} bytes (images.maxBytes of this agent)."
+    )
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if current.sock is not None:
+            current.sock.settimeout(_remaining(deadline, timeout_seconds))
+        chunk = response.read1(CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    if current.is_cut:
+        raise FetchRefused("The image fetch was cancelled.")
+    return b"".join(chunks)
+
+
+def _remaining(deadline: float, timeout_seconds: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _timed_out(timeout_seconds)
+    return left
+
+
+def _timed_out(timeout_seconds: float) -> FetchRefused:
+    return FetchRefused(f"The image URL did not answer within {timeout_seconds:g} s.")
+
+
+class _Pinned:
+    """Connects to a checked address instead of looking the host up again; the host
+    name still goes in ``Host`` and, for HTTPS, in SNI and the certificate check."""
+
+    port: int
+
+    def _pin(self, address: str) -> None:
+        self._address = address
+        self._create_connection = self._to_address
+
+    def _to_address(
+        self, _where: tuple[str, int], timeout: float | None = None, source: t.Any = None
+    ) -> socket.socket:
+        return socket.create_connection((self._address, self.port), timeout, source)
+
+
+class _PinnedHTTP(_Pinned, http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        http.client.HTTPConnection.__init__(self, host, port, timeout=timeout)
+        self._pin(address)
+
+
+class _PinnedHTTPS(_Pinned, http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        context = ssl.create_default_context()
+        http.client.HTTPSConnection.__init__(self, host, port, timeout=timeout, context=context)
+        self._pin(address)

@@ -1,0 +1,209 @@
+"""The guarded image fetch against a real HTTP server on loopback.
+
+Loopback is not public, so the default guard refuses the server: the allowed paths
+pass an address check that admits exactly the test server's address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+
+import pytest
+
+from chatcompat.agents.base import Cancellation
+from chatcompat.agents.image_fetch import FetchRefused
+from chatcompat.agents.image_fetch import fetch
+from chatcompat.agents.image_fetch import host_allowed
+from chatcompat.agents.image_fetch import is_public_address
+from tests.image_server import PNG
+from tests.image_server import ImageServer
+
+LIMITS = {"max_bytes": 4096, "max_redirects": 3, "timeout_seconds": 5.0}
+
+
+def only(*addresses: str):
+    """An address check that admits exactly ``addresses``."""
+    allowed = {ipaddress.ip_address(a) for a in addresses}
+    return lambda address: address in allowed
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ImageServer("127.0.0.1") as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def other():
+    """A second server on another loopback address, for redirects across addresses."""
+    with ImageServer("127.0.0.2") as started:
+        yield started
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+     "0.0.0.0", "224.0.0.1", "255.255.255.255", "240.0.0.1", "::1", "::", "fe80::1", "fc00::1",
+     "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::",
+     "2001:0:4136:e378:8000:63bf:3fff:fdd2"],
+)  # fmt: skip
+def test_non_public_addresses_are_refused(address):
+    assert not is_public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700::1111",
+                                     "::ffff:8.8.8.8", "64:ff9b::808:808"])  # fmt: skip
+def test_public_addresses_pass(address):
+    assert is_public_address(ipaddress.ip_address(address))
+
+
+def test_loopback_server_is_refused_by_default(server):
+    before = len(server.requests)
+    with pytest.raises(FetchRefused, match="non-public address"):
+        fetch(server.url("/png"), **LIMITS)
+    assert len(server.requests) == before  # never connected
+
+
+def test_localhost_by_name_is_refused_for_its_dns_answers(server):
+    before = len(server.requests)
+    with pytest.raises(FetchRefused, match="'localhost' is refused"):
+        fetch(f"http://localhost:{server.port}/png", **LIMITS)
+    assert len(server.requests) == before  # never connected
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "127.1", "[::1]", "[::ffff:127.0.0.1]"])
+def test_other_spellings_of_loopback_are_refused(server, host):
+    before = len(server.requests)
+    with pytest.raises(FetchRefused, match="non-public address"):
+        fetch(f"http://{host}:{server.port}/png", **LIMITS)
+    assert len(server.requests) == before
+
+
+def test_allowed_address_is_fetched(server):
+    fetched = fetch(server.url("/png"), address_allowed=only("127.0.0.1"), **LIMITS)
+    assert fetched.data == PNG
+    assert fetched.content_type == "image/png"
+
+
+def test_one_private_answer_among_public_ones_refuses_the_host(server):
+    def resolver(host, port):
+        return ["127.0.0.1", "10.0.0.7"]
+
+    with pytest.raises(FetchRefused, match="'images.test' is refused"):
+        fetch(f"http://images.test:{server.port}/png", address_allowed=only("127.0.0.1"),
+              resolver=resolver, **LIMITS)  # fmt: skip
+
+
+def test_connects_to_the_checked_address_with_the_name_as_host(server):
+    lookups = []
+
+    def resolver(host, port):
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    url = f"http://images.test:{server.port}/host"
+    fetched = fetch(url, address_allowed=only("127.0.0.1"), resolver=resolver, **LIMITS)
+    assert fetched.data == PNG
+    assert lookups == ["images.test"]  # one lookup: the connection used its answer
+    assert server.hosts[-1] == f"images.test:{server.port}"
+
+
+def test_redirect_to_a_refused_address_is_refused(server, other):
+    before = len(other.requests)
+    url = server.url("/to?u=" + other.url("/png"))
+    with pytest.raises(FetchRefused, match="'127.0.0.2' is refused"):
+        fetch(url, address_allowed=only("127.0.0.1"), **LIMITS)
+    assert len(other.requests) == before
+    # Admitted, the same redirect is followed.
+    fetched = fetch(url, address_allowed=only("127.0.0.1", "127.0.0.2"), **LIMITS)
+    assert fetched.data == PNG
+
+
+def test_redirect_outside_the_allowlist_is_refused(server):
+    url = f"http://images.test:{server.port}/to?u=http://elsewhere.test:{server.port}/png"
+    with pytest.raises(FetchRefused, match="'elsewhere.test', a host outside"):
+        fetch(url, allowlist=("images.test",), address_allowed=only("127.0.0.1"),
+              resolver=lambda host, port: ["127.0.0.1"], **LIMITS)  # fmt: skip
+
+
+def test_redirects_are_capped(server):
+    before = len(server.requests)
+    with pytest.raises(FetchRefused, match="more than 3 times"):
+        fetch(server.url("/loop"), address_allowed=only("127.0.0.1"), **LIMITS)
+    assert len(server.requests) - before == 4  # the URL and 3 redirects
+
+
+def test_redirect_to_another_scheme_is_refused(server):
+    with pytest.raises(FetchRefused, match="not an http"):
+        fetch(server.url("/to?u=file:///etc/passwd"), address_allowed=only("127.0.0.1"),
+              **LIMITS)  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/big?n=5000", "/stream?n=5000"])
+def test_size_is_capped_with_and_without_content_length(server, path):
+    with pytest.raises(FetchRefused, match="larger than 4096 bytes"):
+        fetch(server.url(path), address_allowed=only("127.0.0.1"), **LIMITS)
+    small = path.replace("5000", "100")
+    assert len(fetch(server.url(small), address_allowed=only("127.0.0.1"), **LIMITS).data) == (
+        len(PNG) + 100
+    )
+
+
+def test_time_is_capped(server):
+    started = time.monotonic()
+    with pytest.raises(FetchRefused, match="did not answer within 0.5 s"):
+        fetch(server.url("/slow?s=3"), address_allowed=only("127.0.0.1"),
+              **{**LIMITS, "timeout_seconds": 0.5})  # fmt: skip
+    assert time.monotonic() - started < 2
+
+
+def test_error_status_is_refused(server):
+    with pytest.raises(FetchRefused, match="HTTP 404"):
+        fetch(server.url("/status?c=404"), address_allowed=only("127.0.0.1"), **LIMITS)
+
+
+def test_cancel_cuts_the_fetch(server):
+    cancel = Cancellation()
+    threading.Timer(0.3, cancel.cancel).start()
+    started = time.monotonic()
+    with pytest.raises(FetchRefused):
+        fetch(server.url("/slow?s=3"), address_allowed=only("127.0.0.1"), cancel=cancel,
+              **LIMITS)  # fmt: skip
+    assert time.monotonic() - started < 2
+
+
+def test_a_cancelled_run_fetches_nothing(server):
+    cancel = Cancellation()
+    cancel.cancel()
+    before = len(server.requests)
+    with pytest.raises(FetchRefused, match="cancelled"):
+        fetch(server.url("/png"), address_allowed=only("127.0.0.1"), cancel=cancel, **LIMITS)
+    assert len(server.requests) == before
+
+
+def test_unresolvable_host_is_refused():
+    def resolver(host, port):
+        raise OSError("no such host")
+
+    with pytest.raises(FetchRefused, match="could not be resolved"):
+        fetch("http://nowhere.test/png", resolver=resolver, **LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("host", "allowlist", "expected"),
+    [
+        ("cdn.example.com", (), True),
+        ("cdn.example.com", ("cdn.example.com",), True),
+        ("CDN.Example.com.", ("cdn.example.com",), True),
+        ("img.cdn.example.com", ("cdn.example.com",), False),
+        ("a.example.com", ("*.example.com",), True),
+        ("a.b.example.com", ("*.example.com",), True),
+        ("example.com", ("*.example.com",), False),
+        ("badexample.com", ("*.example.com",), False),
+        ("other.org", ("cdn.example.com", "*.example.com"), False),
+    ],
+)
+def test_host_allowlist(host, allowlist, expected):
+    assert host_allowed(host, allowlist) is expected
