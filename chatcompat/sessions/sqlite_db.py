@@ -105,13 +105,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (
         # The rolling windows of named keys: one row per admitted request (kind
-        # 'requests', amount 1, id the request's) or finished run ('tokens').
+        # 'requests', amount 1, id the request's) or finished run ('tokens'), kept in
+        # time order per key and kind, so what leaves a window is one range.
         """CREATE TABLE IF NOT EXISTS key_usage (
             key_id TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
             amount INTEGER NOT NULL, request_id TEXT NOT NULL,
-            PRIMARY KEY (key_id, kind, request_id)
+            PRIMARY KEY (key_id, kind, at, request_id)
         ) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS key_usage_window ON key_usage (key_id, kind, at)",
         "CREATE INDEX IF NOT EXISTS key_usage_at ON key_usage (at)",
         # What key_usage holds per key and kind, kept in step with it: an admission
         # reads two rows instead of summing its whole window.

@@ -503,8 +503,11 @@ class SQLiteStore(SessionStore):
 def _expire_usage(conn: sqlite3.Connection, key_id: str | None, before: float) -> None:
     """Drop the window entries at or before ``before`` (of one key, or of all when
     ``key_id`` is None), and take them off the running totals."""
+    # Per key: one range of the primary key (key_id, kind, at) for each kind.
     where, params = (
-        ("key_id = ? AND at <= ?", (key_id, before)) if key_id else ("at <= ?", (before,))
+        ("key_id = ? AND kind IN ('requests', 'tokens') AND at <= ?", (key_id, before))
+        if key_id
+        else ("at <= ?", (before,))
     )
     gone = conn.execute(
         f"SELECT key_id, kind, sum(amount) FROM key_usage WHERE {where} GROUP BY key_id, kind",
