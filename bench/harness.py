@@ -142,7 +142,12 @@ def gateway_config(directory: pathlib.Path, upstream: str, slow_model: str) -> d
     return {
         "gateway": {
             "auth": {"mode": "token", "token": TOKEN, "rateLimit": False},
-            "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+            "http": {
+                "endpoints": {
+                    "chatCompletions": {"enabled": True},
+                    "responses": {"enabled": True},  # bench/run.py's /v1/responses rows
+                }
+            },
         },
         "agents": {
             "list": [
@@ -268,8 +273,10 @@ def load(
     model: str = "openclaw",
     token: str | None = TOKEN,
     extra: list[str] | None = None,
+    api: str = "chat",
 ) -> dict:
-    """Run bench/load.py once (closed loop) in its own process; its JSON result."""
+    """Run bench/load.py once (closed loop) in its own process; its JSON result.
+    ``api``: ``chat`` (/v1/chat/completions) or ``responses`` (/v1/responses)."""
     argv = [
         PYTHON,
         str(BENCH / "load.py"),
@@ -286,5 +293,7 @@ def load(
         argv += ["--token", token]
     if stream:
         argv.append("--stream")
+    if api != "chat":
+        argv += ["--api", api]
     out = subprocess.run(argv + (extra or []), capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

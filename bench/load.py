@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Load client for any OpenAI-compatible ``/v1/chat/completions`` endpoint.
+"""Load client for any OpenAI-compatible ``/v1/chat/completions`` endpoint, or (with
+``--api responses``) ``/v1/responses``.
 
 Raw asyncio HTTP/1.1 with keep-alive (uvloop when installed), so the client costs
 little CPU next to the server under test. Two modes:
@@ -17,6 +18,12 @@ little CPU next to the server under test. Two modes:
 
 A response counts as an error unless it is 2xx and, for a stream, ends with
 ``data: [DONE]`` without an error frame.
+
+``--api responses`` sends ``{"model", "input": PROMPT, "stream"}`` to ``/v1/responses``.
+A JSON reply must be a ``response`` whose ``status`` is ``completed``. In a stream the
+chunks are the ``response.output_text.delta`` events (ttfb: the first of them); it must
+reach ``response.completed`` with no ``response.failed``, ``response.incomplete`` or
+``error`` event before.
 
     python bench/load.py --url http://127.0.0.1:18789 --token T --model openclaw \\
         --stream --concurrency 64 --duration 5
@@ -44,6 +51,10 @@ class BadResponse(Exception):
     """A 2xx response that is not a complete answer (error frame, no [DONE])."""
 
 
+# /v1/responses: the events that end a stream without a complete answer.
+RESPONSES_FAILED = (b"response.failed", b"response.incomplete", b"error")
+
+
 class Conn:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -59,8 +70,11 @@ class Conn:
         self.r = self.w = None
 
 
-async def one(conn: Conn, req: bytes, stream: bool, on_chunk=None) -> tuple[int, float, float, int]:
-    """One request on ``conn``. Returns ``(status, ttfb_s, total_s, data_lines)``."""
+async def one(
+    conn: Conn, req: bytes, stream: bool, on_chunk=None, api: str = "chat"
+) -> tuple[int, float, float, int]:
+    """One request on ``conn``. Returns ``(status, ttfb_s, total_s, chunks)``: chunks are
+    the ``data:`` lines (chat) or the ``response.output_text.delta`` events (responses)."""
     if conn.w is None:
         await conn.open()
     t0 = time.perf_counter()
@@ -109,10 +123,36 @@ async def one(conn: Conn, req: bytes, stream: bool, on_chunk=None) -> tuple[int,
                 if on_chunk is not None:
                     on_chunk(chunks)
 
+    def scan_responses(data: bytes) -> None:
+        # Named SSE events: the ``event:`` line says what the ``data:`` line after it is,
+        # so the JSON is never parsed here.
+        nonlocal ttfb, chunks, buf, done, failed
+        buf += data
+        if b"\n" not in data:
+            return
+        *lines, buf = buf.split(b"\n")
+        for ln in lines:
+            if not ln.startswith(b"event:"):
+                continue
+            name = ln[6:].strip()
+            if name == b"response.output_text.delta":
+                if ttfb is None:
+                    ttfb = time.perf_counter() - t0
+                chunks += 1
+                if on_chunk is not None:
+                    on_chunk(chunks)
+            elif name == b"response.completed":
+                done = not failed
+            elif name in RESPONSES_FAILED:
+                failed = True
+
+    feed = scan if api == "chat" else scan_responses
     if length is not None:
         body = await r.readexactly(length) if length else b""
         if stream:
-            scan(body)
+            feed(body)
+        elif api == "responses":
+            failed = 200 <= status < 300 and not completed_response(body)
         elif 200 <= status < 300 and not body.startswith(b'{"id"'):
             failed = True
     elif chunked:
@@ -123,31 +163,50 @@ async def one(conn: Conn, req: bytes, stream: bool, on_chunk=None) -> tuple[int,
                 break
             data = await r.readexactly(size + 2)
             if stream:
-                scan(data[:-2])
+                feed(data[:-2])
     else:
         while True:
             data = await r.read(65536)
             if not data:
                 break
             if stream:
-                scan(data)
+                feed(data)
         keep = False
     if not keep:
         conn.close()
     total = time.perf_counter() - t0
     if 200 <= status < 300 and stream and (failed or not done):
+        if api == "responses":
+            raise BadResponse("failed event" if failed else "no response.completed")
         raise BadResponse("error frame" if failed else "no [DONE]")
     if failed:
-        raise BadResponse("not a completion")
+        raise BadResponse("not a completed response" if api == "responses" else "not a completion")
     return status, (ttfb if ttfb is not None else total), total, chunks
 
 
+def completed_response(body: bytes) -> bool:
+    """A JSON reply of /v1/responses that is a whole answer: parsed, as the status of
+    the response and of its output items are both called ``status``."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(obj, dict):
+        return False
+    return obj.get("object") == "response" and obj.get("status") == "completed"
+
+
 def build_request(a: argparse.Namespace, host: str, port: int, path: str) -> bytes:
-    body: dict = {"model": a.model, "messages": [{"role": "user", "content": a.prompt}]}
-    if a.stream:
-        body["stream"] = True
+    if a.api == "responses":
+        body: dict = {"model": a.model, "input": a.prompt, "stream": a.stream}
+    else:
+        body = {"model": a.model, "messages": [{"role": "user", "content": a.prompt}]}
+        if a.stream:
+            body["stream"] = True
     if a.user:
         body["user"] = a.user
+    if a.extra_body:
+        body.update(json.loads(a.extra_body))
     payload = json.dumps(body).encode()
     hdr = [
         f"POST {path} HTTP/1.1",
@@ -187,7 +246,9 @@ async def closed_loop(a: argparse.Namespace, host: str, port: int, req: bytes) -
                     break
                 remaining -= 1
             try:
-                st, tb, tt, ch = await asyncio.wait_for(one(conn, req, a.stream), a.timeout)
+                st, tb, tt, ch = await asyncio.wait_for(
+                    one(conn, req, a.stream, api=a.api), a.timeout
+                )
                 statuses[str(st)] = statuses.get(str(st), 0) + 1
                 if 200 <= st < 300:
                     lat.append(tt)
@@ -254,7 +315,7 @@ async def hold(a: argparse.Namespace, host: str, port: int, req: bytes) -> dict:
 
         await gate.acquire()
         try:
-            st, *_ = await asyncio.wait_for(one(conn, req, True, on_chunk), a.timeout)
+            st, *_ = await asyncio.wait_for(one(conn, req, True, on_chunk, a.api), a.timeout)
             key = "ok" if 200 <= st < 300 else str(st)
         except Exception as e:  # noqa: BLE001 - a load client counts every failure
             key = type(e).__name__
@@ -297,7 +358,8 @@ async def hold(a: argparse.Namespace, host: str, port: int, req: bytes) -> dict:
 async def run(a: argparse.Namespace) -> dict:
     u = urlsplit(a.url)
     host, port = u.hostname, u.port or 80
-    path = (u.path.rstrip("/") or "") + "/v1/chat/completions"
+    endpoint = "/v1/responses" if a.api == "responses" else "/v1/chat/completions"
+    path = (u.path.rstrip("/") or "") + endpoint
     if a.hold:
         a.stream = True  # held streams are streams
     req = build_request(a, host, port, path)
@@ -314,7 +376,16 @@ def main() -> None:
     p.add_argument("--prompt", default="hi")
     p.add_argument("--user")
     p.add_argument("--header", action="append", help="extra 'Name: value' header")
+    p.add_argument(
+        "--extra-body", help="JSON object merged into the request body, e.g. '{\"store\": false}'"
+    )
     p.add_argument("--stream", action="store_true")
+    p.add_argument(
+        "--api",
+        choices=("chat", "responses"),
+        default="chat",
+        help="/v1/chat/completions (chat, the default) or /v1/responses",
+    )
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--duration", type=float, help="seconds; overrides --requests")

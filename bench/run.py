@@ -13,6 +13,9 @@
    and chunks/s (streams), CPU per request (and per chunk) of the gateway's processes
    (gunicorn master + workers, from /proc), RSS; each beside the direct run, with the
    ratio, the latency added, and the targets of the performance issue.
+6. Unless ``--no-responses``: the same load on ``/v1/responses`` of the same gateway
+   (JSON and streams at concurrency 1 and 64, each run right after its chat row), and a
+   second table with the ratio responses / chat (issue 14: within 15 %).
 
 CPU "direct" is the mock upstream's own CPU per request, for scale. The mock and the
 load client run on the same 2 cores as the gateway, so the requests/s through the
@@ -48,35 +51,73 @@ TARGETS = {
     (("stream", 1), "first chunk p50 ms"): ("added", 1.0),
 }
 
+# /v1/responses on the same gateway: these rows, each measured right after the chat row
+# of the same load so that both see the same machine.
+RESPONSES_SCENARIOS = [("JSON", 1), ("JSON", 64), ("stream", 1), ("stream", 64)]
+# Issue 14: /v1/responses within 15 % of chat completions on the same load.
+RESPONSES_RATIO_MAX = 1.15
+RESPONSES_RATIO_METRICS = ("latency p50 ms", "stream p50 ms", "CPU ms/request")
 
-def measure(target_url: str, pids_of, scenario, duration: float, warmup: float, model: str) -> dict:
+
+def measure(
+    target_url: str,
+    pids_of,
+    scenario,
+    duration: float,
+    warmup: float,
+    model: str,
+    api: str = "chat",
+) -> dict:
     kind, concurrency = scenario
     stream = kind == "stream"
     if warmup:
         harness.load(
-            target_url, stream=stream, concurrency=concurrency, duration=warmup, model=model
+            target_url,
+            stream=stream,
+            concurrency=concurrency,
+            duration=warmup,
+            model=model,
+            api=api,
         )
     pids = pids_of()
     cpu0 = harness.cpu_seconds(pids)
     result = harness.load(
-        target_url, stream=stream, concurrency=concurrency, duration=duration, model=model
+        target_url, stream=stream, concurrency=concurrency, duration=duration, model=model, api=api
     )
     result["server_cpu_s"] = harness.cpu_seconds(pids) - cpu0
     return result
 
 
-def run_all(target_url: str, pids_of, duration: float, warmup: float, model: str) -> dict:
-    out = {}
+def progress(label: str, scenario, r: dict) -> None:
+    line = (
+        f"  {label}{scenario[0]:<6} c={scenario[1]:<3} {r['rps']:>8.1f} req/s"
+        f"  p50 {r['lat_ms']['p50']} ms  errors {r['errors']}"
+    )
+    if r["errors"]:  # say what went wrong, not only how often
+        line += f"  {r['status_counts']}"
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_all(
+    target_url: str,
+    pids_of,
+    duration: float,
+    warmup: float,
+    model: str,
+    responses: list | tuple = (),
+) -> tuple[dict, dict]:
+    """The chat rows; after each one whose load is in ``responses``, the same load on
+    /v1/responses. Returns ``(chat, responses)``, both keyed by scenario."""
+    out, resp = {}, {}
     for scenario in SCENARIOS:
         out[scenario] = measure(target_url, pids_of, scenario, duration, warmup, model)
-        r = out[scenario]
-        print(
-            f"  {scenario[0]:<6} c={scenario[1]:<3} {r['rps']:>8.1f} req/s"
-            f"  p50 {r['lat_ms']['p50']} ms  errors {r['errors']}",
-            file=sys.stderr,
-            flush=True,
-        )
-    return out
+        progress("", scenario, out[scenario])
+        if scenario in responses:
+            resp[scenario] = measure(
+                target_url, pids_of, scenario, duration, warmup, model, api="responses"
+            )
+            progress("responses ", scenario, resp[scenario])
+    return out, resp
 
 
 def rows_of(scenario, r: dict) -> dict[str, float | None]:
@@ -94,6 +135,53 @@ def rows_of(scenario, r: dict) -> dict[str, float | None]:
         row["CPU µs/chunk"] = r["server_cpu_s"] * 1e6 / max(r["chunks"], 1)
     row["errors"] = r["errors"]
     return row
+
+
+def responses_rows_of(scenario, r: dict) -> dict[str, float | None]:
+    """The metrics that mean the same on both endpoints. A stream's "first chunk" is the
+    role chunk on chat and the first ``response.output_text.delta`` on responses; chunk
+    counts differ (24 ``data:`` frames against 21 deltas among 29 events), so there is
+    no per-chunk row."""
+    ok = max(r["ok"], 1)
+    row: dict[str, float | None] = {"requests/s": r["rps"]}
+    if scenario[0] == "JSON":
+        row["latency p50 ms"] = r["lat_ms"]["p50"]
+        row["latency p99 ms"] = r["lat_ms"]["p99"]
+    else:
+        row["first chunk p50 ms"] = r["ttfb_ms"]["p50"]
+        row["stream p50 ms"] = r["lat_ms"]["p50"]
+        row["stream p99 ms"] = r["lat_ms"]["p99"]
+    row["CPU ms/request"] = r["server_cpu_s"] * 1000 / ok
+    row["errors"] = r["errors"]
+    return row
+
+
+def responses_table(chat: dict, responses: dict) -> str:
+    lines = []
+    head = (
+        f"{'load':<12} {'metric':<20} {'chat':>10} {'responses':>11} {'ratio':>7}"
+        f"   {'target':<10} {'met':<3}"
+    )
+    lines += [head, "-" * len(head)]
+    for scenario in RESPONSES_SCENARIOS:
+        if scenario not in responses:
+            continue
+        c_rows = responses_rows_of(scenario, chat[scenario])
+        r_rows = responses_rows_of(scenario, responses[scenario])
+        name = f"{scenario[0]} c={scenario[1]}"
+        for metric, r in r_rows.items():
+            c = c_rows.get(metric)
+            ratio = r / c if c and r is not None and metric != "errors" else None
+            target, met = "", ""
+            if metric in RESPONSES_RATIO_METRICS and ratio is not None:
+                target = f"<= {RESPONSES_RATIO_MAX:g}x"
+                met = "yes" if ratio <= RESPONSES_RATIO_MAX else "NO"
+            lines.append(
+                f"{name:<12} {metric:<20} {fmt(c):>10} {fmt(r):>11}"
+                f" {'' if ratio is None else f'{ratio:.2f}':>7}   {target:<10} {met:<3}"
+            )
+            name = ""
+    return "\n".join(lines)
 
 
 def fmt(value: float | None) -> str:
@@ -173,6 +261,12 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no-capacity", action="store_true", help="skip the slow-stream capacity run")
     p.add_argument("--streams", default="1000,5000", help="capacity run sizes [1000,5000]")
+    p.add_argument(
+        "--responses",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure /v1/responses next to chat completions [on]",
+    )
     p.add_argument("--json", help="also write every raw result to this file")
     a = p.parse_args()
 
@@ -181,12 +275,19 @@ def main() -> int:
     mock = harness.Mock()
     try:
         print("direct (mock upstream):", file=sys.stderr)
-        direct = run_all(mock.url, mock.pids, a.duration, a.warmup, model="mock")
+        direct, _ = run_all(mock.url, mock.pids, a.duration, a.warmup, model="mock")
         rss_direct = harness.rss_bytes(mock.pids())
         gateway = harness.Gateway(mock.url, workers=a.workers)
         try:
             print(f"through chatcompat serve ({a.workers} gevent workers):", file=sys.stderr)
-            through = run_all(gateway.url, gateway.pids, a.duration, a.warmup, model="openclaw")
+            through, responses = run_all(
+                gateway.url,
+                gateway.pids,
+                a.duration,
+                a.warmup,
+                model="openclaw",
+                responses=RESPONSES_SCENARIOS if a.responses else (),
+            )
             workers = gateway.worker_pids()
             rss = {
                 "direct": rss_direct,
@@ -226,12 +327,21 @@ def main() -> int:
     )
     print()
     print(table(direct, through, rss, capacity))
+    if responses:
+        print()
+        print(
+            "/v1/responses next to chat completions: the same gateway, each load run right"
+            " after the chat one; target: issue 14"
+        )
+        print()
+        print(responses_table(through, responses))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(
                 {
                     "direct": {f"{k[0]} c={k[1]}": v for k, v in direct.items()},
                     "chatcompat": {f"{k[0]} c={k[1]}": v for k, v in through.items()},
+                    "responses": {f"{k[0]} c={k[1]}": v for k, v in responses.items()},
                     "rss": rss,
                     "capacity": capacity,
                 },

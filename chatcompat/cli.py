@@ -272,7 +272,47 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  endpoint    /v1/chat/completions {endpoint}")
     print(f"  agents      {', '.join(f'{a.id} ({a.backend})' for a in settings.agents)}")
     print(f"  default     {settings.default_agent_id}")
-    print(f"  sessions    {without_credentials(settings.session_store)}")
+    print(f"  sessions    {_shown_store(settings.session_store)}")
+    return _check_primary(settings)
+
+
+def _shown_store(url: str) -> str:
+    """The store URL without its password nor a secret query option's value."""
+    from .settings import StoreURL
+    from .settings import StoreURLError
+
+    shown = without_credentials(url)
+    try:
+        secrets = StoreURL.parse(url).secrets
+    except StoreURLError:
+        return shown
+    for secret in sorted(secrets, key=len, reverse=True):
+        shown = shown.replace(secret, "<redacted>")
+    return shown
+
+
+def _check_primary(settings: Settings) -> int:
+    """Behind Redis Sentinel, ask the sentinels which primary is in use (the only
+    part of ``check`` that connects: the primary moves, so the file cannot say).
+
+    :return: 1 when no primary answers, else 0.
+    """
+    from .sessions import StoreError
+    from .sessions.redis_store import RedisStore
+    from .settings import StoreURL
+
+    if not StoreURL.parse(settings.session_store).sentinels:
+        return 0
+    store = RedisStore(settings.session_store, redis_options=settings.redis)
+    try:
+        primary = store.ping()
+        replicas = store.min_replicas()
+    except StoreError as exc:  # its message has no password (the store's rule)
+        print(f"chatcompat: sessions.store: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"  primary     {primary} (from the sentinels; {replicas} replica(s) confirm each turn)")
     return 0
 
 

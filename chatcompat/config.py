@@ -36,6 +36,7 @@ from .settings import Cors
 from .settings import ImagePolicy
 from .settings import KeyLimits
 from .settings import RateLimit
+from .settings import RedisOptions
 from .settings import Settings
 from .settings import StoreURL
 from .settings import StoreURLError
@@ -206,6 +207,7 @@ def settings_from_document(
         if value is not None and name not in fields:  # CHATCOMPAT_BIND beats gateway.port
             fields[name] = convert(value)
     fields["rate_limit"] = _rate_limit(_lookup(doc, ("gateway", "auth", "rateLimit")))
+    fields["redis"] = _redis_options(_lookup(doc, ("sessions", "redis")) or {})
     fields.update(_browser_and_sessions(doc))
     return Settings(**fields)
 
@@ -371,6 +373,16 @@ def _auth(
         )
         problems.append((("gateway", "auth", "mode"), message))
     return {}
+
+
+def _redis_options(value: t.Mapping[str, t.Any]) -> RedisOptions:
+    """``sessions.redis`` (already valid)."""
+    minimum, wait = value.get("minReplicas"), value.get("failoverWaitSeconds")
+    return RedisOptions(
+        min_replicas=None if minimum is None else int(minimum),
+        wait_timeout_seconds=float(value.get("waitTimeoutSeconds", 1)),
+        failover_wait_seconds=None if wait is None else float(wait),
+    )
 
 
 def _rate_limit(value: t.Any) -> RateLimit | None:

@@ -36,7 +36,7 @@ class Gateway:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    self._store = open_store(self.settings.session_store)
+                    self._store = open_store(self.settings.session_store, self.settings.redis)
                     self._agents = AgentPool(self.settings.agents)
                     self._pid = os.getpid()
 

@@ -26,10 +26,13 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     try:
-        current_gateway().store.ping()
+        primary = current_gateway().store.ping()
     except StoreUnreachable as exc:
         raise errors.StoreUnavailable("The session store does not answer.") from exc
-    return json_response({"status": "ready"})
+    if primary is None:
+        return json_response({"status": "ready"})
+    # A Redis behind Sentinel moves: say which server this host writes to now.
+    return json_response({"status": "ready", "store": {"primary": primary}})
 
 
 @bp.get("/metrics")

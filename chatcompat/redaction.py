@@ -25,15 +25,17 @@ handlers of pytest or of a host application).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
 import typing as t
-import urllib.parse
 
 from .settings import SECRET_KEY
 from .settings import SECRET_NAME
+from .settings import StoreURL
+from .settings import StoreURLError
 
 if t.TYPE_CHECKING:
     from .settings import Settings
@@ -143,9 +145,8 @@ def secrets_of(settings: Settings, environ: t.Mapping[str, str]) -> set[str]:
     """Every secret in ``settings`` (see the module docstring), with the values of the
     variables it names read from ``environ``."""
     found = {settings.auth_secret or ""}
-    password = urllib.parse.urlsplit(settings.session_store).password
-    if password:  # as written in the URL, and as the store sends it
-        found |= {password, urllib.parse.unquote(password)}
+    with contextlib.suppress(StoreURLError):  # as written, and as the store sends them
+        found |= StoreURL.parse(settings.session_store).secrets
     for agent in settings.agents:
         found |= _option_secrets(agent.options, environ)
     return {secret for secret in found if secret}

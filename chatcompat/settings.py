@@ -103,6 +103,17 @@ class ImagePolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class RedisOptions:
+    """``sessions.redis``: how many replicas must confirm a turn write (Redis ``WAIT``)."""
+
+    # None: 1 for a Sentinel URL whose sentinels know a replica of the primary, else 0.
+    min_replicas: int | None = None
+    wait_timeout_seconds: float = 1.0
+    # How long a turn write waits for a failover; None: 10 s behind Sentinel, else 0.
+    failover_wait_seconds: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """One entry of ``agents.list`` with ``agents.defaults`` merged in.
 
@@ -170,6 +181,7 @@ class Settings:
     # False: ``user`` is passed on to the agent but never selects a session.
     session_user_keys: bool = True
     cors: Cors | None = None
+    redis: RedisOptions = RedisOptions()
     # Named API keys besides the operator's secret (SPEC 16).
     api_keys: tuple[ApiKey, ...] = ()
 
@@ -206,10 +218,16 @@ def unsendable(value: t.Any) -> bool:
     return isinstance(value, str) and (value != value.strip() or bool(_CONTROL.search(value)))
 
 
-STORE_URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db, redis:// or rediss://"
+STORE_URL_FORMS = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, redis://, rediss://,"
+    " redis+sentinel:// or rediss+sentinel://"
+)
 REDIS_URL_FORM = "redis://[:password@]host[:port][/db]"
-REDIS_SCHEMES = ("redis", "rediss")
+SENTINEL_URL_FORM = "redis+sentinel://[:password@]host[:port][,host[:port]...]/service[/db]"
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+REDIS_SCHEMES = ("redis", "rediss", *SENTINEL_SCHEMES)
 DEFAULT_REDIS_PORT = 6379
+DEFAULT_SENTINEL_PORT = 26379
 
 
 class StoreURLError(ValueError):
@@ -226,6 +244,9 @@ class StoreURL:
     is taken verbatim, not percent-decoded; ``?options`` are kept) names a SQLite file.
     ``redis://[:password@]host[:port][/db]`` or ``rediss://`` (TLS) names a Redis
     database; its query options are the Redis store's to check.
+    ``redis+sentinel://[:password@]host[:port][,host[:port]...]/service[/db]`` (or
+    ``rediss+sentinel://``, TLS) names the database of the Redis primary that the
+    Sentinels at those addresses (default port 26379) know as ``service``.
     """
 
     # "sqlite", "redis" or "rediss" (lowercased).
@@ -240,6 +261,9 @@ class StoreURL:
     host: str = ""
     port: int = 0
     db: int = 0
+    # Redis Sentinel: the sentinels' (host, port) and the primary's service name.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str = ""
 
     @classmethod
     def parse(cls, url: str) -> StoreURL:
@@ -257,6 +281,8 @@ class StoreURL:
             if not path.startswith("/") or path in ("/", "//"):
                 raise StoreURLError(f"a SQLite URL has no host (expected {STORE_URL_FORMS})")
             return cls(scheme=scheme, url=url, path=path[1:], query=query)
+        if scheme in SENTINEL_SCHEMES:
+            return cls._parse_sentinel(scheme, url)
         if scheme in REDIS_SCHEMES:
             try:
                 parts = urllib.parse.urlsplit(url)
@@ -281,6 +307,52 @@ class StoreURL:
         message = f"unsupported scheme {scheme!r}" if scheme else "not a URL"
         raise StoreURLError(f"{message} (expected {STORE_URL_FORMS})")
 
+    @classmethod
+    def _parse_sentinel(cls, scheme: str, url: str) -> StoreURL:
+        # urlsplit cannot read a netloc with several hosts (.port raises): split it here.
+        bad = f"a Redis Sentinel session store URL must look like {SENTINEL_URL_FORM}"
+        rest, _, query = url.partition("://")[2].partition("?")
+        netloc, _, path = rest.partition("/")
+        hosts = netloc.rpartition("@")[2]
+        sentinels = []
+        for address in hosts.split(","):
+            host, port = _host_port(address, DEFAULT_SENTINEL_PORT)
+            if not host or port is None:
+                raise StoreURLError(f"{bad} (a sentinel address is malformed)")
+            sentinels.append((host, port))
+        service, _, db = path.partition("/")
+        service, db = urllib.parse.unquote(service), db.strip("/")
+        if not service:
+            raise StoreURLError(f"{bad} (the service name is missing)")
+        if db and not db.isdigit():
+            raise StoreURLError(f"{bad} (the database must be a number)")
+        return cls(
+            scheme=scheme,
+            url=url,
+            query=query,
+            host=sentinels[0][0],
+            port=sentinels[0][1],
+            db=int(db or 0),
+            sentinels=tuple(sentinels),
+            service=service,
+        )
+
+    @property
+    def secrets(self) -> set[str]:
+        """The URL's password and the values of its query options named like a secret
+        (``sentinel_password``), each as written and percent-decoded."""
+        try:
+            found = {urllib.parse.urlsplit(self.url).password or ""}
+        except ValueError:
+            found = set()
+        for part in self.query.split("&"):
+            name, _, value = part.partition("=")
+            if SECRET_KEY.search(urllib.parse.unquote_plus(name)):
+                found.add(value)
+        found |= {urllib.parse.unquote_plus(secret) for secret in found}
+        found |= {urllib.parse.unquote(secret) for secret in found}
+        return {secret for secret in found if secret}
+
     @property
     def option_names(self) -> list[str]:
         """The names of the query options, sorted (their values may be secrets)."""
@@ -291,6 +363,10 @@ class StoreURL:
         """Where the store is, for messages: never a password nor a user name."""
         if self.scheme == "sqlite":
             return f"sqlite:///{self.path}"
+        if self.sentinels:
+            hosts = ",".join(f"{_bracketed(host)}:{port}" for host, port in self.sentinels)
+            service = urllib.parse.quote(self.service, safe="")
+            return f"{self.scheme}://{hosts}/{service}/{self.db}"
         where = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{where}:{self.port}/{self.db}"
 
@@ -310,3 +386,21 @@ class StoreURL:
             return self.url
         query = f"?{self.query}" if self.query else ""
         return f"sqlite:///{self.sqlite_file(base)}{query}"
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; port None when malformed."""
+    if address.startswith("["):
+        host, bracket, port = address[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return host, None
+        port = port[1:]
+    else:
+        host, _, port = address.partition(":")
+    if not port:
+        return host, default_port
+    return host, int(port) if port.isdigit() and 0 < int(port) < 65536 else None
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -20,6 +20,9 @@ or for one request (a directive in its last user text, e.g. ``[[status:401]]``):
     quote-key[:<n>]  error messages (status, error-frame) quote the request's bearer
                      key, or its first n characters, as some upstreams do
     tools            answer with two tool calls (finish_reason tool_calls)
+    call:<name>:<json>  answer with one call of the tool ``name`` with those arguments
+                     (finish_reason tool_calls); the tool result that comes back gets
+                     ``Tool result: <content>``, as after ``tools``
     flood            stream 8 KiB content pieces without end, until the client goes away
     finish:<reason>  finish_reason to send [stop]
     json             answer one chat.completion even when asked to stream
@@ -357,7 +360,8 @@ class _Reply:
 
     def __init__(self, body: dict[str, t.Any], knobs: dict[str, t.Any]) -> None:
         self.body = body
-        self.tools = bool(knobs.get("tools"))
+        self.calls = _calls(knobs)
+        self.tools = bool(self.calls)
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         last = messages[-1] if messages else {}
         if self.tools:
@@ -439,14 +443,19 @@ class _Reply:
         return usage
 
     def tool_pieces(self) -> list[dict[str, t.Any]]:
-        return [
-            {"index": 0, "id": "call_w1", "type": "function",
-             "function": {"name": "get_weather", "arguments": ""}},
-            {"index": 0, "function": {"arguments": '{"city":'}},
-            {"index": 0, "function": {"arguments": ' "Paris"}'}},
-            {"index": 1, "id": "call_t2", "type": "function",
-             "function": {"name": "get_time", "arguments": "{}"}},
-        ]  # fmt: skip
+        """The calls as stream deltas: the head of each with empty arguments, then the
+        arguments in two pieces (short ones, such as ``{}``, come whole in the head)."""
+        pieces: list[dict[str, t.Any]] = []
+        for index, call in enumerate(self.calls):
+            name, arguments = call["function"]["name"], call["function"]["arguments"]
+            whole = len(arguments) <= 2
+            head = {"name": name, "arguments": arguments if whole else ""}
+            pieces.append({"index": index, "id": call["id"], "type": "function", "function": head})
+            if not whole:
+                split = arguments.find(":") + 1 or len(arguments) // 2
+                for piece in (arguments[:split], arguments[split:]):
+                    pieces.append({"index": index, "function": {"arguments": piece}})
+        return pieces
 
     def completion(self) -> dict[str, t.Any]:
         message: dict[str, t.Any] = {"role": "assistant", "content": "".join(self.words) or None}
@@ -455,12 +464,7 @@ class _Reply:
         if self.reasoning_words:
             message[self.reasoning_field] = REASONING
         if self.tools:
-            message["tool_calls"] = [
-                {"id": "call_w1", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "call_t2", "type": "function",
-                 "function": {"name": "get_time", "arguments": "{}"}},
-            ]  # fmt: skip
+            message["tool_calls"] = self.calls
         return {
             **self.head(),
             "object": "chat.completion",
@@ -485,6 +489,24 @@ def _text(message: dict[str, t.Any]) -> str:
             p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
         )
     return ""
+
+
+def _calls(knobs: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+    """The tool calls a ``tools`` or ``call:<name>:<json>`` request is answered with."""
+    if knobs.get("tools"):
+        return [
+            {"id": "call_w1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "call_t2", "type": "function",
+             "function": {"name": "get_time", "arguments": "{}"}},
+        ]  # fmt: skip
+    if isinstance(knobs.get("call"), str):
+        name, _, arguments = knobs["call"].partition(":")
+        return [
+            {"id": f"call_{name}", "type": "function",
+             "function": {"name": name, "arguments": arguments or "{}"}},
+        ]  # fmt: skip
+    return []
 
 
 def _directives(messages: list[t.Any]) -> dict[str, t.Any]:

@@ -31,6 +31,7 @@ import os
 import re
 import time
 import typing as t
+import uuid
 
 from chatcompat.agents.base import Agent
 from chatcompat.agents.base import AgentError
@@ -60,9 +61,12 @@ class ScriptedAgent(Agent):
         match = DIRECTIVE.search(text)
         verb, value = (match.group(1), match.group(2)) if match else ("", None)
         outcome = "finished"
+        run_id = uuid.uuid4().hex  # pairs a run's start and end lines
         _log(
             {
                 "event": "start",
+                "run": run_id,
+                "at": time.time(),
                 "session": request.session_key,
                 "messages": request.messages,
                 "system": request.system_prompt,
@@ -145,6 +149,7 @@ class ScriptedAgent(Agent):
             _log(
                 {
                     "event": "end",
+                    "run": run_id,
                     "session": request.session_key,
                     "outcome": outcome,
                     "at": time.time(),

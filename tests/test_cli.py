@@ -177,6 +177,28 @@ def test_check_lists_every_problem_with_its_key_path_and_exits_2(state, tmp_path
     assert any("'tokn' is not one of" in p for p in problems)
 
 
+def test_check_asks_the_sentinels_and_says_when_none_answers(state, tmp_path, capsys):
+    # Port 1: nothing listens there, so the sentinels refuse at once.
+    url = "redis+sentinel://:hunter2-secret@127.0.0.1:1,127.0.0.1:1/mymaster/0"
+    path = tmp_path / "sentinel.json5"
+    path.write_text(
+        json.dumps(
+            {
+                "gateway": {"auth": {"token": "a-token-of-some-length"}},
+                "sessions": {"store": url + "?sentinel_password=s3cret-sentinel"},
+            }
+        )
+    )
+    status, out, err = run(["check", "--config", str(path)], capsys)
+    assert status == 1
+    assert "sessions    redis+sentinel://<redacted>@127.0.0.1:1,127.0.0.1:1/mymaster/0" in out
+    assert "sentinel_password=<redacted>" in out
+    assert err.startswith("chatcompat: sessions.store: the session store redis+sentinel://")
+    assert "unavailable" in err and "MasterNotFoundError" in err
+    for secret in ("hunter2", "s3cret"):
+        assert secret not in out + err
+
+
 def test_check_with_a_missing_file_exits_2(state, tmp_path, capsys):
     status, _, err = run(["check", "--config", str(tmp_path / "absent.json5")], capsys)
     assert status == 2

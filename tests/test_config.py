@@ -25,6 +25,7 @@ from chatcompat.settings import AgentConfig
 from chatcompat.settings import Cors
 from chatcompat.settings import ImagePolicy
 from chatcompat.settings import RateLimit
+from chatcompat.settings import RedisOptions
 from chatcompat.settings import Settings
 
 TOKEN_ENV = {"CHATCOMPAT_GATEWAY_TOKEN": "test-token"}
@@ -813,7 +814,8 @@ def test_bad_store_url_is_a_problem(url, expected):
     [problem] = problems({"sessions": {"store": url}})
     assert problem == (
         f"sessions.store: {expected} (expected sqlite:///relative/path.db, "
-        "sqlite:////absolute/path.db, redis:// or rediss://)"
+        "sqlite:////absolute/path.db, redis://, rediss://, redis+sentinel:// or"
+        " rediss+sentinel://)"
     )
 
 
@@ -1111,6 +1113,46 @@ def test_sessions_user_keys():
     assert problems({"sessions": {"userKeys": "no"}}) == [
         "sessions.userKeys: 'no' is not of type 'boolean'"
     ]
+
+
+# --- sessions.redis (replica confirmation, Sentinel) ----------------------------------
+
+
+def test_sessions_redis_defaults_and_values():
+    assert build({}).redis == RedisOptions()
+    assert RedisOptions().min_replicas is None  # decided by the store (Sentinel: 1)
+    doc = {
+        "sessions": {
+            "store": "redis+sentinel://:pw@h1:26379,h2:26379,h3:26379/mymaster/0",
+            "redis": {"minReplicas": 2, "waitTimeoutSeconds": 0.5, "failoverWaitSeconds": 0},
+        }
+    }
+    result = build(doc)
+    assert result.redis == RedisOptions(2, 0.5, 0.0)
+    assert result.session_store == doc["sessions"]["store"]
+
+
+@pytest.mark.parametrize(
+    ("redis", "key"),
+    [
+        ({"minReplicas": -1}, "sessions.redis.minReplicas"),
+        ({"minReplicas": 1.5}, "sessions.redis.minReplicas"),
+        ({"waitTimeoutSeconds": 0}, "sessions.redis.waitTimeoutSeconds"),
+        ({"failoverWaitSeconds": -1}, "sessions.redis.failoverWaitSeconds"),
+        ({"minReplica": 1}, "sessions.redis.minReplica"),
+    ],
+)
+def test_bad_sessions_redis_is_a_problem(redis, key):
+    [problem] = problems({"sessions": {"redis": redis}})
+    assert problem.startswith(f"{key}:"), problem
+
+
+def test_a_bad_sentinel_option_is_a_startup_problem_without_the_password():
+    url = "redis+sentinel://:hunter2-secret@h1/m/0?socket_timeout=soon&sentinel_password=s3cret-x"
+    [problem] = problems({"sessions": {"store": url}})
+    assert problem.startswith("sessions.store: a Redis Sentinel session store URL must look like")
+    assert "socket_timeout" in problem
+    assert "hunter2" not in problem and "s3cret" not in problem
 
 
 # --- named API keys (gateway.auth.keys) ------------------------------------------------

@@ -32,6 +32,18 @@ def test_readyz_follows_the_store(make_app, tmp_path):
     assert chat.get_json()["error"]["code"] == "store_unavailable"
 
 
+def test_readyz_names_the_primary_of_a_store_that_has_one(make_app, monkeypatch):
+    # A Redis store returns the address of the server that answered (live:
+    # tests/live/test_sentinel.py); SQLite has none to give.
+    app = make_app()
+    store = app.extensions["chatcompat"].store
+    assert app.test_client().get("/readyz").get_json() == {"status": "ready"}
+    monkeypatch.setattr(store, "ping", lambda: "10.0.0.7:6380")
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ready", "store": {"primary": "10.0.0.7:6380"}}
+
+
 def test_metrics_count_requests_by_route_and_status(client):
     def count(text: str) -> float:
         for line in text.splitlines():

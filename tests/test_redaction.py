@@ -90,6 +90,14 @@ def test_secrets_of_the_gateway_and_the_store():
     assert {"gateway-token-0123456789", "p%40ss-word-42", "p@ss-word-42"} <= found
 
 
+def test_secrets_of_a_sentinel_store_include_the_sentinels_password():
+    settings = _settings(
+        session_store="redis+sentinel://:primary-pass-42@h1,h2/m/0?sentinel_password=sentinel-pass-42",
+    )
+    found = secrets_of(settings, environ={})
+    assert {"primary-pass-42", "sentinel-pass-42"} <= found
+
+
 def test_secrets_of_the_agents():
     agents = (
         AgentConfig(id="a", backend="openai", options={"apiKey": KEY}),

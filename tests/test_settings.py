@@ -94,6 +94,55 @@ def test_no_credentials_in_the_repr_or_the_location() -> None:
     assert parsed.option_names == ["password"]
 
 
+# -- Redis Sentinel URLs ----------------------------------------------------------------
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
+    parsed = StoreURL.parse(
+        f"rediss+sentinel://:{SECRET}@s1:26380,s2,[::1]:5/my%20master/3"
+        f"?sentinel_password={SECRET}x&ssl_cert_reqs=none"
+    )
+    assert parsed.scheme == "rediss+sentinel"
+    assert parsed.sentinels == (("s1", 26380), ("s2", 26379), ("::1", 5))
+    assert (parsed.service, parsed.db) == ("my master", 3)
+    assert parsed.location == "rediss+sentinel://s1:26380,s2:26379,[::1]:5/my%20master/3"
+    assert SECRET not in repr(parsed) and SECRET not in parsed.location
+    assert parsed.secrets == {SECRET, f"{SECRET}x"}
+    assert parsed.option_names == ["sentinel_password", "ssl_cert_reqs"]
+    assert StoreURL.parse("redis+sentinel://h/m").db == 0
+    assert StoreURL.parse("REDIS+SENTINEL://h/m/").scheme == "redis+sentinel"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (f"redis+sentinel://:{SECRET}@h1:port/m", "a sentinel address is malformed"),
+        (f"redis+sentinel://:{SECRET}@h1:0/m", "a sentinel address is malformed"),
+        (f"redis+sentinel://:{SECRET}@h1,,h2/m", "a sentinel address is malformed"),
+        (f"redis+sentinel://:{SECRET}@[::1/m", "a sentinel address is malformed"),
+        (f"redis+sentinel://:{SECRET}@/m", "a sentinel address is malformed"),
+        (f"redis+sentinel://:{SECRET}@h1", "the service name is missing"),
+        (f"redis+sentinel://:{SECRET}@h1/", "the service name is missing"),
+        (f"redis+sentinel://:{SECRET}@h1/m/x", "the database must be a number"),
+    ],
+)
+def test_invalid_sentinel_urls_never_quote_the_url(url: str, expected: str) -> None:
+    with pytest.raises(StoreURLError) as info:
+        StoreURL.parse(url)
+    assert expected in str(info.value) and "redis+sentinel://[:password@]host" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_the_secrets_of_a_plain_url() -> None:
+    assert StoreURL.parse("redis://:p%40ss@h/0?password=q%2Bw").secrets == {
+        "p%40ss",
+        "p@ss",
+        "q%2Bw",
+        "q+w",
+    }
+    assert StoreURL.parse("sqlite:///s.db?timeout=5").secrets == set()
+
+
 def test_a_relative_sqlite_path_is_resolved_against_a_base(tmp_path: pathlib.Path) -> None:
     home = os.path.expanduser("~")
     assert StoreURL.parse("sqlite:///a/../s.db?x=1").resolved(str(tmp_path)) == (

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib
 
+from ..settings import RedisOptions
 from ..settings import StoreURL
 from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
+from .base import NotReplicated
 from .base import ResponseRecord
 from .base import SessionInfo
 from .base import SessionStore
@@ -22,6 +24,7 @@ __all__ = [
     "Admission",
     "IdempotencyRecord",
     "KeyedReply",
+    "NotReplicated",
     "ResponseRecord",
     "SQLiteStore",
     "SessionInfo",
@@ -42,6 +45,8 @@ STORE_CLASSES = {
     "sqlite": "chatcompat.sessions.sqlite_store.SQLiteStore",
     "redis": "chatcompat.sessions.redis_store.RedisStore",
     "rediss": "chatcompat.sessions.redis_store.RedisStore",
+    "redis+sentinel": "chatcompat.sessions.redis_store.RedisStore",
+    "rediss+sentinel": "chatcompat.sessions.redis_store.RedisStore",
 }
 
 
@@ -55,15 +60,16 @@ def store_class(scheme: str) -> type[SessionStore]:
     return cls
 
 
-def open_store(url: str) -> SessionStore:
+def open_store(url: str, redis_options: RedisOptions | None = None) -> SessionStore:
     """Open the store named by ``sessions.store``: a :class:`SQLiteStore` or a
     :class:`~chatcompat.sessions.redis_store.RedisStore` (the URL forms:
     :class:`~chatcompat.settings.StoreURL`; a relative SQLite path is relative to the
     current directory, ``?options`` of a SQLite URL are ignored with a warning).
-    Nothing is opened yet: the connection is made on first use.
+    Nothing is opened yet: the connection is made on first use. ``redis_options`` is
+    ``sessions.redis`` (replica confirmation of writes; the Redis store's only).
 
     :raises ValueError: for a URL that is not a store's. The message never repeats the
         URL, which may carry a password.
     """
     parsed = StoreURL.parse(url)
-    return store_class(parsed.scheme).from_url(parsed)
+    return store_class(parsed.scheme).from_url(parsed, redis_options)

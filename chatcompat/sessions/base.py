@@ -19,6 +19,7 @@ Exceptions::
 
     StoreError                 anything the store could not do
     └── StoreUnreachable       the store cannot be reached or is too busy (HTTP 503)
+        └── NotReplicated      a write was made but too few replicas confirmed it
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..messages import Message
 
 if t.TYPE_CHECKING:
     from ..settings import RateLimit
+    from ..settings import RedisOptions
     from ..settings import StoreURL
 
 
@@ -39,6 +41,11 @@ class StoreError(Exception):
 
 class StoreUnreachable(StoreError):
     """The session store cannot be reached (or stayed locked past the retry budget)."""
+
+
+class NotReplicated(StoreUnreachable):
+    """A write reached the primary, but fewer replicas than required confirmed it in
+    time: a failover may still lose it, so its outcome is unknown."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,16 +174,21 @@ class SessionStore:
         return []
 
     @classmethod
-    def from_url(cls, url: StoreURL) -> SessionStore:
+    def from_url(cls, url: StoreURL, redis_options: RedisOptions | None = None) -> SessionStore:
         """Build the store named by ``url``; nothing is opened before first use.
 
         :param url: a URL of this store's scheme.
+        :param redis_options: ``sessions.redis`` (only the Redis store reads it).
         :raise ValueError: the URL cannot be used (the message does not repeat it).
         """
         raise NotImplementedError("The 'from_url' method must be implemented.")
 
-    def ping(self) -> None:
-        """Raise :class:`StoreUnreachable` unless the store answers."""
+    def ping(self) -> str | None:
+        """Raise :class:`StoreUnreachable` unless the store answers.
+
+        :return: the ``host:port`` of the server that answered, for a store on a
+            network server (the current primary of a Redis behind Sentinel), else None.
+        """
         raise NotImplementedError("The 'ping' method must be implemented.")
 
     def load_history(self, key: str, limit: int, upto: int | None = None) -> list[Message] | None:

@@ -50,6 +50,18 @@ unreachable Redis fails fast with :class:`StoreUnreachable`; a command whose
 connection broke is resent once on a fresh connection (what makes a restarted Redis
 usable at once), which the writes are made idempotent for. URL query options such
 as ``?socket_timeout=5`` override the defaults here.
+
+Behind Redis Sentinel (``redis+sentinel://`` URLs) the client is redis-py's
+:meth:`redis.sentinel.Sentinel.master_for`: every new connection asks the sentinels
+for the current primary, and a connection to a primary that was demoted (a
+``READONLY`` reply) or died is dropped, so the next command goes to the new one.
+Replication is asynchronous, so a write the dead primary acknowledged may never have
+reached the replica that replaces it. Turn writes are therefore sent with Redis's
+``WAIT`` on the same connection (:meth:`RedisStore._confirmed`): a turn counts as
+stored once ``min_replicas`` replicas have it too; fewer within the timeout raises
+:class:`NotReplicated` (the outcome is unknown: the caller answers as for a
+timeout). Locks, idempotency claims and auth counters are not waited for: a failover
+may lose them (a session may then run twice at once for the seconds it takes).
 """
 
 from __future__ import annotations
@@ -66,16 +78,21 @@ import uuid
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from ..messages import Message
 from ..settings import REDIS_SCHEMES
 from ..settings import REDIS_URL_FORM
+from ..settings import SENTINEL_SCHEMES
+from ..settings import SENTINEL_URL_FORM
+from ..settings import RedisOptions
 from ..settings import StoreURL
 from . import redis_lua
 from .base import KEY_WINDOW_SECONDS
 from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
+from .base import NotReplicated
 from .base import ResponseRecord
 from .base import SessionInfo
 from .base import SessionStore
@@ -97,7 +114,13 @@ SOCKET_TIMEOUT_SECONDS = 2.0
 PURGE_INTERVAL_SECONDS = 60.0
 PURGE_BATCH = 100
 LIST_BATCH = 100
+FAILOVER_PAUSE_SECONDS = 0.1
+_T = t.TypeVar("_T")
 _NOT_REDIS = f"a redis session store URL must look like {REDIS_URL_FORM}"
+_NOT_SENTINEL = f"a Redis Sentinel session store URL must look like {SENTINEL_URL_FORM}"
+# Query options of a Sentinel URL meant for the sentinels themselves (the others are
+# redis-py's, for the connections to the primary).
+SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
 
 # Errors meaning "cannot be used right now" (HTTP 503) rather than a bug (500).
 _UNAVAILABLE = (
@@ -137,38 +160,51 @@ class RedisStore(SessionStore):
     :raises ValueError: the URL is malformed (the message does not repeat it).
     """
 
-    def __init__(self, url: str, *, prefix: str = "chatcompat:") -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "chatcompat:", redis_options: RedisOptions | None = None
+    ) -> None:
         self._url = url
         parsed = StoreURL.parse(url)  # a StoreURLError is a ValueError
         problems = self.check_url(parsed) if parsed.scheme in REDIS_SCHEMES else [_NOT_REDIS]
         if problems:
             raise ValueError(problems[0])
-        password = urllib.parse.urlsplit(url).password
-        self._secrets = [s for s in {password, urllib.parse.unquote(password or "")} if s]
+        self._parsed = parsed
+        self._options = redis_options or RedisOptions()
+        self._secrets = sorted(parsed.secrets, key=len, reverse=True)
         # What messages name: never the password (nor the user name).
         self.location = parsed.location
         self.prefix = prefix
         self._by_updated = f"{prefix}sessions:by-updated"
         self._by_expiry = f"{prefix}sessions:by-expiry"
+        self._fence = f"{prefix}replication-fence"
         self._responses_by_id = f"{prefix}responses:by-id"
         # Never held across I/O: building a client does not connect.
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._scripts: _Scripts | None = None
+        self._sentinel: Sentinel | None = None
+        # sessions.redis.minReplicas, or what it resolved to in this process.
+        self._min_replicas = self._options.min_replicas
+        wait = self._options.failover_wait_seconds
+        self._failover_wait = (10.0 if parsed.sentinels else 0.0) if wait is None else wait
+        self._outage_since: float | None = None
         self._pid = 0
         self._last_purge = float("-inf")
 
     @classmethod
     def check_url(cls, url: StoreURL) -> list[str]:
         try:
-            redis.connection.parse_url(url.url)  # type: ignore[no-untyped-call]  # as from_url
+            if url.sentinels:
+                _sentinel_options(url)
+            else:
+                redis.connection.parse_url(url.url)  # type: ignore[no-untyped-call]  # as from_url
         except ValueError as exc:  # its messages name an option, never a value
-            return [f"{_NOT_REDIS} ({exc})"]
+            return [f"{_NOT_SENTINEL if url.sentinels else _NOT_REDIS} ({exc})"]
         return []
 
     @classmethod
-    def from_url(cls, url: StoreURL) -> RedisStore:
-        return cls(url.url)
+    def from_url(cls, url: StoreURL, redis_options: RedisOptions | None = None) -> RedisStore:
+        return cls(url.url, redis_options=redis_options)
 
     def __repr__(self) -> str:
         return f"<RedisStore {self.location}>"
@@ -180,19 +216,152 @@ class RedisStore(SessionStore):
             if self._client is None or self._pid != os.getpid():
                 # A client inherited over fork is dropped, not closed: redis-py leaves
                 # the parent's sockets alone in a child, and this process gets its own.
-                self._client = redis.Redis.from_url(
-                    self._url,
-                    socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                    socket_timeout=SOCKET_TIMEOUT_SECONDS,
-                    # One resend on a fresh connection when the pooled one broke (a
-                    # restarted Redis); none on timeouts: a slow Redis fails fast.
-                    retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-                    decode_responses=True,
-                )
+                self._client = self._connect()
                 self._scripts = _Scripts(self._client)
+                self._min_replicas = self._options.min_replicas
                 self._pid = os.getpid()
             assert self._scripts is not None
             return self._client, self._scripts
+
+    def _connect(self) -> redis.Redis:
+        """A client of the Redis (the primary, behind Sentinel); connects to nothing."""
+        timeouts: dict[str, t.Any] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            # A WAIT blocks for up to its timeout before it answers.
+            "socket_timeout": max(SOCKET_TIMEOUT_SECONDS, self._options.wait_timeout_seconds + 1),
+            # One resend on a fresh connection when the pooled one broke (a restarted
+            # Redis, a primary that went away); none on timeouts: a slow Redis fails fast.
+            "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        }
+        if not self._parsed.sentinels:
+            self._sentinel = None
+            return redis.Redis.from_url(self._url, decode_responses=True, **timeouts)
+        primary, sentinels = _sentinel_options(self._parsed)
+        self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            self._parsed.sentinels,
+            sentinel_kwargs={**timeouts, **sentinels},
+        )
+        client: redis.Redis = self._sentinel.master_for(  # type: ignore[no-untyped-call]
+            self._parsed.service, decode_responses=True, **{**timeouts, **primary}
+        )
+        return client
+
+    def _needed_replicas(self) -> int:
+        """How many replicas must confirm a write: ``sessions.redis.minReplicas``, by
+        default 1 when the sentinels know a replica of the primary (asked once per
+        process), else 0."""
+        if self._min_replicas is None:
+            self._redis()
+            if self._sentinel is None:
+                self._min_replicas = 0
+            else:
+                self._min_replicas = 1 if self._known_replicas(self._sentinel) else 0
+        return self._min_replicas
+
+    def _known_replicas(self, sentinel: Sentinel) -> int:
+        """The replicas the first sentinel that answers knows of, up or down."""
+        failure: redis.RedisError | None = None
+        for node in sentinel.sentinels:
+            try:
+                return len(node.sentinel_slaves(self._parsed.service))
+            except redis.RedisError as exc:
+                failure = exc
+        assert failure is not None  # a Sentinel URL names at least one sentinel
+        raise failure
+
+    def _confirmed(self, client: redis.Redis, write: t.Callable[[t.Any], None]) -> list[t.Any]:
+        """Send the commands ``write`` queues on a pipeline, then ``WAIT`` for the
+        replicas on the same connection (a WAIT covers its own connection's writes).
+
+        The commands must be safe to send again (a turn with its id, the fence):
+        :meth:`_patiently` sends them again during a failover.
+
+        :return: the replies to the commands, in order.
+        :raise NotReplicated: fewer replicas than required confirmed in time.
+        :raise redis.RedisError: a command failed (the first error).
+        """
+        return self._patiently(lambda: self._confirmed_once(client, write))
+
+    def _patiently(self, call: t.Callable[[], _T]) -> _T:
+        """``call()``, made again every :data:`FAILOVER_PAUSE_SECONDS` while there is
+        no primary or too few replicas confirm (a failover, a replica resyncing),
+        until ``failover_wait_seconds`` after the first failure of this outage in
+        this process. Only for commands that are safe to repeat. A slow Redis (a
+        timeout) still fails at once.
+        """
+        while True:
+            try:
+                result = call()
+            except (redis.ConnectionError, NotReplicated) as exc:
+                if isinstance(exc, redis.AuthenticationError):
+                    raise  # a wrong password does not heal by waiting
+                now = time.monotonic()
+                since = self._outage_since = self._outage_since or now
+                if now + FAILOVER_PAUSE_SECONDS - since > self._failover_wait:
+                    raise
+                log.info("waiting for the session store's failover: %s", self._scrubbed(exc))
+                time.sleep(FAILOVER_PAUSE_SECONDS)  # cooperative (gevent)
+                if isinstance(exc, NotReplicated):
+                    self._follow_primary()
+                continue
+            self._outage_since = None
+            return result
+
+    def _confirmed_once(self, client: redis.Redis, write: t.Callable[[t.Any], None]) -> list[t.Any]:
+        """One try of :meth:`_confirmed`. Scripts go as ``EVALSHA`` (:meth:`_eval`); a
+        primary that does not know them yet (a restart, a failover) gets them loaded
+        and the commands sent again."""
+        needed = self._needed_replicas()
+        timeout_ms = _ms(self._options.wait_timeout_seconds)
+        for attempt in (1, 2):
+            pipe = client.pipeline(transaction=False)
+            write(pipe)
+            if needed:
+                pipe.wait(needed, timeout_ms)
+            replies: list[t.Any] = pipe.execute(raise_on_error=False)
+            missing = any(isinstance(r, redis.exceptions.NoScriptError) for r in replies)
+            if not missing or attempt == 2:
+                break
+            for script in vars(self._redis()[1]).values():
+                client.script_load(script.script)
+        acked = replies.pop() if needed else 0
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        if isinstance(acked, Exception):
+            raise acked
+        if acked < needed:
+            raise NotReplicated(
+                f"the session store {self.location}: {acked} of {needed} replica(s)"
+                f" confirmed a write within {self._options.wait_timeout_seconds:g} s;"
+                " a failover may lose it"
+            )
+        return replies
+
+    def _replicated(self, client: redis.Redis) -> None:
+        """Wait until every write the primary has now is on enough replicas (a write
+        of the fence key, replicated after them, then WAIT).
+
+        :raise NotReplicated: not in time.
+        """
+        if self._needed_replicas():
+            self._confirmed(client, lambda pipe: pipe.set(self._fence, "1", px=60_000))
+
+    def _follow_primary(self) -> None:
+        """Ask the sentinels for the primary now. One that moved drops the idle pooled
+        connections to the former (a deposed primary that has not yet been made a
+        replica still takes writes, which no replica confirms)."""
+        client = self._client
+        if self._sentinel is None or client is None:
+            return
+        pool = t.cast(redis.sentinel.SentinelConnectionPool, client.connection_pool)
+        with contextlib.suppress(redis.RedisError):
+            pool.get_master_address()  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def _eval(pipe: t.Any, script: t.Any, keys: list[str], args: list[t.Any]) -> None:
+        """Queue a registered script on a pipeline of :meth:`_confirmed`."""
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
 
     @contextlib.contextmanager
     def _boundary(self, action: str) -> t.Iterator[None]:
@@ -200,14 +369,19 @@ class RedisStore(SessionStore):
         try:
             yield
         except redis.RedisError as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-            for secret in self._secrets:
-                detail = detail.replace(secret, "***")
+            detail = self._scrubbed(exc)
             if isinstance(exc, _UNAVAILABLE):
                 message = f"the session store {self.location} is unavailable ({detail})"
                 raise StoreUnreachable(message) from exc
             message = f"the session store {self.location} failed to {action} ({detail})"
             raise StoreError(message) from exc
+
+    def _scrubbed(self, exc: Exception) -> str:
+        """``Type: message`` of an error, without the URL's secrets."""
+        detail = f"{type(exc).__name__}: {exc}"
+        for secret in self._secrets:
+            detail = detail.replace(secret, "***")
+        return detail
 
     def _session_keys(self, key: str) -> list[str]:
         """The KEYS of the session scripts (the Lua scripts build the same names)."""
@@ -232,16 +406,35 @@ class RedisStore(SessionStore):
     def _lock_key(self, key: str) -> str:
         return f"{self.prefix}{{{key}}}:lock"
 
-    def ping(self) -> None:
+    def ping(self) -> str:
+        """Ping the primary; return its ``host:port`` (the sentinels' current one)."""
         with self._boundary("answer a ping"):
-            self._redis()[0].ping()
+            client = self._redis()[0]
+            if self._sentinel is None:
+                client.ping()
+                host, port = self._parsed.host, self._parsed.port
+            else:
+                # Asking the sentinels also drops idle connections to a former primary.
+                pool = t.cast(redis.sentinel.SentinelConnectionPool, client.connection_pool)
+                host, port = pool.get_master_address()  # type: ignore[no-untyped-call]
+                client.ping()
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def min_replicas(self) -> int:
+        """How many replicas must confirm each turn write (asks the sentinels once
+        when ``sessions.redis.minReplicas`` is not set)."""
+        with self._boundary("ask the sentinels for replicas"):
+            return self._needed_replicas()
 
     def close(self) -> None:
         with self._lock:
             client, self._client, self._scripts = self._client, None, None
+            sentinel, self._sentinel = self._sentinel, None
         if client is not None and self._pid == os.getpid():
             with contextlib.suppress(redis.RedisError):
                 client.close()
+                if sentinel is not None:
+                    sentinel.close()
 
     # -- sessions -----------------------------------------------------------------
 
@@ -315,7 +508,15 @@ class RedisStore(SessionStore):
             *bodies,
         ]
         with self._boundary("store a turn"):
-            stored = bool(self._redis()[1].append(keys=keys, args=args))
+            client, scripts = self._redis()
+            replies = self._confirmed(
+                client, lambda pipe: self._eval(pipe, scripts.append, keys, args)
+            )
+            stored = bool(replies[0])
+            if not stored:
+                # A resend of a turn that landed before: the WAIT above covered no
+                # write of this turn; wait until what the primary has is replicated.
+                self._replicated(client)
         now = time.monotonic()
         if now - self._last_purge >= PURGE_INTERVAL_SECONDS:
             self._last_purge = now  # keeps the indexes bounded without a purge job
@@ -372,7 +573,12 @@ class RedisStore(SessionStore):
     ) -> IdempotencyRecord | None:
         args: list[t.Any] = [owner, fingerprint, _ms(ttl_seconds)]
         with self._boundary("claim an idempotency key"):
-            held = self._redis()[1].claim(keys=[self._record_key(scope)], args=args)
+            client, scripts = self._redis()
+            held = scripts.claim(keys=[self._record_key(scope)], args=args)
+            if held and held[2] is not None:
+                # A finished reply is about to be replayed as stored: it may be one whose
+                # write was not confirmed (a 503 "may not have been stored").
+                self._replicated(client)
         if not held:
             return None
         fingerprint, session_key, reply = held
@@ -380,7 +586,11 @@ class RedisStore(SessionStore):
 
     def release_idempotency(self, scope: str, owner: str) -> None:
         with self._boundary("release an idempotency key"):
-            self._redis()[1].release_claim(keys=[self._record_key(scope)], args=[owner])
+            # Waits out a failover: a claim left behind answers 409 until it expires.
+            scripts = self._redis()[1]
+            self._patiently(
+                lambda: scripts.release_claim(keys=[self._record_key(scope)], args=[owner])
+            )
 
     def purge_expired(self) -> int:
         """Drop the index entries (and any leftover keys) of sessions Redis expired.
@@ -471,7 +681,8 @@ class RedisStore(SessionStore):
 
     def release_lock(self, key: str, owner: str) -> None:
         with self._boundary("release a session lock"):
-            self._redis()[1].release(keys=[self._lock_key(key)], args=[owner])
+            scripts = self._redis()[1]  # waits out a failover, as for a claim
+            self._patiently(lambda: scripts.release(keys=[self._lock_key(key)], args=[owner]))
 
     # -- failed authentication ------------------------------------------------------
 
@@ -563,3 +774,33 @@ def _session_info(key: str, fields: t.Mapping[t.Any, t.Any]) -> SessionInfo:
         turns=int(fields["turns"]),
         messages=int(fields["messages"]),
     )
+
+
+def _sentinel_options(url: StoreURL) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
+    """The redis-py options of a Sentinel URL: for the primary's connections (the
+    password, the database, the URL's other query options, TLS), and for the
+    sentinels' (``sentinel_username``/``sentinel_password``, TLS).
+
+    :raise ValueError: an option redis-py does not accept (the message names it).
+    """
+    own: dict[str, str] = {}
+    rest = []
+    for name, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
+        if name in SENTINEL_OPTIONS:
+            own[name.removeprefix("sentinel_")] = value
+        else:
+            rest.append((name, value))
+    # The primary's part, read the way redis.Redis.from_url reads a plain URL.
+    userinfo = url.url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    tls = url.scheme == SENTINEL_SCHEMES[1]
+    plain = f"{'rediss' if tls else 'redis'}://{userinfo + '@' if userinfo else ''}sentinel"
+    plain += f"/{url.db}?{urllib.parse.urlencode(rest)}"
+    primary: dict[str, t.Any] = redis.connection.parse_url(plain)  # type: ignore[no-untyped-call]
+    for name in ("host", "port", "connection_class"):
+        primary.pop(name, None)
+    sentinels: dict[str, t.Any] = dict(own)
+    if tls:
+        primary["ssl"] = True
+        sentinels["ssl"] = True
+        sentinels.update((k, v) for k, v in primary.items() if k.startswith("ssl_"))
+    return primary, sentinels

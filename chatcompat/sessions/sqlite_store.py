@@ -39,6 +39,7 @@ from .sqlite_db import encode
 
 if t.TYPE_CHECKING:
     from ..settings import RateLimit
+    from ..settings import RedisOptions
     from ..settings import StoreURL
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class SQLiteStore(SessionStore):
         self._last_purge = float("-inf")
 
     @classmethod
-    def from_url(cls, url: StoreURL) -> SQLiteStore:
+    def from_url(cls, url: StoreURL, redis_options: RedisOptions | None = None) -> SQLiteStore:
         """The store in the URL's file; a relative path is relative to the current
         directory (the loader has made the configured one absolute)."""
         if url.query:

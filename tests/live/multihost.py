@@ -38,6 +38,7 @@ from tests.live.conftest import free_port
 from tests.live.conftest import start_server
 from tests.live.conftest import user
 from tests.redis_server import RedisServer
+from tests.redis_server import SentinelGroup
 from tests.redis_server import require_binary
 
 NGINX_SAMPLE = REPO / "deploy" / "nginx.conf"
@@ -240,6 +241,49 @@ def start_cluster(
     nginx = Nginx([server.port for server in servers])
     nginx.start()
     return Cluster(redis, servers, nginx)
+
+
+@dataclasses.dataclass
+class SentinelCluster:
+    """A Sentinel group (primary, replica, three sentinels), the gateway hosts using
+    it through a ``redis+sentinel://`` URL, nginx in front of them."""
+
+    group: SentinelGroup
+    hosts: list[LiveServer]
+    nginx: Nginx
+
+    def store(self) -> RedisStore:
+        """A store on the group's current primary (close it after use)."""
+        return RedisStore(self.group.url)
+
+    def stop(self) -> None:
+        self.nginx.stop()
+        for host in self.hosts:
+            host.stop(check=host.proc is not None and host.proc.returncode in (None, 0))
+        self.group.stop()
+
+
+def start_sentinel_cluster(
+    directory: pathlib.Path, hosts: int = 2, **sessions: t.Any
+) -> SentinelCluster:
+    """:func:`start_cluster` with a :class:`SentinelGroup` for the store."""
+    require_binary("nginx", "nginx")
+    group = SentinelGroup(directory / "sentinel-group")
+    try:
+        group.start()
+        overrides = host_overrides(group.url, **sessions)
+        with concurrent.futures.ThreadPoolExecutor(hosts) as pool:
+            futures = [
+                pool.submit(start_server, directory / f"host{n}", workers=2, overrides=overrides)
+                for n in range(hosts)
+            ]
+            servers = [future.result() for future in futures]
+        nginx = Nginx([server.port for server in servers])
+        nginx.start()
+    except BaseException:
+        group.stop()
+        raise
+    return SentinelCluster(group, servers, nginx)
 
 
 def session_key(name: str) -> str:

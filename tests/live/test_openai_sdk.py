@@ -546,17 +546,21 @@ def test_init_upstream_config_serves_curl_and_the_sdk(fake, tmp_path, monkeypatc
     try:
         joined = out.replace("\\\n", " ")  # join the printed commands' continued lines
         commands = [line.strip() for line in joined.splitlines() if line.startswith("  curl ")]
-        assert len(commands) == 2, out
-        for command, streamed in zip(commands, (False, True), strict=True):
+        assert len(commands) == 3, out  # chat JSON, chat stream, Responses JSON
+        for command, kind in zip(commands, ("chat", "stream", "responses"), strict=True):
             command = command.replace("127.0.0.1:18789", f"127.0.0.1:{server.port}")
             result = subprocess.run(
                 ["bash", "-c", command], capture_output=True, text=True, timeout=30
             )
-            if streamed:
+            if kind == "stream":
                 assert "data: [DONE]" in result.stdout and '"content":" hi"' in result.stdout
-            else:
+            elif kind == "chat":
                 reply = json.loads(result.stdout)
                 assert reply["choices"][0]["message"]["content"] == "You said: hi"
+            else:  # the gateway speaks Responses to the client, chat to the upstream
+                response = json.loads(result.stdout)
+                assert response["status"] == "completed", response
+                assert response["output"][0]["content"][0]["text"] == "You said: hi"
         token = document["gateway"]["auth"]["token"]
         sdk = openai.OpenAI(base_url=server.url("/v1"), api_key=token, max_retries=0)
         try:

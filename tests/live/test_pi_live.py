@@ -40,6 +40,7 @@ P = f"pl{uuid.uuid4().hex[:6]}"
 MAIN, ONE = f"{P}-main", f"{P}-one"  # agent ids; their pi dirs are named after them
 KEY_VARIABLE = "FAKE_UPSTREAM_API_KEY"  # not CHATCOMPAT_*: the live servers drop those
 KEY = "sk-live-pi-0123456789"
+RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
 
 
 def pids(agent: str) -> list[int]:
@@ -71,7 +72,9 @@ def server(fake, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(KEY_VARIABLE, KEY)  # the server's environment is copied from ours
         started = start_server(
-            tmp_path_factory.mktemp("pi-live"), workers=1, overrides={"agents": {"list": agents}}
+            tmp_path_factory.mktemp("pi-live"),
+            workers=1,
+            overrides={"agents": {"list": agents}, **RESPONSES_ON},
         )
     yield started
     started.stop()
@@ -314,3 +317,29 @@ def test_busy_pool_makes_requests_wait_then_503(server):
     ((status, body),) = results
     assert status == 200 and body["choices"][0]["message"]["content"] == "You said: waited"
     assert len(pids(ONE)) == 1
+
+
+def test_responses_api_on_pi_json_stream_and_continuation(client, fake):
+    """/v1/responses on the pi backend with the SDK: JSON, a stream with pi's thinking
+    as a reasoning item, and a continuation by previous_response_id (pi's upstream
+    gets the earlier turn, as on chat completions)."""
+    mark = marker()
+    first = client.responses.create(model="openclaw", input=f"my name is Ada {mark}")
+    assert first.output_text == f"You said: my name is Ada {mark}"
+    assert first.status == "completed" and first.usage.output_tokens == 7
+    with client.responses.stream(
+        model="openclaw", input=f"[[reasoning]] who am I? {mark}", previous_response_id=first.id
+    ) as stream:
+        kinds = [event.type for event in stream]
+        second = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    reasoning, message = second.output
+    assert reasoning.type == "reasoning" and message.type == "message"
+    assert REASONING in [part.text for part in [*reasoning.summary, *(reasoning.content or [])]]
+    assert second.output_text == f"You said: who am I? {mark}"
+    sent = fake.chat_requests_mentioning(mark)[-1].body["messages"]
+    assert [(m["role"], m["content"]) for m in sent[1:]] == [
+        ("user", [{"type": "text", "text": f"my name is Ada {mark}"}]),
+        ("assistant", f"You said: my name is Ada {mark}"),
+        ("user", [{"type": "text", "text": f"[[reasoning]] who am I? {mark}"}]),
+    ]

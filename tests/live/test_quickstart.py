@@ -22,6 +22,7 @@ from tests.live.conftest import start_server
 from tests.live.conftest import wait_until
 from tests.test_cli import curl_lines
 from tests.wire import check_completion
+from tests.wire import check_response
 from tests.wire import parse_sse
 from tests.wire import stream_text
 
@@ -33,7 +34,7 @@ def test_init_then_serve_then_the_printed_curl_commands(tmp_path, capsys):
     path = tmp_path / "quickstart" / "chatcompat.json5"
     assert cli.main(["init", "--path", str(path), "--port", str(port)]) == 0
     commands = curl_lines(capsys.readouterr().out)
-    assert len(commands) == 2
+    assert len(commands) == 3  # chat JSON, chat stream, Responses JSON
     server = start_server(tmp_path / "server", workers=1, config_file=path, port=port)
     try:
         outputs = []
@@ -48,6 +49,9 @@ def test_init_then_serve_then_the_printed_curl_commands(tmp_path, capsys):
         assert body["choices"][0]["message"]["content"] == "hi"
         chunks, frames = parse_sse(outputs[1])
         assert stream_text(chunks) == "hi" and frames[-1] == "data: [DONE]"
+        response = json.loads(outputs[2])
+        check_response(response)
+        assert response["output"][0]["content"][0]["text"] == "hi"
     finally:
         server.stop()
 

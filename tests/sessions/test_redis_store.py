@@ -544,3 +544,24 @@ def test_gateway_answers_503_while_redis_is_down_and_recovers(
     response = client.post("/v1/chat/completions", json=body, headers=AUTH)
     assert response.status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+# -- the write path shared with Sentinel (redis_store._confirmed) ----------------------
+
+
+def test_a_turn_write_loads_the_scripts_again_on_a_redis_that_forgot_them(
+    store: RedisStore, raw: t.Any
+) -> None:
+    # A restarted or newly promoted primary has an empty script cache; turn writes go
+    # as EVALSHA in a pipeline, which does not load scripts by itself.
+    append(store, KEY, "one")
+    raw.script_flush()
+    append(store, KEY, "two")
+    assert [turn.messages[0]["content"] for turn in store.transcript(KEY)] == ["one", "two"]
+
+
+def test_ping_names_the_server_and_plain_urls_wait_for_no_replica(
+    store: RedisStore, server: RedisServer
+) -> None:
+    assert store.ping() == f"127.0.0.1:{server.port}"
+    assert store.min_replicas() == 0
