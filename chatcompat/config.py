@@ -698,6 +698,7 @@ def _api_keys(
                 token_sha256=digest or b"",
                 agents=allowed,
                 scopes=frozenset(scopes) if isinstance(scopes, list) else ApiKey.scopes,
+                token=_key_token(entry, environ),
                 limits=KeyLimits(
                     **{
                         name: int(limits[given])
@@ -708,6 +709,15 @@ def _api_keys(
             )
         )
     return tuple(keys)
+
+
+def _key_token(entry: t.Mapping[str, t.Any], environ: t.Mapping[str, str]) -> str | None:
+    """The token of a ``token`` or ``tokenEnv`` entry (None for ``tokenSha256``)."""
+    if isinstance(entry.get("token"), str):
+        return t.cast(str, entry["token"])
+    if isinstance(entry.get("tokenEnv"), str):
+        return environ.get(entry["tokenEnv"]) or None
+    return None
 
 
 def _key_digest(

@@ -71,6 +71,9 @@ class ApiKey:
     agents: frozenset[str] | None = None
     scopes: frozenset[str] = DEFAULT_SCOPES
     limits: KeyLimits = KeyLimits()
+    # The token itself when the file or the environment gave it (``token``,
+    # ``tokenEnv``): only for the redactor, which keeps it out of every log line.
+    token: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 # -- image policy (``images`` of an agent) ----------------------------------------------
