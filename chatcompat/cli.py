@@ -272,6 +272,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  endpoint    /v1/chat/completions {endpoint}")
     print(f"  agents      {', '.join(f'{a.id} ({a.backend})' for a in settings.agents)}")
     print(f"  default     {settings.default_agent_id}")
+    if settings.api_keys:  # named keys (never a token; `keys list` shows more)
+        print(f"  keys        {', '.join(key.id for key in settings.api_keys)}")
     print(f"  sessions    {_shown_store(settings.session_store)}")
     return _check_primary(settings)
 

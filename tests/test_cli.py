@@ -443,6 +443,8 @@ def test_keys_add_keeps_comments_and_writes_only_the_hash(tmp_path, state, capsy
     assert web.token_sha256 == hashlib.sha256(token.encode()).digest()
     assert (web.agents, bot.agents) == (frozenset({"main"}), frozenset({"beta"}))
     assert bot.scopes == frozenset({"chat"}) and bot.limits.requests_per_minute == 100
+    status, out, _ = run(["check", "--config", str(path)], capsys)
+    assert status == 0 and "  keys        web, bot" in out and token not in out
     status, out, _ = run([*config, "list"], capsys)
     assert status == 0 and token not in out
     rows = [line.split() for line in out.splitlines()[1:]]
