@@ -209,6 +209,7 @@ def test_a_run_slot_is_held_while_running_and_freed_at_the_end(client: t.Any) ->
     # A streamed run frees it too.
     stream = chat(client, LIMITED, say("hi", stream=True))
     assert stream.status_code == 200 and stream.get_data().endswith(b"data: [DONE]\n\n")
+    assert stream.headers["x-ratelimit-remaining-requests"] == "0", "a stream has them too"
     stream.close()
     assert store.acquire_slot("limited", "check", 1, 30.0)
 
