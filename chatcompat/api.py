@@ -12,6 +12,7 @@ from flask import Blueprint
 from flask import Response
 from flask import request
 
+from . import access
 from . import auth
 from . import errors
 from . import idempotency
@@ -52,8 +53,9 @@ def chat_completions() -> Response:
     # 1. Endpoint disabled → 404. 2. Not POST → 405 (both before authentication).
     require_enabled(settings.chat_completions_enabled, CHAT_SWITCH)
     require_method("POST")
-    # 3. Authentication: the principal scopes the Idempotency-Key.
-    principal = auth.authenticate(request, gateway.authenticator, gateway.store)
+    # 3. Authentication: the principal scopes the Idempotency-Key; a named key's
+    # scope and request-rate limit are checked before the body is read (SPEC 16.1).
+    principal = _authorize("chat")
     # 4. The body: within its size and time limits, JSON.
     body = request_body.read_json_body(
         request, settings.max_body_bytes, settings.body_timeout_seconds
@@ -63,8 +65,9 @@ def chat_completions() -> Response:
     conversation = validation.split_conversation(body)
     idempotency_key = idempotency.read_key(request.headers.get(idempotency.HEADER))
     # 6. The agent, and whether its backend takes every field: refused, never dropped.
-    agent_config = routing.resolve_agent(
+    agent_config = routing.resolve_allowed_agent(
         settings,
+        principal.agents,
         request.headers.get("x-openclaw-agent-id", request.headers.get("x-openclaw-agent")),
         body.get("model"),
     )
@@ -81,10 +84,14 @@ def chat_completions() -> Response:
         body["messages"], agent_config.images, with_bytes=agent.needs_image_bytes
     )
     # The upstream model for this run (x-openclaw-model), if the agent lists it. An
-    # API key's model_override scope is checked before this.
-    model_override = routing.model_override(agent_config, request.headers.get(routing.MODEL_HEADER))
+    # API key's model_override scope is checked before this (403, SPEC 16.1).
+    model_header = request.headers.get(routing.MODEL_HEADER)
+    if model_header is not None and model_header.strip():
+        principal.require_scope("model_override")
+    model_override = routing.model_override(agent_config, model_header)
     # 7. The session key.
-    key, sticky = routing.session_key(
+    key, sticky = routing.key_session_key(
+        principal.key_id,
         agent_config.id,
         request.headers.get("x-openclaw-session-key"),
         body.get("user"),
@@ -95,7 +102,7 @@ def chat_completions() -> Response:
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     # 8. Idempotency-Key: a repeat of a finished request gets its stored reply.
     keyed = idempotency.for_request(
-        principal,
+        principal.id,
         idempotency_key,
         agent_config.id,
         key if sticky else None,
@@ -114,6 +121,7 @@ def chat_completions() -> Response:
         record=record,
         idempotency=keyed,
         model_override=model_override,
+        principal=principal,
     )
     stored = run.claim()
     if stored is not None:
@@ -147,8 +155,14 @@ def list_models() -> Response:
     gateway = current_gateway()
     _require_models_enabled(gateway.settings)
     require_method("GET")
-    auth.authenticate(request, gateway.authenticator, gateway.store)
-    ids = ["openclaw", "openclaw/default"] + [f"openclaw/{a.id}" for a in gateway.settings.agents]
+    principal = _authorize("models")
+    settings = gateway.settings
+    ids = (
+        ["openclaw", "openclaw/default"]
+        if principal.allows_agent(settings.default_agent_id)
+        else []
+    )
+    ids += [f"openclaw/{a.id}" for a in settings.agents if principal.allows_agent(a.id)]
     return json_response(model_list(ids))
 
 
@@ -157,14 +171,20 @@ def get_model(model_id: str) -> Response:
     gateway = current_gateway()
     _require_models_enabled(gateway.settings)
     require_method("GET")
-    auth.authenticate(request, gateway.authenticator, gateway.store)
+    principal = _authorize("models")
     agent_id = routing.agent_id_from_model(model_id)
     if agent_id == "default":
         agent_id = gateway.settings.default_agent_id
     agent = gateway.settings.agent(agent_id) if agent_id is not None else None
-    if agent is None:
+    if agent is None or not principal.allows_agent(agent.id):
         raise errors.ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
     return json_response(model_entry(model_id, agent.models))
+
+
+def _authorize(scope: str) -> auth.Principal:
+    """SPEC 3 step 3 and SPEC 16.1 (:func:`chatcompat.access.authorize`)."""
+    gateway = current_gateway()
+    return access.authorize(request, gateway.authenticator, gateway.store, scope)
 
 
 def _require_models_enabled(settings: Settings) -> None:

@@ -19,6 +19,9 @@ from . import errors
 from . import metrics
 from .errors import AuthenticationFailed
 from .errors import TooManyAuthFailures
+from .principal import ANONYMOUS
+from .principal import OPERATOR
+from .principal import Principal
 
 if t.TYPE_CHECKING:
     from flask import Request
@@ -28,15 +31,13 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The principals check() names: what scopes per-credential state (idempotency keys).
-OPERATOR = "operator"  # the gateway token or password
-ANONYMOUS = "anonymous"  # auth mode none
+__all__ = ["ANONYMOUS", "OPERATOR", "Authenticator", "Principal", "authenticate"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def authenticate(request: Request, authenticator: Authenticator, store: SessionStore) -> str:
+def authenticate(request: Request, authenticator: Authenticator, store: SessionStore) -> Principal:
     """Authenticate a request (SPEC 3 step 3), counting each refusal by its reason
     in ``chatcompat_auth_failures`` (``missing``, ``invalid``, ``locked_out``).
 
@@ -44,8 +45,9 @@ def authenticate(request: Request, authenticator: Authenticator, store: SessionS
         its ``Authorization`` header carries the credential.
     :param authenticator: the gateway's.
     :param store: the session store that holds the lockout state.
-    :return: the principal (:data:`OPERATOR` or :data:`ANONYMOUS`): it scopes
-        per-credential state such as an ``Idempotency-Key``.
+    :return: the principal (:data:`OPERATOR`, :data:`ANONYMOUS` or a named key's):
+        its rights, and the id that scopes per-credential state such as an
+        ``Idempotency-Key``.
     :raise errors.TooManyAuthFailures: while the client is locked out (429).
     :raise errors.AuthenticationFailed: for a missing or wrong credential (401).
     :raise errors.StoreUnavailable: when the lockout state cannot be read or written.
@@ -78,19 +80,21 @@ class Authenticator:
         # the same time whatever the lengths and contents.
         self._key = os.urandom(32)
         self._warned_untrusted_proxy = False
-        secret = settings.auth_secret or ""
-        self._expected = self._digest(secret)
+        secret = settings.auth_secret
+        self._expected = None if secret is None else self._digest(secret)
+        # Named keys: (SHA-256 of the token, principal), each compared in constant time.
+        self._keys = tuple((key.token_sha256, Principal.of_key(key)) for key in settings.api_keys)
 
     def _digest(self, value: str) -> bytes:
         return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).digest()
 
-    def check(self, authorization: str | None, client: str, store: SessionStore) -> str:
+    def check(self, authorization: str | None, client: str, store: SessionStore) -> Principal:
         """Let the request through or raise.
 
         :param authorization: the raw ``Authorization`` header.
         :param client: the client address (see :meth:`client_address`).
-        :return: the principal: :data:`OPERATOR` for the gateway's credential,
-            :data:`ANONYMOUS` in mode ``none``.
+        :return: the principal: :data:`OPERATOR` for the gateway's credential, a named
+            key's, or :data:`ANONYMOUS` in mode ``none``.
         :raise TooManyAuthFailures: while the client is locked out.
         :raise AuthenticationFailed: for a missing or wrong credential.
         :raise StoreUnreachable: when the lockout state cannot be read or written.
@@ -107,13 +111,30 @@ class Authenticator:
         credential = bearer_credential(authorization)
         if credential is None:
             raise AuthenticationFailed()
-        if not hmac.compare_digest(self._digest(credential), self._expected):
+        principal = self._principal(credential)
+        if principal is None:
             if self.rate_limit is not None and limited:
                 store.record_auth_failure(client, self.rate_limit)
             raise AuthenticationFailed("Invalid credential.")
         if limited:
             store.clear_auth_failures(client)
-        return OPERATOR
+        return principal
+
+    def _principal(self, credential: str) -> Principal | None:
+        """Whose credential this is. Every key is compared, with
+        ``hmac.compare_digest``, whichever matches: the time taken says nothing about
+        which key, or how much of one, was guessed right."""
+        found = None
+        if self._expected is not None and hmac.compare_digest(
+            self._digest(credential), self._expected
+        ):
+            found = OPERATOR
+        if self._keys:
+            digest = hashlib.sha256(credential.encode("utf-8")).digest()
+            for token_sha256, principal in self._keys:
+                if hmac.compare_digest(digest, token_sha256):
+                    found = principal
+        return found
 
     def client_address(self, peer: str | None, forwarded_for: str | None) -> str:
         """The client's address: the socket peer, or the rightmost untrusted

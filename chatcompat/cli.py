@@ -1,9 +1,10 @@
-"""The ``chatcompat`` command: init, serve, check, sessions."""
+"""The ``chatcompat`` command: init, serve, check, sessions, keys."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import secrets
@@ -12,11 +13,16 @@ import typing as t
 
 import json5
 
+from . import config_edit
 from .config import ConfigError
+from .config import find_config_file
+from .config import load_document
 from .config import load_settings
 from .config import settings_from_document
 from .config import state_dir
 from .config import without_credentials
+from .principal import session_key_owner
+from .settings import SCOPES
 from .settings import Settings
 
 CONFIG_TEMPLATE = """\
@@ -118,6 +124,24 @@ def _parser() -> argparse.ArgumentParser:
     delete = actions.add_parser("delete", help="delete one session")
     delete.add_argument("key")
     delete.set_defaults(handler=cmd_sessions_delete)
+
+    keys = commands.add_parser("keys", help="named API keys (gateway.auth.keys)")
+    keys.add_argument("--config", help="config file (else the usual discovery)")
+    key_actions = keys.add_subparsers(metavar="ACTION")
+    add = key_actions.add_parser(
+        "add", help="make a key: prints its token once, writes its SHA-256 into the config"
+    )
+    add.add_argument("id", help="the key's name ([a-z0-9][a-z0-9_-]{0,63})")
+    add.add_argument("--agents", help="comma-separated agent ids it may use [all]")
+    add.add_argument(
+        "--scopes", help=f"comma-separated, of {', '.join(SCOPES)} [chat,responses,models]"
+    )
+    add.add_argument("--requests-per-minute", type=int, metavar="N")
+    add.add_argument("--tokens-per-minute", type=int, metavar="N")
+    add.add_argument("--concurrent-runs", type=int, metavar="N")
+    add.set_defaults(handler=cmd_keys_add)
+    key_list = key_actions.add_parser("list", help="the configured keys (never a token)")
+    key_list.set_defaults(handler=cmd_keys_list)
     return parser
 
 
@@ -248,6 +272,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  endpoint    /v1/chat/completions {endpoint}")
     print(f"  agents      {', '.join(f'{a.id} ({a.backend})' for a in settings.agents)}")
     print(f"  default     {settings.default_agent_id}")
+    if settings.api_keys:  # named keys (never a token; `keys list` shows more)
+        print(f"  keys        {', '.join(key.id for key in settings.api_keys)}")
     print(f"  sessions    {_shown_store(settings.session_store)}")
     return _check_primary(settings)
 
@@ -308,10 +334,12 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
     if not sessions:
         print("no sessions")
         return 0
-    print(f"{'KEY':<60} {'AGENT':<12} {'TURNS':>5} {'UPDATED':<19} {'EXPIRES':<19}")
+    header = f"{'KEY':<60} {'AGENT':<12} {'OWNER':<16} {'TURNS':>5}"
+    print(f"{header} {'UPDATED':<19} {'EXPIRES':<19}")
     for info in sessions:
+        owner = session_key_owner(info.key) or "operator"
         print(
-            f"{info.key:<60} {info.agent_id:<12} {info.turns:>5} "
+            f"{info.key:<60} {info.agent_id:<12} {owner:<16} {info.turns:>5} "
             f"{_when(info.updated):<19} {_when(info.expires):<19}"
         )
     return 0
@@ -328,6 +356,7 @@ def cmd_sessions_show(args: argparse.Namespace) -> int:
     document = {
         "key": info.key,
         "agent": info.agent_id,
+        "owner": session_key_owner(info.key) or "operator",
         "sticky": info.sticky,
         "created": _when(info.created),
         "updated": _when(info.updated),
@@ -346,4 +375,95 @@ def cmd_sessions_delete(args: argparse.Namespace) -> int:
         print(f"no session {args.key!r}", file=sys.stderr)
         return 1
     print(f"deleted {args.key}")
+    return 0
+
+
+# -- keys ----------------------------------------------------------------------------
+
+KEYS_PATH = ("gateway", "auth", "keys")
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    """Add a named key to the config file: its comments and layout stay as they are
+    (:mod:`chatcompat.config_edit`); the token is printed once and only its SHA-256
+    is written."""
+    try:
+        path = find_config_file(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"chatcompat: {exc}", file=sys.stderr)
+        return 2
+    if path is None:
+        print("chatcompat: no config file: run 'chatcompat init' first", file=sys.stderr)
+        return 2
+    token = secrets.token_urlsafe(32)
+    entry: dict[str, t.Any] = {
+        "id": args.id,
+        "tokenSha256": hashlib.sha256(token.encode("utf-8")).hexdigest(),
+    }
+    if args.agents is not None:
+        entry["agents"] = [a.strip() for a in args.agents.split(",") if a.strip()]
+    if args.scopes is not None:
+        entry["scopes"] = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    limits = {
+        name: value
+        for name, value in (
+            ("requestsPerMinute", args.requests_per_minute),
+            ("tokensPerMinute", args.tokens_per_minute),
+            ("concurrentRuns", args.concurrent_runs),
+        )
+        if value is not None
+    }
+    if limits:
+        entry["limits"] = limits
+    try:
+        before = _problems(load_document(path), path)
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+        edited = config_edit.append_to_list(text, KEYS_PATH, entry)
+    except (ConfigError, config_edit.EditError) as exc:
+        print(f"chatcompat: cannot edit {path}: {exc}", file=sys.stderr)
+        return 2
+    # What the new key brings (a duplicate id, an unknown agent...); problems the file
+    # had before (a token this shell lacks) are the server's business.
+    added = [p for p in _problems(json5.loads(edited), path) if p not in before]
+    if added:
+        for problem in added:
+            print(f"chatcompat: config: {problem}", file=sys.stderr)
+        print(f"chatcompat: {path} was not changed", file=sys.stderr)
+        return 2
+    config_edit.replace_file(path, edited)
+    print(f"Added key {args.id!r} to {path} (its SHA-256 only).")
+    print("Its token, shown only now (the server needs a restart or reload to know it):")
+    print(f"  {token}")
+    return 0
+
+
+def _problems(doc: t.Any, path: str) -> list[str]:
+    try:
+        settings_from_document(doc, environ=os.environ, config_path=path)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if not settings.api_keys:
+        print("no named keys (gateway.auth.keys)")
+        return 0
+    print(f"{'ID':<20} {'SHA256':<14} {'AGENTS':<24} {'SCOPES':<36} LIMITS")
+    for key in settings.api_keys:
+        agents = "all" if key.agents is None else ",".join(sorted(key.agents)) or "none"
+        scopes = ",".join(s for s in SCOPES if s in key.scopes) or "none"
+        limits = " ".join(
+            f"{name}={value}"
+            for name, value in (
+                ("rpm", key.limits.requests_per_minute),
+                ("tpm", key.limits.tokens_per_minute),
+                ("runs", key.limits.concurrent_runs),
+            )
+            if value is not None
+        )
+        digest = key.token_sha256.hex()[:12] + ".."
+        print(f"{key.id:<20} {digest:<14} {agents:<24} {scopes:<36} {limits or '-'}")
     return 0

@@ -15,6 +15,7 @@ The values built here are the plain types of :mod:`chatcompat.settings`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import json
 import os
@@ -26,11 +27,14 @@ import json5
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from .settings import RESERVED_KEY_IDS
 from .settings import SECRET_KEY
 from .settings import UNSENDABLE
 from .settings import AgentConfig
+from .settings import ApiKey
 from .settings import Cors
 from .settings import ImagePolicy
+from .settings import KeyLimits
 from .settings import RateLimit
 from .settings import RedisOptions
 from .settings import Settings
@@ -190,6 +194,7 @@ def settings_from_document(
     fields.update(_auth(doc, environ, fields.get("bind", Settings.bind), problems))
     fields["trusted_proxies"] = _trusted_proxies(doc, problems)
     fields.update(_agents(doc, environ, problems))
+    fields["api_keys"] = _api_keys(doc, environ, fields, problems)
     fields["session_store"] = _store_url(doc, environ, config_path, problems)
     if problems:
         problems.sort(key=lambda problem: [(isinstance(key, str), key) for key in problem[0]])
@@ -352,6 +357,8 @@ def _auth(
         )
         # The first one that is not blank is the secret; only that one is checked.
         chosen = next(((path, value) for path, value in sources if value.strip()), None)
+        if chosen is None and _lookup(doc, ("gateway", "auth", "keys")):
+            return {"auth_secret": None}  # named keys only: no operator credential
         if chosen is None:
             message = f"{mode} mode needs a {mode} (set gateway.auth.{mode} or {names[1]})"
             problems.append((("gateway", "auth", mode), message))
@@ -618,3 +625,131 @@ def _store_url(
     # Relative SQLite paths are relative to the file's directory.
     base = os.path.dirname(config_path) if config_path else os.getcwd()
     return "" if found else parsed.resolved(base)
+
+
+# -- named API keys (gateway.auth.keys, SPEC 16) ------------------------------------
+
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_TOKEN_FORMS = ("token", "tokenSha256", "tokenEnv")
+_LIMITS = (
+    ("requestsPerMinute", "requests_per_minute"),
+    ("tokensPerMinute", "tokens_per_minute"),
+    ("concurrentRuns", "concurrent_runs"),
+)
+
+
+def _api_keys(
+    doc: t.Mapping[str, t.Any],
+    environ: t.Mapping[str, str],
+    fields: t.Mapping[str, t.Any],
+    problems: list[_Problem],
+) -> tuple[ApiKey, ...]:
+    """``gateway.auth.keys``: each token resolved to its SHA-256 (the secret itself is
+    not kept); a duplicate id or token, a malformed hash or an unknown agent is a
+    problem at its key path."""
+    entries = _lookup(doc, ("gateway", "auth", "keys"))
+    if not isinstance(entries, list) or not entries:
+        return ()
+    at_keys: _Path = ("gateway", "auth", "keys")
+    if fields.get("auth_mode", _lookup(doc, ("gateway", "auth", "mode"))) == "none":
+        problems.append((at_keys, "named keys need gateway.auth.mode 'token' (not 'none')"))
+    agent_ids = {agent.id for agent in fields.get("agents", Settings.agents)}
+    operator = fields.get("auth_secret")
+    ids: dict[str, int] = {}
+    digests: dict[bytes, str] = {}
+    if operator:
+        digests[hashlib.sha256(operator.encode("utf-8")).digest()] = "the operator's token"
+    keys: list[ApiKey] = []
+    for index, entry in enumerate(entries):
+        at: _Path = (*at_keys, index)
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue  # the schema reported it
+        key_id = entry["id"]
+        if not re.fullmatch(AGENT_ID_PATTERN, key_id):
+            problems.append(((*at, "id"), f"{key_id!r} is not a valid key id ({AGENT_ID_PATTERN})"))
+        elif key_id in RESERVED_KEY_IDS:
+            problems.append(((*at, "id"), f"{key_id!r} is reserved (it names a principal)"))
+        elif key_id in ids:
+            message = f"duplicate key id {key_id!r} (also gateway.auth.keys[{ids[key_id]}])"
+            problems.append(((*at, "id"), message))
+        ids.setdefault(key_id, index)
+        digest = _key_digest(entry, at, environ, problems)
+        if digest is not None:
+            if digest in digests:
+                message = f"the same token as {digests[digest]} (each key needs its own)"
+                problems.append((at, message))
+            digests.setdefault(digest, f"gateway.auth.keys[{index}]")
+        agents = entry.get("agents")
+        allowed = None
+        if isinstance(agents, list):
+            allowed = frozenset(a.lower() for a in agents if isinstance(a, str))
+            for position, agent in enumerate(agents):
+                if isinstance(agent, str) and agent.lower() not in agent_ids:
+                    message = (
+                        f"unknown agent {agent!r} (configured: {', '.join(sorted(agent_ids))})"
+                    )
+                    problems.append(((*at, "agents", position), message))
+        scopes = entry.get("scopes")
+        given_limits = entry.get("limits")
+        limits: dict[str, t.Any] = given_limits if isinstance(given_limits, dict) else {}
+        keys.append(
+            ApiKey(
+                id=key_id,
+                token_sha256=digest or b"",
+                agents=allowed,
+                scopes=frozenset(scopes) if isinstance(scopes, list) else ApiKey.scopes,
+                token=_key_token(entry, environ),
+                limits=KeyLimits(
+                    **{
+                        name: int(limits[given])
+                        for given, name in _LIMITS
+                        if isinstance(limits.get(given), (int, float))
+                    }
+                ),
+            )
+        )
+    return tuple(keys)
+
+
+def _key_token(entry: t.Mapping[str, t.Any], environ: t.Mapping[str, str]) -> str | None:
+    """The token of a ``token`` or ``tokenEnv`` entry (None for ``tokenSha256``)."""
+    if isinstance(entry.get("token"), str):
+        return t.cast(str, entry["token"])
+    if isinstance(entry.get("tokenEnv"), str):
+        return environ.get(entry["tokenEnv"]) or None
+    return None
+
+
+def _key_digest(
+    entry: t.Mapping[str, t.Any],
+    at: _Path,
+    environ: t.Mapping[str, str],
+    problems: list[_Problem],
+) -> bytes | None:
+    """The SHA-256 of a key's token, from whichever one form the entry gives."""
+    given = [form for form in _TOKEN_FORMS if form in entry]
+    if len(given) != 1:
+        found = ", ".join(given) or "none"
+        problems.append((at, f"give exactly one of token, tokenSha256, tokenEnv (found: {found})"))
+        return None
+    form = given[0]
+    value = entry[form]
+    if not isinstance(value, str):
+        return None  # the schema reported it
+    if form == "tokenSha256":
+        if not _SHA256_HEX.fullmatch(value):
+            problems.append(((*at, form), "must be 64 hex digits (the SHA-256 of the token)"))
+            return None
+        return bytes.fromhex(value)
+    if form == "tokenEnv":
+        name, value = value, environ.get(value, "")
+        if not value.strip():
+            problems.append(((*at, form), f"the environment variable {name!r} is unset or empty"))
+            return None
+    if not value.strip():
+        problems.append(((*at, form), "an empty token"))
+        return None
+    if unsendable(value):
+        problems.append(((*at, form), UNSENDABLE))
+        return None
+    return hashlib.sha256(value.encode("utf-8")).digest()

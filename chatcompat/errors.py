@@ -26,9 +26,11 @@ Tree::
     │   ├── ModelNotAllowed           400 model_not_allowed (x-openclaw-model)
     │   └── InvalidIdempotencyKey     400 invalid_idempotency_key
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
+    ├── PermissionDenied              403 permission_error / permission_denied (a key's scope)
     ├── NotFound                      404 not_found
     │   ├── EndpointDisabled          404 endpoint_disabled
     │   ├── ModelNotFound             404 model_not_found
+    │   ├── SessionNotFound           404 session_not_found (another key's session)
     │   ├── ResponseNotFound          404 response_not_found (GET/DELETE /v1/responses/{id})
     │   └── PreviousResponseNotFound  404 previous_response_not_found
     ├── MethodNotAllowed              405 method_not_allowed (+ Allow)
@@ -41,6 +43,8 @@ Tree::
     ├── ExpectationFailed             417 expectation_failed      (from gunicorn's parser)
     ├── IdempotencyKeyReused          422 idempotency_key_reused
     ├── TooManyAuthFailures           429 rate_limit_error (+ Retry-After)
+    ├── RateLimitExceeded             429 rate_limit_error / rate_limit_exceeded (a key's
+    │                                 limits; + Retry-After)
     ├── ClientGone                    499 client_closed_request (logged only: the client
     │                                 closed its connection and the run was cancelled)
     ├── HeaderFieldsTooLarge          431 header_fields_too_large (from gunicorn's parser)
@@ -197,6 +201,13 @@ class AuthenticationFailed(APIError):
         return {"WWW-Authenticate": "Bearer"}
 
 
+class PermissionDenied(APIError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+    message = "This API key may not do this."
+
+
 class NotFound(APIError):
     status = 404
     type = "invalid_request_error"
@@ -223,6 +234,11 @@ class PreviousResponseNotFound(NotFound):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+    message = "No such session for this API key."
 
 
 class MethodNotAllowed(APIError):
@@ -325,6 +341,21 @@ class TooManyAuthFailures(APIError):
 
     def __init__(self, retry_after_seconds: float) -> None:
         super().__init__()
+        self.retry_after = max(1, math.ceil(retry_after_seconds))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimitExceeded(APIError):
+    """A named key is over one of its limits (requests or tokens per minute, runs)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
         self.retry_after = max(1, math.ceil(retry_after_seconds))
 
     def headers(self) -> dict[str, str]:

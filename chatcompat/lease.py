@@ -1,5 +1,6 @@
-"""What a run holds in the session store while it lives: the session's lock and its
-request's ``Idempotency-Key`` claim.
+"""What a run holds in the session store while it lives: the session's lock, its
+request's ``Idempotency-Key`` claim and, for a named key with ``concurrentRuns``, one
+of the key's run slots.
 
 Both are short-lived and renewed while the run is alive, so those of a worker that
 died (SIGKILL, host lost) free themselves within :data:`LOCK_TTL_SECONDS`.
@@ -14,6 +15,7 @@ import typing as t
 import uuid
 
 from . import errors
+from . import metrics
 from .sessions.base import StoreError
 
 if t.TYPE_CHECKING:
@@ -34,14 +36,21 @@ class Lease:
     end."""
 
     def __init__(
-        self, store: SessionStore, session_key: str, idempotency: Idempotency | None
+        self,
+        store: SessionStore,
+        session_key: str,
+        idempotency: Idempotency | None,
+        slot: tuple[str, int] | None = None,
     ) -> None:
         self.store = store
         self.session_key = session_key
         self.idempotency = idempotency
+        #: (key id, concurrentRuns) of a named key with a run limit, else None.
+        self.slot = slot
         self.owner = uuid.uuid4().hex
         self.locked = False
         self.claimed = False
+        self.slotted = False
         #: When :meth:`renew` is due (monotonic seconds); never while nothing is held.
         self.renew_at = math.inf
 
@@ -68,6 +77,24 @@ class Lease:
         if held.running:
             raise errors.IdempotencyKeyInUse(param="Idempotency-Key")
         return held
+
+    def take_slot(self) -> None:
+        """Take one of the key's run slots (no run limit: no-op), without waiting.
+
+        :raise errors.RateLimitExceeded: all of them are taken (429, retry in 1 s).
+        :raise errors.StoreUnavailable: the store cannot say.
+        """
+        if self.slot is None:
+            return
+        key_id, limit = self.slot
+        with errors.map_store_errors():
+            if not self.store.acquire_slot(key_id, self.owner, limit, LOCK_TTL_SECONDS):
+                metrics.KEY_RATE_LIMITED.labels(key_id, "runs").inc()
+                raise errors.RateLimitExceeded(
+                    f"Rate limit reached for API key {key_id!r}: {limit} concurrent runs.", 1.0
+                )
+        self.slotted = True
+        self.renew_at = min(self.renew_at, time.monotonic() + LOCK_RENEW_SECONDS)
 
     def lock(self, wait_seconds: float, waiting: t.Callable[[float], None]) -> None:
         """Take the session's lock, polling for up to ``wait_seconds``.
@@ -108,6 +135,10 @@ class Lease:
                 scope, fingerprint = self.idempotency.scope, self.idempotency.fingerprint
                 if self.store.claim_idempotency(scope, self.owner, fingerprint, LOCK_TTL_SECONDS):
                     log.warning("the claim of a running request expired and was taken")
+            if self.slotted and self.slot is not None:
+                key_id, limit = self.slot
+                if not self.store.acquire_slot(key_id, self.owner, limit, LOCK_TTL_SECONDS):
+                    log.warning("the run slot of key %s expired and was taken", key_id)
         except StoreError:  # StoreUnreachable included
             return  # the turn cannot be stored either; the end of the run will say so
 
@@ -128,3 +159,9 @@ class Lease:
             except Exception:
                 # The lock expires by itself; a failed release must not hide the reply.
                 log.warning("could not release the lock of a session; it will expire")
+        if self.slotted and self.slot is not None:
+            self.slotted = False
+            try:
+                self.store.release_slot(self.slot[0], self.owner)
+            except Exception:
+                log.warning("could not free a run slot of key %s; it will expire", self.slot[0])

@@ -54,6 +54,21 @@ AUTH_FAILURES = Counter(
     "Requests refused by authentication, by reason (missing, invalid, locked_out).",
     ["reason"],
 )
+KEY_REQUESTS = Counter(
+    "chatcompat_key_requests",
+    "Authenticated requests, by API key id (operator, anonymous or a named key) and status.",
+    ["key", "status"],
+)
+KEY_TOKENS = Counter(
+    "chatcompat_key_tokens",
+    "Tokens reported by agents, by API key id and kind (prompt, completion).",
+    ["key", "kind"],
+)
+KEY_RATE_LIMITED = Counter(
+    "chatcompat_key_rate_limited",
+    "Requests refused by a named key's limits, by key id and limit (requests, tokens, runs).",
+    ["key", "limit"],
+)
 ACTIVE_STREAMS = Gauge(
     "chatcompat_active_streams",
     "SSE responses currently open.",

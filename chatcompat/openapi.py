@@ -235,7 +235,7 @@ def openapi_document() -> dict[str, t.Any]:
                             },
                         },
                         **_error_responses(
-                            400, 401, 404, 405, 409, 413, 422, 429, 500, 502, 503, 504
+                            400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 502, 503, 504
                         ),
                     },
                 }
@@ -247,7 +247,7 @@ def openapi_document() -> dict[str, t.Any]:
                     "security": secured,
                     "responses": {
                         "200": _json_response("ModelList", "The agents as models."),
-                        **_error_responses(401, 404, 429),
+                        **_error_responses(401, 403, 404, 429),
                     },
                 }
             },
@@ -265,7 +265,7 @@ def openapi_document() -> dict[str, t.Any]:
                     ],
                     "responses": {
                         "200": _json_response("Model", "One agent as a model."),
-                        **_error_responses(401, 404, 429),
+                        **_error_responses(401, 403, 404, 429),
                     },
                 }
             },

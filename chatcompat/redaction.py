@@ -149,6 +149,7 @@ def secrets_of(settings: Settings, environ: t.Mapping[str, str]) -> set[str]:
         found |= StoreURL.parse(settings.session_store).secrets
     for agent in settings.agents:
         found |= _option_secrets(agent.options, environ)
+    found |= {key.token or "" for key in settings.api_keys}  # named keys (SPEC 16)
     return {secret for secret in found if secret}
 
 

@@ -65,6 +65,8 @@ def _finish_record(response: Response) -> Response:
     response.headers["x-request-id"] = record.request_id
     if record.session_key is not None:
         response.headers["x-openclaw-session-key"] = record.session_key
+    for name, value in record.headers.items():  # a key's x-ratelimit-*, errors included
+        response.headers[name] = value
     record.status = response.status_code
     response.call_on_close(record.emit)
     return response
@@ -116,6 +118,10 @@ class RequestRecord:
         self.endpoint: str | None = None
         self.outcome = "ok"
         self.usage: Usage | None = None
+        #: The id of the credential (principal) that sent it, once authenticated.
+        self.key_id: str | None = None
+        #: Headers every response to the request carries (a key's x-ratelimit-*).
+        self.headers: dict[str, str] = {}
         self._first_byte: float | None = None
         self._emitted = False
 
@@ -156,6 +162,9 @@ class RequestRecord:
             "status": status,
             "duration_ms": round(duration * 1000, 2),
         }
+        if self.key_id is not None:
+            line["key"] = self.key_id
+            metrics.KEY_REQUESTS.labels(self.key_id, str(status)).inc()
         if self.agent is not None:
             first = self._first_byte if self._first_byte is not None else now
             line["agent"] = self.agent
@@ -173,6 +182,10 @@ class RequestRecord:
             if self.usage is not None:
                 metrics.TOKENS.labels(self.agent, "prompt").inc(self.usage.prompt_tokens)
                 metrics.TOKENS.labels(self.agent, "completion").inc(self.usage.completion_tokens)
+                if self.key_id is not None:
+                    metrics.KEY_TOKENS.labels(self.key_id, "prompt").inc(self.usage.prompt_tokens)
+                    completion = self.usage.completion_tokens
+                    metrics.KEY_TOKENS.labels(self.key_id, "completion").inc(completion)
         metrics.REQUESTS.labels(self.route, str(status)).inc()
         metrics.REQUEST_SECONDS.labels(self.route).observe(duration)
         log.info(line)

@@ -37,11 +37,15 @@ def choose_session(
     previous_response_id: str | None,
     user: str | None,
     principal: str,
+    key_id: str | None = None,
     *,
     user_keys: bool = True,
 ) -> Chosen:
     """The session a Responses request runs on.
 
+    :param principal: the id of the request's principal (who may continue what).
+    :param key_id: the named key's id, whose namespace the session keys are in
+        (:func:`chatcompat.routing.key_session_key`); None for the operator.
     :param user_keys: whether ``user`` may select a session (``sessions.userKeys``).
 
     :raise errors.PreviousResponseNotFound: the id is unknown, expired, deleted, or
@@ -49,10 +53,13 @@ def choose_session(
     :raise errors.InvalidRequest: the id belongs to another agent's session, or is not
         the latest response of the session the header names.
     :raise errors.InvalidSessionKey: a malformed header (as on chat completions).
+    :raise errors.SessionNotFound: the header names another credential's session.
     :raise errors.StoreUnavailable: the store cannot say.
     """
     if previous_response_id is None:
-        key, sticky = routing.session_key(agent_id, header_key, user, user_keys=user_keys)
+        key, sticky = routing.key_session_key(
+            key_id, agent_id, header_key, user, user_keys=user_keys
+        )
         return Chosen(key, sticky, None)
     record = find_response(store, previous_response_id, principal, param=PARAM)
     if record.agent_id != agent_id:
@@ -62,7 +69,7 @@ def choose_session(
             param=PARAM,
         )
     if header_key is not None and header_key.strip():
-        key, _ = routing.session_key(agent_id, header_key, None)
+        key, _ = routing.key_session_key(key_id, agent_id, header_key, None)
         if key != record.session_key:
             raise errors.InvalidRequest(
                 f"previous_response_id {previous_response_id!r} is not a response of the "
@@ -80,7 +87,7 @@ def choose_session(
         continuation = Continuation(record.id, record.session_key, record.position, fork=False)
         return Chosen(record.session_key, True, continuation)
     continuation = Continuation(record.id, record.session_key, record.position, fork=True)
-    return Chosen(routing.fresh_session_key(agent_id), True, continuation)
+    return Chosen(routing.key_fresh_session_key(key_id, agent_id), True, continuation)
 
 
 def find_response(
@@ -106,5 +113,6 @@ def find_response(
 
 
 def _may_see(principal: str, owner: str) -> bool:
-    # Today every credential is the operator (or auth is off): all one trust domain.
+    # The operator and the anonymous caller (auth off) see everything; a named key
+    # (never named "operator" nor "anonymous") only its own.
     return principal == owner or principal in ("operator", "anonymous")

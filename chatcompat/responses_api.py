@@ -11,7 +11,7 @@ from flask import Blueprint
 from flask import Response
 from flask import request
 
-from . import auth
+from . import access
 from . import errors
 from . import idempotency
 from . import images
@@ -26,6 +26,7 @@ from .methods import ANY_METHOD
 from .methods import RESPONSES_SWITCH
 from .methods import require_enabled
 from .methods import require_method
+from .principal import Principal
 from .protocol import responses as responses_protocol
 from .protocol.jsonenc import json_response
 from .protocol.sse import sse_response
@@ -48,8 +49,9 @@ def create_response() -> Response:
     # 1. Endpoint disabled → 404. 2. Not POST → 405 (both before authentication).
     require_enabled(settings.responses_enabled, RESPONSES_SWITCH)
     require_method("POST")
-    # 3. Authentication: the principal owns what the request stores.
-    principal = auth.authenticate(request, gateway.authenticator, gateway.store)
+    # 3. Authentication: the principal owns what the request stores; a named key's
+    # scope and request-rate limit are checked before the body is read (SPEC 16.1).
+    principal = _authorize("responses")
     # 4. The body: within its size and time limits, JSON.
     body = request_body.read_json_body(
         request, settings.responses_max_body_bytes, settings.body_timeout_seconds
@@ -58,8 +60,9 @@ def create_response() -> Response:
     parsed = responses_request.parse(body)
     idempotency_key = idempotency.read_key(request.headers.get(idempotency.HEADER))
     # 6. The agent, and whether its backend takes every field: refused, never dropped.
-    agent_config = routing.resolve_agent(
+    agent_config = routing.resolve_allowed_agent(
         settings,
+        principal.agents,
         request.headers.get("x-openclaw-agent-id", request.headers.get("x-openclaw-agent")),
         parsed.model,
     )
@@ -79,8 +82,11 @@ def create_response() -> Response:
         with_bytes=agent.needs_image_bytes,
     )
     # The upstream model for this run (x-openclaw-model), if the agent lists it. An
-    # API key's model_override scope is checked before this.
-    model_override = routing.model_override(agent_config, request.headers.get(routing.MODEL_HEADER))
+    # API key's model_override scope is checked before this (403, SPEC 16.1).
+    model_header = request.headers.get(routing.MODEL_HEADER)
+    if model_header is not None and model_header.strip():
+        principal.require_scope("model_override")
+    model_override = routing.model_override(agent_config, model_header)
     # 7. The session: header, previous_response_id, user, else a fresh one.
     chosen = response_chain.choose_session(
         gateway.store,
@@ -88,7 +94,8 @@ def create_response() -> Response:
         request.headers.get(routing.HEADER),
         parsed.previous_response_id,
         parsed.user,
-        principal,
+        principal.id,
+        principal.key_id,
         user_keys=settings.session_user_keys,
     )
     record = requestlog.current()
@@ -99,7 +106,7 @@ def create_response() -> Response:
     if chosen.continuation is not None and chosen.continuation.fork:
         named_session = chosen.continuation.response_id
     keyed = idempotency.for_request(
-        principal,
+        principal.id,
         idempotency_key,
         agent_config.id,
         named_session,
@@ -118,9 +125,10 @@ def create_response() -> Response:
         client_socket=request.environ.get("gunicorn.socket"),
         record=record,
         idempotency=keyed if parsed.store else None,
-        owner=principal,
+        owner=principal.id,
         store_turn=parsed.store,
         model_override=model_override,
+        principal=principal,
     )
     stored = run.claim()
     if stored is not None:
@@ -147,8 +155,8 @@ def response_by_id(response_id: str) -> Response:
     gateway = current_gateway()
     require_enabled(gateway.settings.responses_enabled, RESPONSES_SWITCH)
     require_method("GET", "DELETE")
-    principal = auth.authenticate(request, gateway.authenticator, gateway.store)
-    found = response_chain.find_response(gateway.store, response_id, principal)
+    principal = _authorize("responses")
+    found = response_chain.find_response(gateway.store, response_id, principal.id)
     if request.method == "DELETE":
         with errors.map_store_errors():
             deleted = gateway.store.delete_response(found.id)
@@ -164,7 +172,13 @@ def input_items(response_id: str) -> Response:
     gateway = current_gateway()
     require_enabled(gateway.settings.responses_enabled, RESPONSES_SWITCH)
     require_method("GET")
-    principal = auth.authenticate(request, gateway.authenticator, gateway.store)
+    principal = _authorize("responses")
     limit, order, after = responses_protocol.list_params(request.args)
-    found = response_chain.find_response(gateway.store, response_id, principal)
+    found = response_chain.find_response(gateway.store, response_id, principal.id)
     return json_response(responses_protocol.input_item_list(found.input_items, limit, order, after))
+
+
+def _authorize(scope: str) -> Principal:
+    """SPEC 3 step 3 and SPEC 16.1 (:func:`chatcompat.access.authorize`)."""
+    gateway = current_gateway()
+    return access.authorize(request, gateway.authenticator, gateway.store, scope)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import typing as t
 import uuid
@@ -10,6 +11,7 @@ from .errors import InvalidSessionKey
 from .errors import ModelNotAllowed
 from .errors import ModelNotFound
 from .errors import ReservedSessionKey
+from .errors import SessionNotFound
 
 if t.TYPE_CHECKING:
     from .settings import AgentConfig
@@ -188,3 +190,83 @@ def header_safe(text: str) -> str:
     if not _UNSAFE_IN_KEY.search(text):
         return text
     return _UNSAFE_IN_KEY.sub(lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), text)
+
+
+# -- named API keys (SPEC 16.1) ----------------------------------------------------------
+
+
+def key_session_key(
+    key_id: str | None,
+    agent_id: str,
+    header_key: str | None,
+    user: str | None,
+    *,
+    user_keys: bool = True,
+) -> tuple[str, bool]:
+    """:func:`session_key` for a request of the named key ``key_id`` (None: the
+    operator, whose keys are unchanged).
+
+    A named key's sessions live under ``agent:<agent>:key:<key id>:``: a bare header
+    key ``k`` becomes ``agent:<agent>:key:<key id>:k``, ``user`` gives
+    ``agent:<agent>:key:<key id>:openai-user:<user>``, a stateless request
+    ``agent:<agent>:key:<key id>:openai:<uuid>``. A full key (``agent:...``) outside
+    that namespace is another credential's session: 404, never re-scoped into a
+    fresh one.
+
+    :raise InvalidSessionKey: as :func:`session_key` (malformed, another agent's).
+    :raise ReservedSessionKey: as :func:`session_key`.
+    :raise SessionNotFound: a full key that is not this key's.
+    """
+    if key_id is None:
+        return session_key(agent_id, header_key, user, user_keys=user_keys)
+    agent_prefix = f"agent:{agent_id}:"
+    prefix = f"{agent_prefix}key:{key_id}:"
+    if header_key is not None and header_key.strip().lower().startswith("agent:"):
+        key, sticky = session_key(agent_id, header_key, None)
+        if not key.startswith(prefix):
+            raise SessionNotFound(
+                "No such session for this API key: x-openclaw-session-key names a session "
+                "of another credential.",
+                param=HEADER,
+            )
+        return key, sticky
+    key, sticky = session_key(agent_id, header_key, user, user_keys=user_keys)
+    return prefix + key[len(agent_prefix) :], sticky
+
+
+def key_fresh_session_key(key_id: str | None, agent_id: str) -> str:
+    """:func:`fresh_session_key` in the named key's namespace (None: the operator's)."""
+    key = fresh_session_key(agent_id)
+    if key_id is None:
+        return key
+    agent_prefix = f"agent:{agent_id}:"
+    return f"{agent_prefix}key:{key_id}:{key[len(agent_prefix) :]}"
+
+
+def resolve_allowed_agent(
+    settings: Settings,
+    allowed: frozenset[str] | None,
+    header_agent: str | None,
+    model: str | None,
+) -> AgentConfig:
+    """:func:`resolve_agent` for a credential that may use only the agents
+    ``allowed`` (None: all): the others do not exist for it, down to the messages,
+    which name only the allowed agents.
+
+    :raise ModelNotFound: as :func:`resolve_agent`, and for an agent not allowed.
+    """
+    if allowed is None:
+        return resolve_agent(settings, header_agent, model)
+    visible = dataclasses.replace(
+        settings, agents=tuple(agent for agent in settings.agents if agent.id in allowed)
+    )
+    header_named = header_agent is not None and bool(header_agent.strip())
+    wants_default = not header_named and (model is None or agent_id_from_model(model) == "default")
+    if wants_default and settings.default_agent_id not in allowed:
+        agents = ", ".join(f"'openclaw/{a.id}'" for a in visible.agents)
+        raise ModelNotFound(
+            f"The model {model or 'openclaw'!r} does not exist for this API key; "
+            f"its agents: {agents or 'none'}.",
+            param="model",
+        )
+    return resolve_agent(visible, header_agent, model)

@@ -50,12 +50,14 @@ from .lease import Lease
 from .messages import Message
 from .reply_rules import ReplyRules
 from .sessions.base import KeyedReply
+from .sessions.base import StoreError
 from .sessions.base import StoreUnreachable
 
 if t.TYPE_CHECKING:
     from .agents.base import Agent
     from .agents.base import Usage
     from .idempotency import Idempotency
+    from .principal import Principal
     from .requestlog import RequestRecord
     from .sessions.base import IdempotencyRecord
     from .sessions.base import SessionStore
@@ -140,6 +142,7 @@ class Run:
         owner: str = "operator",
         store_turn: bool = True,
         model_override: str | None = None,
+        principal: Principal | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -154,7 +157,10 @@ class Run:
         self.store_turn = store_turn
         self.model_override = model_override
         self._socket = client_socket
-        self._lease = Lease(store, session_key, idempotency)
+        self.principal = principal
+        runs = None if principal is None else principal.limits.concurrent_runs
+        slot = None if principal is None or runs is None else (principal.id, runs)
+        self._lease = Lease(store, session_key, idempotency, slot)
         self._turn_id = uuid.uuid4().hex
         self._write_unknown = False  # a turn write whose outcome nobody knows
         self._closed = False
@@ -211,6 +217,8 @@ class Run:
         # A key generated for this request is known to nobody else yet: no lock to
         # take and no history to read (half the store work of a stateless request).
         try:
+            # A named key's run slot (SPEC 16.1: after the session, before the run).
+            self._lease.take_slot()
             fork_base: list[Message] | None = None
             stored: list[Message] | None
             if continuation is not None and continuation.fork:
@@ -442,6 +450,8 @@ class Run:
         :raise errors.TurnMayNotBeStored: the write's outcome is unknown.
         :raise errors.APIError: the store refused the turn (nothing stored).
         """
+        # Spent whether or not the turn is stored: counted first.
+        self._count_tokens(usage)
         # A client that left before the end gets nothing stored (SPEC 8: no half turns).
         self._check_client(time.monotonic())
         ttl = (
@@ -462,6 +472,18 @@ class Run:
                 self._storing = False
         self._finished = True
         self.record.set_usage(usage)
+
+    def _count_tokens(self, usage: Usage | None) -> None:
+        """Add the run's ``total_tokens`` to its key's window (a key with a token
+        limit only). A failure is logged: the reply is not held back for a count."""
+        if self.principal is None or usage is None or not usage.total_tokens:
+            return
+        if self.principal.limits.tokens_per_minute is None:
+            return
+        try:
+            self.store.record_tokens(self.principal.id, usage.total_tokens)
+        except StoreError as exc:
+            log.warning("could not count the tokens of key %s: %s", self.principal.id, exc)
 
     def _write_turn(
         self,

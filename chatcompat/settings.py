@@ -31,6 +31,51 @@ class RateLimit:
     exempt_loopback: bool = True
 
 
+# -- named API keys (gateway.auth.keys, SPEC 16) ------------------------------------
+
+#: What a key may do: each route needs its scope (``model_override``: the
+#: ``x-openclaw-model`` header).
+SCOPES = ("chat", "responses", "models", "model_override")
+DEFAULT_SCOPES = frozenset({"chat", "responses", "models"})
+#: Ids a named key may not take: they name the principals without a key.
+RESERVED_KEY_IDS = frozenset({"operator", "anonymous"})
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyLimits:
+    """The limits of one named key (None: unlimited), counted in rolling 60 s windows
+    (requests, tokens) and as concurrent runs, shared through the session store."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent_runs: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return (
+            self.requests_per_minute is not None
+            or self.tokens_per_minute is not None
+            or self.concurrent_runs is not None
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiKey:
+    """One entry of ``gateway.auth.keys``: its token is known only by its SHA-256.
+
+    :param agents: the agent ids the key may use; None: all of them.
+    """
+
+    id: str
+    token_sha256: bytes = dataclasses.field(repr=False)
+    agents: frozenset[str] | None = None
+    scopes: frozenset[str] = DEFAULT_SCOPES
+    limits: KeyLimits = KeyLimits()
+    # The token itself when the file or the environment gave it (``token``,
+    # ``tokenEnv``): only for the redactor, which keeps it out of every log line.
+    token: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+
 # -- image policy (``images`` of an agent) ----------------------------------------------
 
 # OpenClaw's chat-completions defaults: the types its endpoint takes, 10 MiB per image,
@@ -140,6 +185,8 @@ class Settings:
     session_user_keys: bool = True
     cors: Cors | None = None
     redis: RedisOptions = RedisOptions()
+    # Named API keys besides the operator's secret (SPEC 16).
+    api_keys: tuple[ApiKey, ...] = ()
 
     def agent(self, agent_id: str) -> AgentConfig | None:
         """Return the configured agent with this (lowercased) id, or None."""

@@ -4,6 +4,7 @@ which counts each refusal by its reason and turns a store failure into 503."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import typing as t
 
 import pytest
@@ -17,6 +18,7 @@ from chatcompat.auth import OPERATOR
 from chatcompat.auth import Authenticator
 from chatcompat.auth import authenticate
 from chatcompat.sessions.base import StoreUnreachable
+from chatcompat.settings import ApiKey
 from chatcompat.settings import RateLimit
 from chatcompat.settings import Settings
 from tests.conftest import AUTH
@@ -128,3 +130,47 @@ def test_the_client_is_the_forwarded_one_behind_a_trusted_proxy(settings: Settin
     sent = request({**AUTH, "X-Forwarded-For": "198.51.100.7, 10.0.0.2"}, peer="10.0.0.1")
     assert authenticate(sent, trusting, t.cast(t.Any, store)) == OPERATOR
     assert store.cleared == ["198.51.100.7"]
+
+
+# -- named keys (SPEC 16) --------------------------------------------------------------
+
+
+def _keyed(settings: Settings, **overrides: t.Any) -> Authenticator:
+    keys = (
+        ApiKey("web", hashlib.sha256(b"web-token").digest(), agents=frozenset({"main"})),
+        ApiKey("bot", hashlib.sha256(b"bot-token").digest(), scopes=frozenset({"chat"})),
+    )
+    return Authenticator(dataclasses.replace(settings, api_keys=keys, **overrides))
+
+
+def test_a_named_key_names_its_principal(settings: Settings) -> None:
+    store = LockoutStore()
+    web = authenticate(
+        request({"Authorization": "Bearer web-token"}), _keyed(settings), t.cast(t.Any, store)
+    )
+    assert (web.id, web.operator, web.agents) == ("web", False, frozenset({"main"}))
+    assert web.allows_agent("main") and not web.allows_agent("beta")
+    bot = authenticate(
+        request({"Authorization": "Bearer bot-token"}), _keyed(settings), t.cast(t.Any, store)
+    )
+    assert bot.id == "bot" and bot.allows_agent("beta")
+    with pytest.raises(errors.PermissionDenied, match="'models'"):
+        bot.require_scope("models")
+    assert authenticate(request(AUTH), _keyed(settings), t.cast(t.Any, store)) == OPERATOR
+    assert store.cleared == ["203.0.113.9"] * 3 and store.failures == []
+
+
+def test_a_wrong_token_is_counted_whichever_key_it_resembles(settings: Settings) -> None:
+    store = LockoutStore()
+    for wrong in ("web-token ", "web-tokem", "bot", AUTH["Authorization"][7:] + "x"):
+        with pytest.raises(errors.AuthenticationFailed):
+            _keyed(settings).check(f"Bearer {wrong}x", "203.0.113.9", t.cast(t.Any, store))
+    assert store.failures == ["203.0.113.9"] * 4
+
+
+def test_without_an_operator_secret_only_the_keys_open(settings: Settings) -> None:
+    keys_only = _keyed(settings, auth_secret=None)
+    store = t.cast(t.Any, LockoutStore())
+    assert keys_only.check("Bearer web-token", "203.0.113.9", store).id == "web"
+    with pytest.raises(errors.AuthenticationFailed):
+        keys_only.check(AUTH["Authorization"], "203.0.113.9", store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -250,11 +251,11 @@ def test_sessions_list_show_delete(store_config, capsys):
     status, out, _ = run([*config, "list"], capsys)
     assert status == 0
     header, *rows = out.splitlines()
-    assert header.split() == ["KEY", "AGENT", "TURNS", "UPDATED", "EXPIRES"]
-    listed = {row.split()[0]: row.split()[1:3] for row in rows}
+    assert header.split() == ["KEY", "AGENT", "OWNER", "TURNS", "UPDATED", "EXPIRES"]
+    listed = {row.split()[0]: row.split()[1:4] for row in rows}
     assert listed == {
-        "agent:main:cli-chat": ["main", "2"],
-        "agent:main:openai-user:bob": ["main", "1"],
+        "agent:main:cli-chat": ["main", "operator", "2"],
+        "agent:main:openai-user:bob": ["main", "operator", "1"],
     }
 
     status, out, _ = run([*config, "show", "agent:main:cli-chat"], capsys)
@@ -262,6 +263,7 @@ def test_sessions_list_show_delete(store_config, capsys):
     shown = json.loads(out)
     assert shown["key"] == "agent:main:cli-chat"
     assert shown["agent"] == "main" and shown["sticky"] is True
+    assert shown["owner"] == "operator"
     assert [turn["messages"] for turn in shown["turns"]] == [
         [
             {"role": "user", "content": "first question"},
@@ -382,3 +384,93 @@ def test_check_never_prints_the_store_password(state, tmp_path, capsys):
     assert status == 0
     assert "redis://<redacted>@127.0.0.1:6379/0" in out
     assert "S3cretPw" not in out + err
+
+
+# -- keys ------------------------------------------------------------------------------
+
+COMMENTED = """\
+// my gateway
+{
+  gateway: {
+    auth: {
+      mode: "token", // the operator's
+      token: "operator-token-0123456789",
+      /* keys go here */
+    },
+    http: { endpoints: { chatCompletions: { enabled: true } } },
+  },
+  agents: {
+    list: [
+      { id: "main", default: true, backend: "echo" }, // the default
+      { id: "beta", backend: "echo" },
+    ],
+  },
+}
+"""
+
+
+def test_keys_add_keeps_comments_and_writes_only_the_hash(tmp_path, state, capsys):
+    path = tmp_path / "gw.json5"
+    path.write_text(COMMENTED)
+    path.chmod(0o600)
+    config = ["keys", "--config", str(path)]
+    status, out, err = run([*config, "add", "web", "--agents", "main"], capsys)
+    assert status == 0, err
+    token = out.splitlines()[-1].strip()
+    status, out, _ = run(
+        [
+            *config,
+            "add",
+            "bot",
+            "--agents",
+            "beta",
+            "--scopes",
+            "chat",
+            "--requests-per-minute",
+            "100",
+        ],
+        capsys,
+    )
+    assert status == 0
+    bot_token = out.splitlines()[-1].strip()
+    text = path.read_text()
+    for comment in ("// my gateway", "// the operator's", "/* keys go here */", "// the default"):
+        assert comment in text
+    assert token not in text and bot_token not in text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    settings = load_settings(str(path))
+    web, bot = settings.api_keys
+    assert web.token_sha256 == hashlib.sha256(token.encode()).digest()
+    assert (web.agents, bot.agents) == (frozenset({"main"}), frozenset({"beta"}))
+    assert bot.scopes == frozenset({"chat"}) and bot.limits.requests_per_minute == 100
+    status, out, _ = run(["check", "--config", str(path)], capsys)
+    assert status == 0 and "  keys        web, bot" in out and token not in out
+    status, out, _ = run([*config, "list"], capsys)
+    assert status == 0 and token not in out
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["web", "bot"]
+    assert rows[1][2:] == ["beta", "chat", "rpm=100"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["add", "web"], "duplicate key id 'web'"),
+        (["add", "other", "--agents", "gamma"], "unknown agent 'gamma'"),
+        (["add", "Bad Id"], "not a valid key id"),
+        (["add", "x", "--scopes", "admin"], "'admin' is not one of"),
+    ],
+)
+def test_keys_add_refuses_a_key_the_config_would_refuse(tmp_path, state, capsys, argv, problem):
+    path = tmp_path / "gw.json5"
+    path.write_text(COMMENTED)
+    assert run(["keys", "--config", str(path), "add", "web"], capsys)[0] == 0
+    before = path.read_text()
+    status, _, err = run(["keys", "--config", str(path), *argv], capsys)
+    assert status == 2 and problem in err and "was not changed" in err
+    assert path.read_text() == before
+
+
+def test_keys_add_needs_a_config_file(state, capsys):
+    status, _, err = run(["keys", "add", "web"], capsys)
+    assert status == 2 and "chatcompat init" in err

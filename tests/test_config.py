@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -402,7 +403,7 @@ def test_unknown_key_in_owned_section_is_a_problem(section):
 def test_typo_is_reported_with_the_expected_keys():
     assert problems({"gateway": {"auth": {"mdoe": "none"}}}) == [
         "gateway.auth.mdoe: unknown key (expected one of: "
-        "allowUnauthenticated, mode, password, rateLimit, token)"
+        "allowUnauthenticated, keys, mode, password, rateLimit, token)"
     ]
 
 
@@ -1152,3 +1153,106 @@ def test_a_bad_sentinel_option_is_a_startup_problem_without_the_password():
     assert problem.startswith("sessions.store: a Redis Sentinel session store URL must look like")
     assert "socket_timeout" in problem
     assert "hunter2" not in problem and "s3cret" not in problem
+
+
+# --- named API keys (gateway.auth.keys) ------------------------------------------------
+
+SHA_OF_APP = hashlib.sha256(b"app-token").hexdigest()
+
+
+def with_keys(*keys, **auth):
+    return {
+        "gateway": {"auth": {"keys": list(keys), **auth}},
+        "agents": {"list": [{"id": "main", "backend": "echo"}, {"id": "beta", "backend": "echo"}]},
+    }
+
+
+def test_keys_are_read_in_their_three_forms():
+    doc = with_keys(
+        {"id": "web", "token": "web-token", "agents": ["Main"], "scopes": ["chat"]},
+        {"id": "bot", "tokenSha256": SHA_OF_APP.upper(), "limits": {"requestsPerMinute": 100}},
+        {
+            "id": "batch",
+            "tokenEnv": "BATCH_TOKEN",
+            "limits": {"concurrentRuns": 2, "tokensPerMinute": 9},
+        },
+    )
+    web, bot, batch = build(doc, environ={**TOKEN_ENV, "BATCH_TOKEN": "batch-token"}).api_keys
+    assert (web.id, web.agents, web.scopes) == ("web", frozenset({"main"}), frozenset({"chat"}))
+    assert web.token_sha256 == hashlib.sha256(b"web-token").digest()
+    assert bot.token_sha256 == hashlib.sha256(b"app-token").digest()
+    assert bot.scopes == frozenset({"chat", "responses", "models"}) and bot.agents is None
+    assert bot.limits.requests_per_minute == 100 and bot.limits.tokens_per_minute is None
+    assert batch.token_sha256 == hashlib.sha256(b"batch-token").digest()
+    assert (batch.limits.concurrent_runs, batch.limits.tokens_per_minute) == (2, 9)
+    assert "web-token" not in repr(web)
+
+
+def test_named_keys_alone_need_no_operator_token():
+    result = build(with_keys({"id": "web", "tokenSha256": SHA_OF_APP}), environ={})
+    assert result.auth_secret is None and [k.id for k in result.api_keys] == ["web"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            [{"id": "a", "token": "t1"}, {"id": "a", "token": "t2"}],
+            "gateway.auth.keys[1].id: duplicate key id 'a' (also gateway.auth.keys[0])",
+        ),
+        (
+            [{"id": "a", "token": "app-token"}, {"id": "b", "tokenSha256": SHA_OF_APP}],
+            "gateway.auth.keys[1]: the same token as gateway.auth.keys[0] (each key needs its own)",
+        ),
+        (
+            [{"id": "a", "token": TOKEN_ENV["CHATCOMPAT_GATEWAY_TOKEN"]}],
+            "gateway.auth.keys[0]: the same token as the operator's token (each key needs its own)",
+        ),
+        (
+            [{"id": "a", "tokenSha256": "abc"}],
+            "gateway.auth.keys[0].tokenSha256: must be 64 hex digits (the SHA-256 of the token)",
+        ),
+        (
+            [{"id": "a", "token": "x", "tokenEnv": "X"}],
+            "gateway.auth.keys[0]: give exactly one of token, tokenSha256, tokenEnv"
+            " (found: token, tokenEnv)",
+        ),
+        (
+            [{"id": "a"}],
+            "gateway.auth.keys[0]: give exactly one of token, tokenSha256, tokenEnv (found: none)",
+        ),
+        (
+            [{"id": "a", "tokenEnv": "MISSING_TOKEN"}],
+            "gateway.auth.keys[0].tokenEnv: the environment variable 'MISSING_TOKEN'"
+            " is unset or empty",
+        ),
+        (
+            [{"id": "operator", "token": "t"}],
+            "gateway.auth.keys[0].id: 'operator' is reserved (it names a principal)",
+        ),
+        (
+            [{"id": "Web App", "token": "t"}],
+            "gateway.auth.keys[0].id: 'Web App' is not a valid key id (^[a-z0-9][a-z0-9_-]{0,63}$)",
+        ),
+        (
+            [{"id": "a", "token": "t", "agents": ["main", "gamma"]}],
+            "gateway.auth.keys[0].agents[1]: unknown agent 'gamma' (configured: beta, main)",
+        ),
+        (
+            [{"id": "a", "token": "t", "scopes": ["chat", "admin"]}],
+            "gateway.auth.keys[0].scopes[1]: 'admin' is not one of "
+            "['chat', 'responses', 'models', 'model_override']",
+        ),
+        (
+            [{"id": "a", "token": "t", "limits": {"requestsPerMinute": 0}}],
+            "gateway.auth.keys[0].limits.requestsPerMinute: 0 is less than the minimum of 1",
+        ),
+    ],
+)
+def test_key_problems_name_their_path(keys, expected):
+    assert problems(with_keys(*keys)) == [expected]
+
+
+def test_a_token_in_a_key_problem_is_never_quoted():
+    found = problems(with_keys({"id": "a", "token": 12345678}))
+    assert found == ["gateway.auth.keys[0].token: <redacted> is not of type 'string'"]

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from chatcompat import errors
+from chatcompat.config import settings_from_document
 from chatcompat.redaction import REDACTED
 from chatcompat.redaction import Redactor
 from chatcompat.redaction import protect
@@ -248,3 +249,23 @@ def test_a_key_with_a_control_character_is_refused_without_being_logged(
     assert "TEST_UPSTREAM_KEY" in text and "control characters" in text
     assert KEY[:20] not in text and KEY[:20] not in caplog.text
     assert fake.chat_requests() == []
+
+
+def test_a_named_keys_token_is_a_secret_when_the_config_gives_it():
+    doc = {
+        "gateway": {
+            "auth": {
+                "token": "operator-token-0123456789",
+                "keys": [
+                    {"id": "web", "token": "web-token-0123456789"},
+                    {"id": "bot", "tokenEnv": "BOT_TOKEN"},
+                    {"id": "app", "tokenSha256": "ab" * 32},
+                ],
+            }
+        }
+    }
+    environ = {"BOT_TOKEN": "bot-token-0123456789"}
+    settings = settings_from_document(doc, environ=environ)
+    found = secrets_of(settings, environ)
+    assert {"web-token-0123456789", "bot-token-0123456789"} <= found
+    assert "web-token-0123456789" not in repr(settings)

@@ -6,6 +6,11 @@ from __future__ import annotations
 import pytest
 
 from chatcompat import errors
+from chatcompat import routing
+from chatcompat.errors import SessionNotFound
+from chatcompat.principal import OPERATOR
+from chatcompat.principal import Principal
+from chatcompat.principal import session_key_owner
 from chatcompat.routing import MAX_SESSION_KEY_CHARS
 from chatcompat.routing import header_safe
 from chatcompat.routing import model_override
@@ -119,3 +124,53 @@ def test_an_agent_without_models_allows_no_override():
     with pytest.raises(errors.ModelNotAllowed) as caught:
         model_override(AgentConfig(id="x", backend="echo"), "anything")
     assert "no 'models' configured" in caught.value.message
+
+
+# -- named keys (SPEC 16.1) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "user", "expected"),
+    [
+        (None, "Alice", ("agent:main:key:web:openai-user:alice", True)),
+        ("chat-1", None, ("agent:main:key:web:chat-1", True)),
+        ("agent:main:key:web:chat-1", None, ("agent:main:key:web:chat-1", True)),
+        ("AGENT:Main:key:web:chat-1", None, ("agent:main:key:web:chat-1", True)),
+        ("key:other:x", None, ("agent:main:key:web:key:other:x", True)),
+    ],
+)
+def test_a_named_keys_sessions_carry_its_id(header, user, expected):
+    assert routing.key_session_key("web", "main", header, user) == expected
+
+
+def test_a_named_keys_stateless_key_is_in_its_namespace():
+    key, sticky = routing.key_session_key("web", "main", None, None)
+    assert key.startswith("agent:main:key:web:openai:") and not sticky
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "agent:main:key:bot:chat-1",
+        "agent:main:openai-user:alice",
+        "agent:main:chat-1",
+        "agent:main:key:webx:a",
+    ],
+)
+def test_another_credentials_full_key_is_not_found(header):
+    with pytest.raises(SessionNotFound):
+        routing.key_session_key("web", "main", header, "alice")
+
+
+def test_the_operators_keys_are_unchanged():
+    assert routing.key_session_key(None, "main", None, "Bob") == session_key("main", None, "Bob")
+
+
+def test_session_owner_reads_the_namespace():
+    assert OPERATOR.owns_session("agent:main:key:web:x")
+    web = Principal("web", False)
+    assert web.owns_session("agent:main:key:web:x")
+    assert not web.owns_session("agent:main:key:bot:x")
+    assert not web.owns_session("agent:main:openai-user:web")
+    assert session_key_owner("agent:main:key:web:openai-user:alice") == "web"
+    assert session_key_owner("agent:main:openai-user:alice") is None

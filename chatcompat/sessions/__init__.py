@@ -6,6 +6,7 @@ import importlib
 
 from ..settings import RedisOptions
 from ..settings import StoreURL
+from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
 from .base import NotReplicated
@@ -16,9 +17,11 @@ from .base import StoredResponse
 from .base import StoreError
 from .base import StoreUnreachable
 from .base import Turn
+from .base import WindowCount
 from .sqlite_store import SQLiteStore
 
 __all__ = [
+    "Admission",
     "IdempotencyRecord",
     "KeyedReply",
     "NotReplicated",
@@ -30,6 +33,7 @@ __all__ = [
     "StoredResponse",
     "StoreUnreachable",
     "Turn",
+    "WindowCount",
     "open_store",
     "store_class",
 ]

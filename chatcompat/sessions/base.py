@@ -109,6 +109,33 @@ class ResponseRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class WindowCount:
+    """One rolling window of a key (requests or tokens), as an admission left it.
+
+    :param used: what the window holds (the admitted request included).
+    :param reset_seconds: until the window admits again when it is full, else until
+        its oldest entry leaves it (0.0 when empty; a store may leave it 0.0 for a
+        window the call gave no limit, whose headers are not sent).
+    """
+
+    used: int
+    reset_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """What :meth:`SessionStore.admit_request` decided, and the windows after it."""
+
+    admitted: bool
+    requests: WindowCount
+    tokens: WindowCount
+
+
+#: The rolling window of a key's requests and tokens (SPEC 16.1).
+KEY_WINDOW_SECONDS = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
 class SessionInfo:
     """What ``chatcompat sessions list`` shows about one session."""
 
@@ -294,6 +321,44 @@ class SessionStore:
     def clear_auth_failures(self, client: str) -> None:
         """Forget the client's failures and lockout (after a successful authentication)."""
         raise NotImplementedError("The 'clear_auth_failures' method must be implemented.")
+
+    # -- the limits of named keys (SPEC 16.1) ------------------------------------------
+
+    def admit_request(
+        self,
+        key_id: str,
+        request_id: str,
+        *,
+        requests_limit: int | None,
+        tokens_limit: int | None,
+        window_seconds: float = KEY_WINDOW_SECONDS,
+    ) -> Admission:
+        """Admit one request of ``key_id``, in one atomic step, unless the rolling
+        window already holds ``requests_limit`` requests or ``tokens_limit`` tokens
+        (None: no such limit). An admitted request is counted (``request_id`` makes a
+        resent call count once); a refused one is not.
+        """
+        raise NotImplementedError("The 'admit_request' method must be implemented.")
+
+    def record_tokens(
+        self, key_id: str, tokens: int, *, window_seconds: float = KEY_WINDOW_SECONDS
+    ) -> None:
+        """Count the ``total_tokens`` of a finished run in the key's token window."""
+        raise NotImplementedError("The 'record_tokens' method must be implemented.")
+
+    def acquire_slot(self, key_id: str, owner: str, limit: int, ttl_seconds: float) -> bool:
+        """Take one of ``key_id``'s ``limit`` concurrent-run slots for ``owner``, or
+        refresh ``owner``'s own (whatever the count), until ``now + ttl_seconds``.
+        Expired slots are free.
+
+        :return: False when the key's live slots, none of them ``owner``'s, number
+            ``limit`` or more.
+        """
+        raise NotImplementedError("The 'acquire_slot' method must be implemented.")
+
+    def release_slot(self, key_id: str, owner: str) -> None:
+        """Free ``owner``'s slot of ``key_id`` (no-op when it holds none)."""
+        raise NotImplementedError("The 'release_slot' method must be implemented.")
 
     def close(self) -> None:
         """Release connections. The store may be used again afterwards (it reconnects)."""

@@ -216,3 +216,107 @@ redis.call('PEXPIRE', KEYS[1], window)
 return 0
 """
 )
+
+# -- the limits of named keys ---------------------------------------------------------
+
+# Used by the window scripts. A token entry is "<id>:<amount>"; KEYS[3] holds the sum
+# of the entries of KEYS[2], kept in step, so a request reads one number instead of
+# summing its whole window.
+_WINDOWS = """
+local function amount(member) return tonumber(string.match(member, ':(%d+)$')) end
+local function expire_tokens(tokens, sum, since)
+  local gone = redis.call('ZRANGEBYSCORE', tokens, '-inf', since)
+  if #gone == 0 then return end
+  local total = 0
+  for _, member in ipairs(gone) do total = total + amount(member) end
+  redis.call('ZREMRANGEBYSCORE', tokens, '-inf', since)
+  if redis.call('ZCARD', tokens) == 0 then redis.call('DEL', sum)
+  else redis.call('DECRBY', sum, total) end
+end
+"""
+
+# KEYS: requests (sorted set: request id -> time), tokens (sorted set: "id:amount" ->
+# time), tokens sum; ARGV: window ms, requests limit, tokens limit (0: none), request
+# id. Admits (counts) the request unless a window has reached its limit. Returns
+# {admitted 1/0, requests in the window, µs until it admits again when full (else
+# until its oldest leaves), tokens in the window, the same for tokens}.
+ADMIT = (
+    _PRELUDE
+    + _WINDOWS
+    + """
+local now = now_us()
+local window = tonumber(ARGV[1]) * 1000
+local rlimit, tlimit = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - window))
+expire_tokens(KEYS[2], KEYS[3], fmt(now - window))
+local count = redis.call('ZCARD', KEYS[1])
+local tokens = tonumber(redis.call('GET', KEYS[3]) or '0')
+local admitted = 1
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  admitted = 1  -- a resent call whose first run landed: admitted then, counted once
+elseif (rlimit > 0 and count >= rlimit) or (tlimit > 0 and tokens >= tlimit) then
+  admitted = 0
+elseif redis.call('ZADD', KEYS[1], fmt(now), ARGV[4]) == 1 then
+  count = count + 1
+end
+if count > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local rreset = 0
+if count > 0 then
+  -- full: room comes back when the (count - limit + 1)th oldest leaves
+  local nth = 0
+  if rlimit > 0 and count >= rlimit then nth = count - rlimit end
+  local at = redis.call('ZRANGE', KEYS[1], nth, nth, 'WITHSCORES')
+  rreset = math.max(0, tonumber(at[2]) + window - now)
+end
+local treset = 0
+if tokens > 0 then
+  if tlimit > 0 and tokens >= tlimit then
+    -- full (rare): walk the entries, oldest first, until the rest is under the limit
+    local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    local left = tokens
+    for i = 1, #entries, 2 do
+      left = left - amount(entries[i])
+      if left < tlimit then treset = tonumber(entries[i + 1]) + window - now break end
+    end
+  else
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    treset = tonumber(oldest[2]) + window - now
+  end
+  treset = math.max(0, treset)
+end
+return {admitted, count, fmt(rreset), fmt(tokens), fmt(treset)}
+"""
+)
+
+# KEYS: tokens, tokens sum; ARGV: window ms, entry id, amount.
+RECORD_TOKENS = (
+    _PRELUDE
+    + _WINDOWS
+    + """
+local now = now_us()
+expire_tokens(KEYS[1], KEYS[2], fmt(now - tonumber(ARGV[1]) * 1000))
+if redis.call('ZADD', KEYS[1], 'NX', fmt(now), ARGV[2] .. ':' .. ARGV[3]) == 1 then
+  redis.call('INCRBY', KEYS[2], ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: slots (sorted set: owner -> expiry); ARGV: owner, limit, ttl ms. Takes a free
+# slot or refreshes the owner's own; returns 0 when the key's live slots are full.
+ACQUIRE_SLOT = (
+    _PRELUDE
+    + """
+local now = now_us()
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], fmt(now + tonumber(ARGV[3]) * 1000), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)

@@ -88,6 +88,8 @@ from ..settings import SENTINEL_URL_FORM
 from ..settings import RedisOptions
 from ..settings import StoreURL
 from . import redis_lua
+from .base import KEY_WINDOW_SECONDS
+from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
 from .base import NotReplicated
@@ -98,6 +100,7 @@ from .base import StoredResponse
 from .base import StoreError
 from .base import StoreUnreachable
 from .base import Turn
+from .base import WindowCount
 from .sqlite_db import decode
 from .sqlite_db import encode
 
@@ -144,6 +147,9 @@ class _Scripts:
         self.release_claim = client.register_script(redis_lua.RELEASE_CLAIM)
         self.get_response = client.register_script(redis_lua.GET_RESPONSE)
         self.delete_response = client.register_script(redis_lua.DELETE_RESPONSE)
+        self.admit = client.register_script(redis_lua.ADMIT)
+        self.record_tokens = client.register_script(redis_lua.RECORD_TOKENS)
+        self.acquire_slot = client.register_script(redis_lua.ACQUIRE_SLOT)
 
 
 class RedisStore(SessionStore):
@@ -699,6 +705,57 @@ class RedisStore(SessionStore):
     def clear_auth_failures(self, client: str) -> None:
         with self._boundary("clear auth failures"):
             self._redis()[0].delete(*self._auth_keys(client))
+
+    # -- the limits of named keys ---------------------------------------------------------
+
+    def _key_keys(self, key_id: str) -> list[str]:
+        base = f"{self.prefix}key:{{{key_id}}}"
+        return [f"{base}:requests", f"{base}:tokens", f"{base}:tokens-sum", f"{base}:slots"]
+
+    def admit_request(
+        self,
+        key_id: str,
+        request_id: str,
+        *,
+        requests_limit: int | None,
+        tokens_limit: int | None,
+        window_seconds: float = KEY_WINDOW_SECONDS,
+    ) -> Admission:
+        """One script: the decision and the count are atomic on the Redis server, so
+        every worker of every host sees the same window."""
+        args: list[t.Any] = [
+            _ms(window_seconds),
+            requests_limit or 0,
+            tokens_limit or 0,
+            request_id,
+        ]
+        with self._boundary("admit a request"):
+            scripts = self._redis()[1]
+            admitted, count, reset_us, tokens, tokens_reset_us = scripts.admit(
+                keys=self._key_keys(key_id)[:3], args=args
+            )
+        return Admission(
+            admitted == 1,
+            WindowCount(int(count), int(reset_us) / 1e6),
+            WindowCount(int(tokens), int(tokens_reset_us) / 1e6),
+        )
+
+    def record_tokens(
+        self, key_id: str, tokens: int, *, window_seconds: float = KEY_WINDOW_SECONDS
+    ) -> None:
+        args: list[t.Any] = [_ms(window_seconds), uuid.uuid4().hex, int(tokens)]
+        with self._boundary("count tokens"):
+            self._redis()[1].record_tokens(keys=self._key_keys(key_id)[1:3], args=args)
+
+    def acquire_slot(self, key_id: str, owner: str, limit: int, ttl_seconds: float) -> bool:
+        args: list[t.Any] = [owner, limit, _ms(ttl_seconds)]
+        with self._boundary("take a run slot"):
+            scripts = self._redis()[1]
+            return bool(scripts.acquire_slot(keys=[self._key_keys(key_id)[3]], args=args))
+
+    def release_slot(self, key_id: str, owner: str) -> None:
+        with self._boundary("free a run slot"):
+            self._redis()[0].zrem(self._key_keys(key_id)[3], owner)
 
 
 def _ms(seconds: float) -> int:

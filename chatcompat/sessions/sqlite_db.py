@@ -103,6 +103,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS responses_session ON responses (session_key)",
     ),
+    (
+        # The rolling windows of named keys: one row per admitted request (kind
+        # 'requests', amount 1, id the request's) or finished run ('tokens'), kept in
+        # time order per key and kind, so what leaves a window is one range.
+        """CREATE TABLE IF NOT EXISTS key_usage (
+            key_id TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
+            amount INTEGER NOT NULL, request_id TEXT NOT NULL,
+            PRIMARY KEY (key_id, kind, at, request_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS key_usage_at ON key_usage (at)",
+        # What key_usage holds per key and kind, kept in step with it: an admission
+        # reads two rows instead of summing its whole window.
+        """CREATE TABLE IF NOT EXISTS key_totals (
+            key_id TEXT NOT NULL, kind TEXT NOT NULL, used INTEGER NOT NULL,
+            PRIMARY KEY (key_id, kind)
+        ) WITHOUT ROWID""",
+        # The concurrent-run slots of named keys: leases renewed like the run locks.
+        """CREATE TABLE IF NOT EXISTS key_slots (
+            key_id TEXT NOT NULL, owner TEXT NOT NULL, expires REAL NOT NULL,
+            PRIMARY KEY (key_id, owner)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS key_slots_expires ON key_slots (expires)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -21,6 +21,8 @@ import typing as t
 import uuid
 
 from ..messages import Message
+from .base import KEY_WINDOW_SECONDS
+from .base import Admission
 from .base import IdempotencyRecord
 from .base import KeyedReply
 from .base import ResponseRecord
@@ -29,6 +31,7 @@ from .base import SessionStore
 from .base import StoredResponse
 from .base import StoreError
 from .base import Turn
+from .base import WindowCount
 from .sqlite_db import RETRY_BUDGET_SECONDS
 from .sqlite_db import Database
 from .sqlite_db import decode
@@ -323,6 +326,9 @@ class SQLiteStore(SessionStore):
                     conn.execute("DELETE FROM locks WHERE expires <= ?", (now,))
                     conn.execute("DELETE FROM idempotency WHERE expires <= ?", (now,))
                     conn.execute("DELETE FROM auth_failures WHERE expires <= ?", (now,))
+                    conn.execute("DELETE FROM key_slots WHERE expires <= ?", (now,))
+                    # Admissions drop their key's old rows; this catches idle keys.
+                    _expire_usage(conn, None, now - 10 * KEY_WINDOW_SECONDS)
                 sql = "SELECT key FROM sessions WHERE expires <= ? LIMIT ?"
                 keys = [key for (key,) in conn.execute(sql, (now, PURGE_BATCH))]
                 _delete_rows(conn, keys)
@@ -410,6 +416,156 @@ class SQLiteStore(SessionStore):
 
     def clear_auth_failures(self, client: str) -> None:
         self._db.write("DELETE FROM auth_failures WHERE client = ?", (client,))
+
+    # -- the limits of named keys ------------------------------------------------------
+
+    def admit_request(
+        self,
+        key_id: str,
+        request_id: str,
+        *,
+        requests_limit: int | None,
+        tokens_limit: int | None,
+        window_seconds: float = KEY_WINDOW_SECONDS,
+    ) -> Admission:
+        """Count and decide in one write transaction (BEGIN IMMEDIATE): the workers
+        that admit at the same time take turns, so the count is exact."""
+
+        def op(conn: sqlite3.Connection) -> Admission:
+            now = self._clock()
+            with self._db.transaction(conn):
+                _expire_usage(conn, key_id, now - window_seconds)
+                used = dict(
+                    conn.execute("SELECT kind, used FROM key_totals WHERE key_id = ?", (key_id,))
+                )
+                count, tokens = used.get("requests", 0), used.get("tokens", 0)
+                admitted = not (
+                    (requests_limit is not None and count >= requests_limit)
+                    or (tokens_limit is not None and tokens >= tokens_limit)
+                )
+                if admitted:
+                    count += _add_usage(conn, key_id, "requests", 1, now, request_id)
+                # A window without a limit has no headers: its reset is not needed.
+                request_reset = (
+                    None
+                    if requests_limit is None
+                    else _reset(conn, key_id, "requests", count, requests_limit)
+                )
+                token_reset = (
+                    None
+                    if tokens_limit is None
+                    else _reset(conn, key_id, "tokens", tokens, tokens_limit)
+                )
+            return Admission(
+                admitted,
+                WindowCount(count, _until(request_reset, window_seconds, now)),
+                WindowCount(tokens, _until(token_reset, window_seconds, now)),
+            )
+
+        return self._db.with_retries(op)
+
+    def record_tokens(
+        self, key_id: str, tokens: int, *, window_seconds: float = KEY_WINDOW_SECONDS
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._db.transaction(conn):
+                _add_usage(conn, key_id, "tokens", tokens, self._clock(), uuid.uuid4().hex)
+
+        self._db.with_retries(op)
+
+    def acquire_slot(self, key_id: str, owner: str, limit: int, ttl_seconds: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            now = self._clock()
+            with self._db.transaction(conn):
+                conn.execute(
+                    "DELETE FROM key_slots WHERE key_id = ? AND expires <= ?", (key_id, now)
+                )
+                mine = conn.execute(
+                    "SELECT 1 FROM key_slots WHERE key_id = ? AND owner = ?", (key_id, owner)
+                ).fetchone()
+                if mine is None:
+                    (held,) = conn.execute(
+                        "SELECT count(*) FROM key_slots WHERE key_id = ?", (key_id,)
+                    ).fetchone()
+                    if held >= limit:
+                        return False
+                conn.execute(
+                    "INSERT OR REPLACE INTO key_slots (key_id, owner, expires) VALUES (?, ?, ?)",
+                    (key_id, owner, now + ttl_seconds),
+                )
+            return True
+
+        return self._db.with_retries(op)
+
+    def release_slot(self, key_id: str, owner: str) -> None:
+        self._db.write("DELETE FROM key_slots WHERE key_id = ? AND owner = ?", (key_id, owner))
+
+
+def _expire_usage(conn: sqlite3.Connection, key_id: str | None, before: float) -> None:
+    """Drop the window entries at or before ``before`` (of one key, or of all when
+    ``key_id`` is None), and take them off the running totals."""
+    # Per key: one range of the primary key (key_id, kind, at) for each kind.
+    where, params = (
+        ("key_id = ? AND kind IN ('requests', 'tokens') AND at <= ?", (key_id, before))
+        if key_id
+        else ("at <= ?", (before,))
+    )
+    gone = conn.execute(
+        f"SELECT key_id, kind, sum(amount) FROM key_usage WHERE {where} GROUP BY key_id, kind",
+        params,
+    ).fetchall()
+    if gone:
+        conn.execute(f"DELETE FROM key_usage WHERE {where}", params)
+        conn.executemany(
+            "UPDATE key_totals SET used = used - ? WHERE key_id = ? AND kind = ?",
+            [(amount, key, kind) for key, kind, amount in gone],
+        )
+
+
+def _add_usage(
+    conn: sqlite3.Connection, key_id: str, kind: str, amount: int, at: float, entry_id: str
+) -> int:
+    """Add one window entry and its amount to the running total; what was added (0
+    for an entry id already there: a resent call)."""
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO key_usage (key_id, kind, at, amount, request_id)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (key_id, kind, at, amount, entry_id),
+    )
+    if cursor.rowcount != 1:
+        return 0
+    conn.execute(
+        "INSERT INTO key_totals (key_id, kind, used) VALUES (?, ?, ?)"
+        " ON CONFLICT (key_id, kind) DO UPDATE SET used = used + excluded.used",
+        (key_id, kind, amount),
+    )
+    return amount
+
+
+def _reset(
+    conn: sqlite3.Connection, key_id: str, kind: str, used: int, limit: int | None
+) -> float | None:
+    """The time of the entry whose leaving changes what the window admits: when it is
+    full, the one that brings it back under ``limit`` (oldest first); else the oldest.
+    None when the window is empty."""
+    if limit is not None and used >= limit:
+        left = used
+        rows = conn.execute(
+            "SELECT at, amount FROM key_usage WHERE key_id = ? AND kind = ? ORDER BY at",
+            (key_id, kind),
+        )
+        for at, amount in rows:
+            left -= amount
+            if left < limit:
+                return float(at)
+    row = conn.execute(
+        "SELECT min(at) FROM key_usage WHERE key_id = ? AND kind = ?", (key_id, kind)
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def _until(at: float | None, window: float, now: float) -> float:
+    return 0.0 if at is None else max(0.0, at + window - now)
 
 
 def _is_live(conn: sqlite3.Connection, key: str, now: float) -> bool:
