@@ -12,6 +12,7 @@ import typing as t
 
 from . import errors
 from . import routing
+from .protocol.responses import response_of_item
 from .run import Continuation
 
 if t.TYPE_CHECKING:
@@ -22,12 +23,19 @@ PARAM = "previous_response_id"
 
 
 class Chosen(t.NamedTuple):
-    """The session of a request: its key, whether it is sticky, and where
-    ``previous_response_id`` points (None without one)."""
+    """The session of a request: its key, whether it is sticky, where
+    ``previous_response_id`` points (None without one), and why it cannot run there
+    (None: it can).
+
+    A refusal is raised by the caller after the ``Idempotency-Key`` claim: the repeat
+    of a request that continued a response finds that response no longer the latest
+    (its own first try made it so), and must get its stored reply all the same.
+    """
 
     key: str
     sticky: bool
     continuation: Continuation | None
+    refusal: errors.APIError | None = None
 
 
 def choose_session(
@@ -50,8 +58,9 @@ def choose_session(
 
     :raise errors.PreviousResponseNotFound: the id is unknown, expired, deleted, or
         (another credential's) not this principal's to continue.
-    :raise errors.InvalidRequest: the id belongs to another agent's session, or is not
-        the latest response of the session the header names.
+    :raise errors.InvalidRequest: the id belongs to another agent's session, or to
+        another session than the header names (one that is not the latest response of
+        that session is the returned ``refusal``).
     :raise errors.InvalidSessionKey: a malformed header (as on chat completions).
     :raise errors.SessionNotFound: the header names another credential's session.
     :raise errors.StoreUnavailable: the store cannot say.
@@ -77,12 +86,14 @@ def choose_session(
                 param=PARAM,
             )
         if not record.latest:
-            raise errors.InvalidRequest(
+            refusal = errors.InvalidRequest(
                 f"previous_response_id {previous_response_id!r} is not the latest response "
                 f"of the session {routing.HEADER} names; leave the header out to branch "
                 "off from it into a new session.",
                 param=PARAM,
             )
+            continuation = Continuation(record.id, key, record.position, fork=False)
+            return Chosen(key, True, continuation, refusal)
     if record.latest:
         continuation = Continuation(record.id, record.session_key, record.position, fork=False)
         return Chosen(record.session_key, True, continuation)
@@ -110,6 +121,80 @@ def find_response(
             f"Previous response with id {response_id!r} not found.", param=param
         )
     return record
+
+
+def check_replayable(store: SessionStore, reply: dict[str, t.Any]) -> None:
+    """A repeat (same ``Idempotency-Key``) gets the stored Response only while that
+    response exists: one deleted since is gone for repeats too, as for ``GET``.
+
+    :raise errors.ResponseNotFound: it was deleted (``param`` names the header).
+    """
+    response_id = reply.get("id")
+    with errors.map_store_errors():
+        record = store.get_response(response_id) if isinstance(response_id, str) else None
+    if record is None:
+        raise errors.ResponseNotFound(
+            f"The response {response_id!r} stored for this Idempotency-Key was deleted.",
+            param="Idempotency-Key",
+        )
+
+
+def resolve_item_references(
+    store: SessionStore, body: dict[str, t.Any], principal: str
+) -> dict[str, t.Any] | None:
+    """``body`` with each ``item_reference`` of its ``input`` replaced by the stored
+    output item it names; None when there is none (``body`` is used as it is).
+
+    Clients that keep their conversation themselves send the assistant's earlier items
+    back as references when the responses were stored (the Vercel AI SDK does, with
+    ``store`` on): dropping them would lose those turns. An item id carries its
+    response's id (:func:`chatcompat.protocol.responses.output_item_id`), so each
+    reference costs one lookup of that response, one per response however many of its
+    items are named.
+
+    An id that names no item of a stored response this principal may see (unknown,
+    expired, deleted, another key's) is dropped, as SPEC 15 says of every reference.
+
+    :param body: a validated request body.
+    """
+    items = body.get("input")
+    if not isinstance(items, list) or not any(
+        item.get("type") == "item_reference" for item in items
+    ):
+        return None
+    outputs: dict[str, list[dict[str, t.Any]] | None] = {}
+    resolved: list[dict[str, t.Any]] = []
+    replaced = False
+    for item in items:
+        if item.get("type") != "item_reference":
+            resolved.append(item)
+            continue
+        item_id = item.get("id")
+        named = response_of_item(item_id) if isinstance(item_id, str) else None
+        found = None
+        if named is not None:
+            response_id, position = named
+            if response_id not in outputs:
+                outputs[response_id] = _output_of(store, response_id, principal)
+            output = outputs[response_id]
+            if output is not None and position < len(output):
+                found = output[position]
+        if found is not None and found.get("id") == item_id:
+            resolved.append(found)
+            replaced = True
+        # else ignored, as SPEC 15 has every item_reference (OpenClaw's behaviour)
+    return {**body, "input": resolved} if replaced else None
+
+
+def _output_of(
+    store: SessionStore, response_id: str, principal: str
+) -> list[dict[str, t.Any]] | None:
+    with errors.map_store_errors():
+        record = store.get_response(response_id)
+    if record is None or not _may_see(principal, record.owner):
+        return None
+    output = record.document.get("output")
+    return output if isinstance(output, list) else None
 
 
 def _may_see(principal: str, owner: str) -> bool:

@@ -74,6 +74,10 @@ def create_response() -> Response:
         agent_config.id,
         agent_config.backend,
     )
+    # 6a. Earlier output items the input names by id (item_reference), from the store.
+    resolved = response_chain.resolve_item_references(gateway.store, body, principal.id)
+    if resolved is not None:
+        parsed = responses_request.parse(resolved)
     # 6b. The agent's image policy: every image part that reaches it (400 naming the part).
     new_images = images.check_images(
         parsed.messages,
@@ -100,11 +104,14 @@ def create_response() -> Response:
     )
     record = requestlog.current()
     record.routed(agent_config.id, chosen.key, stream=parsed.stream, endpoint=ENDPOINT)
-    # 8. Idempotency-Key: a repeat of a finished request gets its stored reply. A fork's
-    # key is new on every try: the response it branches from names it instead.
+    # 8. Idempotency-Key: a repeat of a finished request gets its stored reply. A
+    # continuation is named by its previous_response_id (in the body) and the header:
+    # the session its repeat would choose differs (a fork's key is new on every try,
+    # and the first try made the response an earlier one).
     named_session = chosen.key if chosen.sticky else None
-    if chosen.continuation is not None and chosen.continuation.fork:
-        named_session = chosen.continuation.response_id
+    if chosen.continuation is not None:
+        header_key = request.headers.get(routing.HEADER)
+        named_session = chosen.key if header_key is not None and header_key.strip() else None
     keyed = idempotency.for_request(
         principal.id,
         idempotency_key,
@@ -133,8 +140,12 @@ def create_response() -> Response:
     stored = run.claim()
     if stored is not None:
         assert stored.session_key is not None and stored.reply is not None
+        response_chain.check_replayable(gateway.store, stored.reply)
         record.replayed(stored.session_key)
         return responses_protocol.replay_response(stored.reply, parsed.stream)
+    if chosen.refusal is not None:
+        run.close()
+        raise chosen.refusal
     # 9. The session lock, and the agent started.
     params = parsed.params
     if not settings.session_user_keys and agent.takes_user and parsed.user is not None:

@@ -71,6 +71,22 @@ TEXT_FILE_TYPES = frozenset(
     }
 )
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
+# OpenAI's `include` values. Only logprobs changes a reply: the others add details to
+# items the gateway never makes (hosted tools' calls, encrypted reasoning) or always
+# gives (input image URLs), so they are accepted and change nothing. Codex and the
+# Vercel AI SDK send `reasoning.encrypted_content` by default when `store` is false.
+INCLUDABLE = frozenset(
+    {
+        LOGPROBS_INCLUDE,
+        "reasoning.encrypted_content",
+        "message.input_image.image_url",
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+    }
+)
 
 # Chat name (what backends take, BACKEND_FIELDS) -> the Responses field a client sent.
 RESPONSES_NAMES: dict[str, str] = {
@@ -237,10 +253,10 @@ def _check_fields(body: dict[str, t.Any]) -> None:
             param="stream_options.include_obfuscation",
         )
     for index, value in enumerate(body.get("include") or ()):
-        if value != LOGPROBS_INCLUDE:
+        if value not in INCLUDABLE:
             raise UnsupportedValue(
-                f"Unsupported value: 'include[{index}]' {value!r}; only"
-                f" '{LOGPROBS_INCLUDE}' is supported.",
+                f"Unsupported value: 'include[{index}]' {value!r}; supported values are:"
+                f" {', '.join(sorted(INCLUDABLE))}.",
                 param=f"include[{index}]",
             )
 
@@ -724,13 +740,14 @@ def _function_output(item: dict[str, t.Any], where: str) -> Message:
     return {"role": "tool", "tool_call_id": call_id, "content": output}
 
 
-def _listed_part(part: dict[str, t.Any]) -> dict[str, t.Any]:
+def _listed_part(part: dict[str, t.Any], role: str) -> dict[str, t.Any]:
     """A content part (already checked) in OpenAI's shape, as ``input_items`` lists
     it: OpenResponses' ``source`` forms become ``image_url`` / ``file_data``; the
     fields OpenAI's schema requires get their defaults."""
     kind = part["type"]
-    if kind == "output_text":
-        return {"annotations": [], "logprobs": [], **part}
+    if kind == "output_text" or (kind == "input_text" and role == "assistant"):
+        # OpenAI's item list has only output_text in an assistant's message.
+        return {"annotations": [], "logprobs": [], **part, "type": "output_text"}
     if kind == "input_image":
         url = part.get("image_url") or _source_url(part["source"], "", image=True)
         return {"type": kind, "image_url": url, "detail": part.get("detail") or "auto"}
@@ -748,7 +765,7 @@ def _listed_message(item: dict[str, t.Any]) -> dict[str, t.Any]:
     if isinstance(content, str):
         kind = "output_text" if item["role"] == "assistant" else "input_text"
         content = [{"type": kind, "text": content}]
-    content = [_listed_part(part) for part in content]
+    content = [_listed_part(part, item["role"]) for part in content]
     return {
         "id": item.get("id") or new_id("msg"),
         "type": "message",

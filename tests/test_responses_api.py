@@ -8,6 +8,7 @@ import pytest
 
 from chatcompat.settings import AgentConfig
 from tests.conftest import AUTH
+from tests.wire import check
 from tests.wire import check_error
 from tests.wire import check_response
 from tests.wire import parse_response_sse
@@ -176,6 +177,82 @@ def test_an_idempotent_repeat_replays_the_stored_response(client):
         CHAT, json={"messages": [{"role": "user", "content": "hi"}]}, headers={**AUTH, **headers}
     )
     check_error(chat_repeat, 422, "idempotency_key_reused")
+
+
+def test_the_repeat_of_a_continuation_replays_it(client):
+    # The first try makes its previous_response_id an earlier response: the repeat must
+    # still be recognised (not forked, not refused), with or without the session header.
+    for header in ({}, {SESSION: "retry"}):
+        first = create(client, {"input": "one"}, header).get_json()
+        body = {"input": "two", "previous_response_id": first["id"]}
+        keyed = {**header, "Idempotency-Key": f"cont{len(header)}"}
+        second = create(client, body, keyed)
+        assert second.status_code == 200
+        for stream in (False, True):
+            repeat = create(client, {**body, "stream": stream}, keyed)
+            assert repeat.status_code == 200, repeat.get_data()
+            assert repeat.headers.get("Idempotent-Replayed") == "true"
+            assert repeat.headers[SESSION] == second.headers[SESSION]
+        assert create(client, {"input": "x"}, keyed).status_code == 422  # another request
+    # A new request with the header still may not follow an earlier response (400,
+    # nothing run), and its refusal frees its Idempotency-Key at once.
+    late = {"input": "late", "previous_response_id": first["id"]}
+    stale = create(client, late, {**header, "Idempotency-Key": "k"})
+    assert check_error(stale, 400, "invalid_value")["param"] == "previous_response_id"
+    assert create(client, {"input": "free"}, {**header, "Idempotency-Key": "k"}).status_code == 200
+
+
+def test_a_deleted_response_is_not_replayed_either(client):
+    headers = {"Idempotency-Key": "del1"}
+    document = create(client, {"input": "hi"}, headers).get_json()
+    assert client.delete(f"{RESPONSES}/{document['id']}", headers=AUTH).status_code == 200
+    error = check_error(create(client, {"input": "hi"}, headers), 404, "response_not_found")
+    assert error["param"] == "Idempotency-Key"
+
+
+def test_item_references_bring_back_the_stored_items(upstream_app, fake):
+    # As the Vercel AI SDK sends a conversation whose earlier responses were stored.
+    client = upstream_app()
+    first = create(client, {"model": "openclaw/up", "input": "2+2?"}).get_json()
+    (message,) = first["output"]
+    assert message["id"].startswith("msg_") and first["id"][5:] in message["id"]
+    body = {
+        "model": "openclaw/up",
+        "input": [
+            {"role": "user", "content": "2+2?"},
+            {"type": "item_reference", "id": message["id"]},
+            {"type": "item_reference", "id": "msg_not_ours"},
+            {"role": "user", "content": "and times 3?"},
+        ],
+    }
+    assert create(client, body).status_code == 200
+    sent = fake.chat_requests()[-1].body["messages"]
+    assert [m["role"] for m in sent if m["role"] != "system"] == ["user", "assistant", "user"]
+    assert [m for m in sent if m["role"] == "assistant"][0]["content"] == text_of(first)
+
+
+def test_include_values_that_change_nothing_are_accepted(client):
+    body = {"input": "hi", "include": ["reasoning.encrypted_content", "file_search_call.results"]}
+    assert create(client, body).status_code == 200
+    refused = create(client, {"input": "hi", "include": ["made.up"]})
+    assert check_error(refused, 400, "unsupported_value")["param"] == "include[0]"
+
+
+def test_input_items_list_an_assistants_input_text_as_output_text(client):
+    items = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [{"type": "input_text", "text": "b"}]},
+        {"role": "user", "content": "c"},
+    ]
+    document = create(client, {"input": items}).get_json()
+    listed = client.get(f"{RESPONSES}/{document['id']}/input_items", headers=AUTH).get_json()
+    check("ResponseItemList", listed)
+    assert listed["data"][1]["content"][0]["type"] == "output_text"
+
+
+def test_a_text_format_without_a_type_names_the_type(client):
+    error = check_error(create(client, {"input": "hi", "text": {"format": {}}}), 400)
+    assert error["param"] == "text.format.type"
 
 
 # -- x-openclaw-model, sessions.userKeys, reserved session keys (issue 13) -------------------

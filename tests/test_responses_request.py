@@ -357,7 +357,7 @@ def user(*parts):
         ({"input": "x", "truncation": "auto"}, "truncation", "unsupported_value"),
         ({"input": "x", "background": True}, "background", "unsupported_value"),
         (
-            {"input": "x", "include": ["file_search_call.results"]},
+            {"input": "x", "include": ["file_search_call.result"]},
             "include[0]",
             "unsupported_value",
         ),

@@ -18,6 +18,7 @@ none; the official SDKs end on the completing event and skip any data that is no
 from __future__ import annotations
 
 import os
+import re
 import time
 import typing as t
 
@@ -59,6 +60,24 @@ def new_id(prefix: str) -> str:
 
 def response_id() -> str:
     return new_id("resp")
+
+
+def output_item_id(prefix: str, response_id: str, index: int) -> str:
+    """An output item's id: its kind (``msg``, ``fc``, ``rs``), its response's hex
+    digits and its place in the output. An ``item_reference`` to it then names the
+    response that holds it, with no index of items to keep (:func:`response_of_item`)."""
+    return f"{prefix}_{response_id.removeprefix('resp_')}_{index}"
+
+
+def response_of_item(item_id: str) -> tuple[str, int] | None:
+    """The response id and output index an :func:`output_item_id` names, else None."""
+    match = _OUTPUT_ITEM_ID.fullmatch(item_id)
+    if match is None:
+        return None
+    return f"resp_{match[1]}", int(match[2])
+
+
+_OUTPUT_ITEM_ID = re.compile(r"(?:msg|fc|rs)_([0-9a-f]{32})_([0-9]{1,4})")
 
 
 # -- objects ---------------------------------------------------------------------------
@@ -255,10 +274,14 @@ class Output:
     added, deltas, parts done, item done; the next item opens once the last is done).
 
     :param frames: where the events' frames go; None builds the items only (JSON).
+    :param response_id: the Response's id, which the items' ids carry.
     """
 
-    def __init__(self, encoder: EventEncoder | None, frames: list[bytes] | None) -> None:
+    def __init__(
+        self, encoder: EventEncoder | None, frames: list[bytes] | None, response_id: str
+    ) -> None:
         self.items: list[dict[str, t.Any]] = []
+        self.response_id = response_id
         self._encoder = encoder
         self.frames = frames if frames is not None else []
         self._open: int | None = None  # output index of the item being built
@@ -271,6 +294,10 @@ class Output:
     def _send(self, type: str, fields: dict[str, t.Any]) -> None:
         if self._encoder is not None:
             self.frames.append(self._encoder.event(type, fields))
+
+    def _item_id(self, prefix: str) -> str:
+        """The id of the item about to be added."""
+        return output_item_id(prefix, self.response_id, len(self.items))
 
     def _add_item(self, item: dict[str, t.Any]) -> int:
         self.close_item()
@@ -297,7 +324,7 @@ class Output:
         index = self._open
         if index is None or self.items[index]["type"] != "message":
             item: dict[str, t.Any] = {
-                "id": new_id("msg"),
+                "id": self._item_id("msg"),
                 "type": "message",
                 "role": "assistant",
                 "status": "in_progress",
@@ -390,7 +417,8 @@ class Output:
             return
         index = self._open
         if index is None or self.items[index]["type"] != "reasoning":
-            index = self._add_item({"id": new_id("rs"), "type": "reasoning", "summary": []})
+            item = {"id": self._item_id("rs"), "type": "reasoning", "summary": []}
+            index = self._add_item(item)
             self._send(
                 "response.reasoning_summary_part.added",
                 {
@@ -417,7 +445,7 @@ class Output:
         index = self._calls.get(event.index)
         if index is None:
             item = {
-                "id": new_id("fc"),
+                "id": self._item_id("fc"),
                 "type": "function_call",
                 "call_id": event.id or new_id("call"),
                 "name": event.name or "",
@@ -524,7 +552,7 @@ def complete(run: Run, request: ResponsesRequest, id: str | None = None) -> dict
     try:
         id = id or response_id()
         reply = Reply()
-        output = Output(None, None)
+        output = Output(None, None, id)
         for event in run.events():
             reply.add(event)
             output.add(event)
@@ -554,7 +582,7 @@ def stream(run: Run, request: ResponsesRequest, id: str | None = None) -> t.Iter
     id = id or response_id()
     encoder = EventEncoder()
     frames: list[bytes] = []
-    output = Output(encoder, frames)
+    output = Output(encoder, frames, id)
     keepalive = run.settings.sse_keepalive_seconds
     record = run.record
     reply = Reply()

@@ -246,7 +246,7 @@ def test_text_logprobs_are_converted_to_output_text_logprobs():
         "bytes": [104, 105],
         "top_logprobs": [{"token": "hi", "logprob": -0.5, "bytes": None}],
     }
-    output = protocol.Output(protocol.EventEncoder(), [])
+    output = protocol.Output(protocol.EventEncoder(), [], "resp_" + "0" * 32)
     output.add(TextDelta("hi", Logprobs(content=[entry])))
     reply = Reply()
     reply.add(Finish("stop", Usage(1, 1, 2)))
@@ -269,7 +269,7 @@ def test_text_logprobs_are_converted_to_output_text_logprobs():
 
 
 def test_a_tool_call_without_an_id_gets_one_and_the_stored_turn_uses_it():
-    output = protocol.Output(None, None)
+    output = protocol.Output(None, None, "resp_" + "0" * 32)
     reply = Reply()
     for event in (ToolCallDelta(0, name="f", arguments="{}"), Finish("tool_calls")):
         reply.add(event)
@@ -286,7 +286,7 @@ def test_the_tier_that_served_the_reply_is_the_responses_service_tier(settings, 
     assert request.echo["service_tier"] == "auto"
     reply = Reply()
     reply.add(ReplyInfo(service_tier="default"))
-    output = protocol.Output(None, None)
+    output = protocol.Output(None, None, "resp_" + "0" * 32)
     output.finish(reply)
     document = protocol._document("resp_1", run, request, output, "completed", None, reply)
     check_response(document)
@@ -295,7 +295,7 @@ def test_the_tier_that_served_the_reply_is_the_responses_service_tier(settings, 
 
 
 def test_an_empty_reply_is_an_empty_message():
-    output = protocol.Output(None, None)
+    output = protocol.Output(None, None, "resp_" + "0" * 32)
     reply = Reply()
     reply.add(Finish("stop"))
     output.finish(reply)
@@ -520,3 +520,11 @@ def test_the_real_store_keeps_the_response_as_returned(settings, store):
     record = real.get_response(document["id"])
     assert record.document == document and record.input_items == request.input_items
     assert record.session_key == KEY and record.position == 2 and record.latest
+
+
+def test_an_output_items_id_names_its_response_and_place():
+    response_id = protocol.response_id()
+    item_id = protocol.output_item_id("fc", response_id, 3)
+    assert item_id.startswith("fc_") and protocol.response_of_item(item_id) == (response_id, 3)
+    for foreign in ("msg_123", "fc_" + "0" * 32, "call_" + "0" * 32 + "_1", response_id):
+        assert protocol.response_of_item(foreign) is None
