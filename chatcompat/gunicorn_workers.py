@@ -36,7 +36,6 @@ if t.TYPE_CHECKING:
     from .errors import APIError
 
 
-
 def error_response(error: APIError, request_id: str) -> bytes:
     """A complete HTTP/1.1 response carrying ``error``'s envelope, closing the connection.
 

@@ -177,9 +177,7 @@ def _named_secrets(value: t.Any, name: str = "", parent: str = "") -> set[str]:
         return set()
     # Options go by SECRET_KEY: they are too varied (maxTokensField holds "max_tokens")
     # for the looser SECRET_NAME.
-    if SECRET_KEY.search(name) or (
-        parent in ("headers", "env") and SECRET_NAME.search(name)
-    ):
+    if SECRET_KEY.search(name) or (parent in ("headers", "env") and SECRET_NAME.search(name)):
         credential = _SCHEME.fullmatch(value)
         return {value, credential[1]} if credential else {value}
     return set()

@@ -220,9 +220,10 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def close_after_an_unread_body(response: Response) -> Response:
         environ = request.environ
-        has_body = bool(request.content_length) or "chunked" in request.headers.get(
-            "Transfer-Encoding", ""
-        ).lower()
+        has_body = (
+            bool(request.content_length)
+            or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        )
         if has_body and not environ.get(_READ_WHOLE):
             close_connection(environ.get("wsgi.input"))
         return response

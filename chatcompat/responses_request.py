@@ -513,9 +513,7 @@ def _input(
     return messages, items
 
 
-def _message(
-    item: dict[str, t.Any], where: str, image_params: dict[int, str]
-) -> Message | None:
+def _message(item: dict[str, t.Any], where: str, image_params: dict[int, str]) -> Message | None:
     role = item.get("role")
     if role not in _ROLES:
         raise InvalidRequest(

@@ -214,9 +214,12 @@ def gateway(make_app, fake):
     up = {"baseUrl": fake.base_url, "model": "fake-model", "apiKey": "sk-images-0123456789"}
     agents = (
         AgentConfig(id="up", backend="openai", default=True, options=up),
-        AgentConfig(id="keep", backend="openai", options=up,
-                    images=ImagePolicy(history="keep", allow_url=True,
-                                       url_allowlist=("cdn.example.com",))),  # fmt: skip
+        AgentConfig(
+            id="keep",
+            backend="openai",
+            options=up,
+            images=ImagePolicy(history="keep", allow_url=True, url_allowlist=("cdn.example.com",)),
+        ),  # fmt: skip
         AgentConfig(id="echo", backend="echo", images=ImagePolicy(max_parts=1)),
     )
     return make_app(agents=agents, default_agent_id="up").test_client()

@@ -360,6 +360,8 @@ def test_earlier_images_and_the_new_turns_bytes(settings, store, cls, policy, ma
     assert earlier == ({"type": "text", "text": IMAGE_MARKER} if marked else picture)
     assert request.messages[-1]["content"][1] == picture  # the new turn as sent
     assert request.images == (new if images else ())
+
+
 def _turn(run, text: str, continuation=None, response_id: str | None = None) -> None:
     """One run to the end on ``text``, storing a response ``response_id`` with it."""
     run.start(split_request([{"role": "user", "content": text}]), {}, continuation)

@@ -77,7 +77,6 @@ BACKEND_FIELDS: frozenset[str] = frozenset(
 )
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Usage:
     """Token counts of a run. The details are the upstream's ``prompt_tokens_details``

@@ -23,7 +23,6 @@ if t.TYPE_CHECKING:
     from ..agents.base import Usage
 
 
-
 class Reply:
     """Accumulates the events of a run into the assistant message."""
 

@@ -62,7 +62,9 @@ def test_a_wheel_installed_with_its_declared_dependencies_serves(tmp_path):
     source = tmp_path / "source"
     files = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        check=True,
     ).stdout.split(b"\0")
     for name in filter(None, files):
         origin = REPO / name.decode()
@@ -75,7 +77,10 @@ def test_a_wheel_installed_with_its_declared_dependencies_serves(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     pip = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(source)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert pip.returncode == 0, pip.stderr
     # Installed as files in site-packages (a wheel), not a link back to the checkout.
@@ -89,19 +94,27 @@ def test_a_wheel_installed_with_its_declared_dependencies_serves(tmp_path):
     chatcompat = str(venv / "bin" / "chatcompat")
     subprocess.run(
         [chatcompat, "init", "--path", str(config), "--port", str(port)],
-        cwd=work, env=env, check=True, capture_output=True, timeout=60,
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
             [chatcompat, "serve", "--config", str(config), "--workers", "1"],
-            cwd=work, env={**env, "HOME": str(tmp_path / "home")},
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=work,
+            env={**env, "HOME": str(tmp_path / "home")},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         wait_until(
             lambda: server.poll() is not None or _answers(port),
-            timeout=60, what="the installed chatcompat serve to answer or exit",
+            timeout=60,
+            what="the installed chatcompat serve to answer or exit",
         )
         assert server.poll() is None, log.read_text()
         token = json5.loads(config.read_text())["gateway"]["auth"]["token"]
@@ -124,7 +137,9 @@ def chat(port: int, body: dict, token: str) -> dict:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request(
-            "POST", "/v1/chat/completions", json.dumps(body),
+            "POST",
+            "/v1/chat/completions",
+            json.dumps(body),
             {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         response = connection.getresponse()
