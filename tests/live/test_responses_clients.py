@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import typing as t
 import uuid
@@ -33,6 +32,7 @@ from tests.fake_upstream import FakeUpstream
 from tests.live.conftest import REPO
 from tests.live.conftest import TOKEN
 from tests.live.conftest import start_server
+from tests.live.node_packages import node_modules
 from tests.responses_wire import check_deleted
 from tests.responses_wire import check_item_list
 from tests.responses_wire import check_response
@@ -616,23 +616,7 @@ def test_agents_sdk_continues_a_conversation_by_previous_response_id(server, fak
 @pytest.fixture(scope="module")
 def openai_node() -> pathlib.Path:
     """The openai npm package's directory (installed into .tools/openai-node once)."""
-    package = OPENAI_NODE / "node_modules" / "openai"
-    try:  # the pinned version, not whatever an earlier checkout installed
-        version = json.loads((package / "package.json").read_text())["version"]
-    except OSError:
-        version = None
-    installed = version == OPENAI_NODE_PACKAGE.split("@")[1]
-    if not shutil.which("node") or not (installed or shutil.which("npm")):
-        if os.environ.get("CI"):
-            pytest.fail("node and npm are required under CI (.ci/run installs them for pi)")
-        pytest.skip("the openai-node tests need node (and npm to install the SDK)")
-    if not installed:
-        install = ["npm", "install", "--prefix", str(OPENAI_NODE), "--no-audit", "--no-fund",
-                   "--loglevel=error", OPENAI_NODE_PACKAGE]  # fmt: skip
-        done = subprocess.run(install, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            pytest.fail(f"{' '.join(install)} failed:\n{done.stderr[-2000:]}")
-    return package
+    return node_modules(OPENAI_NODE, (OPENAI_NODE_PACKAGE,), "the openai-node tests") / "openai"
 
 
 def run_node(server, package: pathlib.Path, mark: str) -> dict:
