@@ -12,7 +12,10 @@ controlled, so the fetch refuses to reach the gateway's own network (SSRF):
 - Redirects are followed by hand, each one checked like the first URL (scheme, host
   allowlist, addresses), at most ``max_redirects`` of them.
 - The body is read up to ``max_bytes`` (a larger ``Content-Length`` is refused before
-  reading); the whole fetch, redirects included, has ``timeout_seconds``.
+  reading); the whole fetch, redirects included, has ``timeout_seconds``: every read
+  and write on the socket waits at most until that deadline (:class:`_DeadlineSocket`),
+  so a server that trickles its headers or chunk sizes a byte at a time is cut there.
+  DNS resolution is not counted (the system resolver has its own timeout).
 
 A refusal raises :class:`FetchRefused`, whose message names no address and may be
 shown to the client. The address check and the resolver are parameters so that tests
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import io
 import ipaddress
 import logging
 import socket
@@ -135,7 +139,7 @@ def fetch(
         conn = _connect(parts, deadline, timeout_seconds, address_allowed, resolver, current)
         response = None
         try:
-            response = _get(conn, parts, deadline, timeout_seconds)
+            response = _get(conn, parts)
             location = response.getheader("Location")
             if response.status in REDIRECTS:
                 if not location:
@@ -149,7 +153,7 @@ def fetch(
                 continue
             if response.status != 200:
                 raise FetchRefused(f"The image URL answered HTTP {response.status}.")
-            data = _body(response, current, max_bytes, deadline, timeout_seconds)
+            data = _body(response, current, max_bytes)
             return Fetched(data, response.getheader("Content-Type"))
         except (OSError, http.client.HTTPException) as exc:
             if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
@@ -245,31 +249,23 @@ def _connect(
             raise _timed_out(timeout_seconds) from None
         log.info("image fetch from %s failed to connect: %s", host, exc)
         raise FetchRefused(f"The image URL's host {host!r} could not be reached.") from None
+    # Every read and write after this waits at most until the fetch's deadline.
     current.set(conn.sock)
+    conn.sock = _DeadlineSocket(conn.sock, deadline)
     return conn
 
 
 def _get(
-    conn: http.client.HTTPConnection,
-    parts: urllib.parse.SplitResult,
-    deadline: float,
-    timeout_seconds: float,
+    conn: http.client.HTTPConnection, parts: urllib.parse.SplitResult
 ) -> http.client.HTTPResponse:
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    conn.sock.settimeout(_remaining(deadline, timeout_seconds))
     conn.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
     return conn.getresponse()
 
 
-def _body(
-    response: http.client.HTTPResponse,
-    current: _Current,
-    max_bytes: int,
-    deadline: float,
-    timeout_seconds: float,
-) -> bytes:
+def _body(response: http.client.HTTPResponse, current: _Current, max_bytes: int) -> bytes:
     length = response.getheader("Content-Length")
     too_large = FetchRefused(
         f"Invalid image: larger than {max_bytes} bytes (images.maxBytes of this agent)."
@@ -279,8 +275,6 @@ def _body(
     chunks: list[bytes] = []
     size = 0
     while True:
-        if current.sock is not None:
-            current.sock.settimeout(_remaining(deadline, timeout_seconds))
         chunk = response.read1(CHUNK)
         if not chunk:
             break
@@ -302,6 +296,51 @@ def _remaining(deadline: float, timeout_seconds: float) -> float:
 
 def _timed_out(timeout_seconds: float) -> FetchRefused:
     return FetchRefused(f"The image URL did not answer within {timeout_seconds:g} s.")
+
+
+class _DeadlineSocket:
+    """A connected socket whose every read and write waits at most until ``deadline``.
+
+    http.client reads a status line, headers and chunk-size lines with many small
+    reads; a socket timeout alone bounds each of them, not their sum, so a server
+    sending a byte every second could hold a fetch for as long as it likes. Before
+    each call the timeout is set to what is left; past the deadline a call raises
+    :class:`TimeoutError` at once, which the fetch reports as too slow.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def _bounded(self) -> socket.socket:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the image fetch's deadline has passed")
+        self._sock.settimeout(left)
+        return self._sock
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        return self._bounded().recv(size, flags)
+
+    def recv_into(self, buffer: t.Any, size: int = 0, flags: int = 0) -> int:
+        return self._bounded().recv_into(buffer, size, flags)
+
+    def sendall(self, data: t.Any, flags: int = 0) -> None:
+        self._bounded().sendall(data, flags)
+
+    def makefile(self, mode: str = "rb", buffering: int = -1, **_: t.Any) -> t.Any:
+        """The buffered reader http.client reads the response from: it reads through
+        this wrapper (the real socket's ``makefile`` would bypass the deadline)."""
+        if mode != "rb":
+            raise ValueError(f"only 'rb' is supported, not {mode!r}")
+        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+        self._sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does
+        size = io.DEFAULT_BUFFER_SIZE if buffering < 0 else buffering
+        return io.BufferedReader(raw, size) if size else raw
+
+    def __getattr__(self, name: str) -> t.Any:
+        # shutdown, close, fileno, _decref_socketios...: the real socket's.
+        return getattr(self._sock, name)
 
 
 class _Pinned:

@@ -159,6 +159,16 @@ def test_time_is_capped(server):
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("path", ["/drip-headers?s=3", "/drip-chunks?s=3"])
+def test_a_trickling_server_is_cut_at_the_deadline(server, path):
+    # A byte every 0.1 s never trips a per-read timeout: the deadline covers all reads.
+    started = time.monotonic()
+    with pytest.raises(FetchRefused, match="did not answer within 0.5 s"):
+        fetch(server.url(path), address_allowed=only("127.0.0.1"),
+              **{**LIMITS, "timeout_seconds": 0.5})  # fmt: skip
+    assert time.monotonic() - started < 0.5 + 0.3
+
+
 def test_error_status_is_refused(server):
     with pytest.raises(FetchRefused, match="HTTP 404"):
         fetch(server.url("/status?c=404"), address_allowed=only("127.0.0.1"), **LIMITS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 
 import openai
@@ -210,3 +211,14 @@ def test_pi_gets_the_fetched_and_inline_images_as_bytes(server, images, fake):
     error = refused(server, "openclaw/piloop", [turn("svg", image(images.url("/svg")))])
     assert error["param"] == "messages[0].content[1].image_url.url"
     assert "no image of a known type" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/drip-headers?s=6", "/drip-chunks?s=6"])
+def test_pi_cuts_a_trickling_image_server_at_timeout_ms(server, images, path):
+    # timeoutMs 3000 covers every read of the fetch (under gevent here), not each one.
+    started = time.monotonic()
+    error = refused(server, "openclaw/piloop", [turn("drip", image(images.url(path)))],
+                    code="invalid_image_url")  # fmt: skip
+    assert time.monotonic() - started < 3 + 1
+    assert error["param"] == "messages[0].content[1].image_url.url"
+    assert "did not answer within 3 s" in error["message"]
