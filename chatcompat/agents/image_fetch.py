@@ -48,8 +48,22 @@ Resolver = t.Callable[[str, int], list[str]]
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CHUNK = 64 * 1024
 USER_AGENT = "chatcompat-image-fetch"
-# NAT64 prefixes: the last 32 bits are an IPv4 address (RFC 6052, RFC 8215).
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# The well-known NAT64 prefix: its last 32 bits are an IPv4 address (RFC 6052).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Ranges that are not globally reachable (IANA's special-purpose registries) but that
+# some Python versions' ``is_global`` still calls global: the rule must not depend on
+# the interpreter. 64:ff9b:1::/48 is local-use NAT64 (RFC 8215), whose IPv4 address may
+# sit at several places, so it is refused whole rather than decoded.
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "192.0.0.0/24",  # IETF protocol assignments
+        "fec0::/10",  # site-local (deprecated, still routed inside some sites)
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 SIDs (RFC 9602)
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215)
+    )
+)
 
 
 class FetchRefused(Exception):
@@ -64,23 +78,33 @@ class Fetched:
 
 def is_public_address(address: IPAddress) -> bool:
     """Whether ``address`` is one the gateway may connect to for a client's URL: a
-    global unicast address, also for the IPv4 address inside an IPv4-mapped, 6to4 or
-    NAT64 IPv6 one (Teredo is refused)."""
+    globally reachable unicast address, judged by the IPv4 address inside an
+    IPv4-mapped, 6to4 or NAT64 (64:ff9b::/96) one; Teredo is refused.
+
+    The rule is ``is_global``, plus every flag of a non-public range and
+    :data:`_NOT_GLOBAL` for what ``is_global`` misses on some Python versions.
+    """
     if isinstance(address, ipaddress.IPv6Address):
         if address.teredo is not None:
             return False
         embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and any(address in net for net in _NAT64):
+        if embedded is None and address in _NAT64:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public_address(embedded)
-    return address.is_global and not (
-        address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_private
+        if address.is_site_local:
+            return False
+    return (
+        address.is_global
+        and not (
+            address.is_multicast
+            or address.is_reserved
+            or address.is_unspecified
+            or address.is_loopback
+            or address.is_link_local
+            or address.is_private
+        )
+        and not any(address in net for net in _NOT_GLOBAL if net.version == address.version)
     )
 
 
