@@ -10,7 +10,8 @@ controlled, so the fetch refuses to reach the gateway's own network (SSRF):
   then goes to the address that was checked (no second lookup that a DNS rebinding
   could answer differently). HTTPS still verifies the certificate for the host name.
 - Redirects are followed by hand, each one checked like the first URL (scheme, host
-  allowlist, addresses), at most ``max_redirects`` of them.
+  allowlist, addresses), at most ``max_redirects`` of them; a redirect may not add
+  credentials nor go from https to http (:func:`redirect_target`).
 - The body is read up to ``max_bytes`` (a larger ``Content-Length`` is refused before
   reading); the whole fetch, redirects included, has ``timeout_seconds``: every read
   and write on the socket waits at most until that deadline (:class:`_DeadlineSocket`),
@@ -173,7 +174,7 @@ def fetch(
                 redirects += 1
                 if redirects > max_redirects:
                     raise FetchRefused(f"The image URL redirects more than {max_redirects} times.")
-                url = urllib.parse.urljoin(url, location)
+                url = redirect_target(url, location)
                 continue
             if response.status != 200:
                 raise FetchRefused(f"The image URL answered HTTP {response.status}.")
@@ -190,6 +191,27 @@ def fetch(
             if response is not None:
                 response.close()  # it owns the socket once the server said it will close
             conn.close()
+
+
+def redirect_target(url: str, location: str) -> str:
+    """The URL a redirect from ``url`` to ``location`` leads to, if it may be followed.
+
+    A client's URL may not carry credentials (:mod:`chatcompat.images`); a redirect
+    must not add them behind its back, and must not take an HTTPS fetch to plain HTTP,
+    where anyone on the path could swap the image.
+
+    :raise FetchRefused: the target carries credentials, or leaves HTTPS for HTTP.
+    """
+    target = urllib.parse.urljoin(url, location)
+    try:
+        parts = urllib.parse.urlsplit(target)
+    except ValueError:
+        raise FetchRefused("The image URL (or a redirect) is malformed.") from None
+    if parts.username is not None or parts.password is not None:
+        raise FetchRefused("The image URL redirects to a URL with credentials.")
+    if urllib.parse.urlsplit(url).scheme == "https" and parts.scheme != "https":
+        raise FetchRefused("The image URL redirects from https to a non-https URL.")
+    return target
 
 
 class _Current:

@@ -17,6 +17,7 @@ from chatcompat.agents.image_fetch import FetchRefused
 from chatcompat.agents.image_fetch import fetch
 from chatcompat.agents.image_fetch import host_allowed
 from chatcompat.agents.image_fetch import is_public_address
+from chatcompat.agents.image_fetch import redirect_target
 from tests.image_server import PNG
 from tests.image_server import ImageServer
 
@@ -156,6 +157,39 @@ def test_redirect_to_another_scheme_is_refused(server):
     with pytest.raises(FetchRefused, match="not an http"):
         fetch(server.url("/to?u=file:///etc/passwd"), address_allowed=only("127.0.0.1"),
               **LIMITS)  # fmt: skip
+
+
+def test_redirect_with_credentials_is_refused_before_connecting(server):
+    before = len(server.requests)
+    url = server.url(f"/to?u=http://user:pw@127.0.0.1:{server.port}/png")
+    with pytest.raises(FetchRefused, match="redirects to a URL with credentials"):
+        fetch(url, address_allowed=only("127.0.0.1"), **LIMITS)
+    assert len(server.requests) == before + 1  # the redirect only, not its target
+
+
+@pytest.mark.parametrize(
+    ("url", "location", "expected"),
+    [
+        ("https://a.test/x", "https://b.test/y", "https://b.test/y"),
+        ("https://a.test/x", "/y", "https://a.test/y"),
+        ("https://a.test/x", "//b.test/y", "https://b.test/y"),
+        ("http://a.test/x", "https://b.test/y", "https://b.test/y"),
+        ("http://a.test/x", "http://b.test/y", "http://b.test/y"),
+        ("https://a.test/x", "http://b.test/y", "from https to a non-https URL"),
+        ("https://a.test/x", "HTTP://a.test/y", "from https to a non-https URL"),
+        ("https://a.test/x", "ftp://a.test/y", "from https to a non-https URL"),
+        ("http://a.test/x", "http://u:p@b.test/y", "with credentials"),
+        ("https://a.test/x", "https://u@b.test/y", "with credentials"),
+        ("https://a.test/x", "//u:p@b.test/y", "with credentials"),
+        ("http://a.test/x", "http://:p@b.test/y", "with credentials"),
+    ],
+)
+def test_redirect_target(url, location, expected):
+    if expected.startswith("http"):
+        assert redirect_target(url, location) == expected
+    else:
+        with pytest.raises(FetchRefused, match=expected):
+            redirect_target(url, location)
 
 
 @pytest.mark.parametrize("path", ["/big?n=5000", "/stream?n=5000"])

@@ -198,6 +198,15 @@ def test_pi_refuses_a_redirect_away_from_the_admitted_address(server, images):
     assert "'127.0.0.2' is refused" in error["message"]
 
 
+def test_pi_refuses_a_redirect_that_adds_credentials(server, images):
+    before = len(images.requests)
+    url = images.url(f"/to?u=http://user:pw@127.0.0.1:{images.port}/png")
+    error = refused(server, "openclaw/piloop", [turn("c", image(url))], code="invalid_image_url")
+    assert error["param"] == "messages[0].content[1].image_url.url"
+    assert "redirects to a URL with credentials" in error["message"]
+    assert len(images.requests) == before + 1  # the redirect only
+
+
 def test_pi_gets_the_fetched_and_inline_images_as_bytes(server, images, fake):
     word = mark()
     messages = [turn(word, image(images.url("/png")), image(PNG_URI))]
