@@ -11,7 +11,8 @@ its own paths (``param_prefix`` or ``param_for``).
   at most ``maxBytes``; its type is what its bytes are (:func:`~chatcompat.image_types.sniff`),
   which must be one of ``allowedMimes``; a claimed type that is not one of them is
   refused as well (``application/pdf``, ``image/svg+xml``).
-- Any other URL must be a well-formed ``http(s)`` URL without credentials; it is taken
+- Any other URL must be a well-formed ``http(s)`` URL without credentials, whose host
+  is an LDH host name or an IP literal and whose port, if any, is not empty or 0; it is taken
   only when ``allowUrl`` is on, and only for a host of ``urlAllowlist`` when that is
   given. The gateway does not fetch it here: a backend that needs bytes (``pi``) does,
   through the guarded fetcher (:mod:`chatcompat.agents.image_fetch`).
@@ -34,6 +35,7 @@ import urllib.parse
 
 from .agents.base import InputImage
 from .agents.image_fetch import host_allowed
+from .agents.image_fetch import well_formed_authority
 from .errors import InvalidImage
 from .history import SYSTEM_ROLES
 from .image_types import sniff
@@ -178,8 +180,8 @@ def check_type(data: bytes, policy: ImagePolicy, param: str) -> str:
 def check_remote_url(url: str, policy: ImagePolicy, param: str) -> None:
     """Refuse a malformed ``http(s)`` URL, and one the policy does not take.
 
-    :raise InvalidImage: malformed, with credentials, remote URLs off, or a host
-        outside ``urlAllowlist``.
+    :raise InvalidImage: malformed, with credentials, a malformed host or port,
+        remote URLs off, or a host outside ``urlAllowlist``.
     """
     try:
         parts = urllib.parse.urlsplit(url)
@@ -198,6 +200,12 @@ def check_remote_url(url: str, policy: ImagePolicy, param: str) -> None:
         )
     if parts.username is not None or parts.password is not None:
         raise InvalidImage("Invalid image: the URL must not carry credentials.", param=param)
+    if not well_formed_authority(parts):
+        raise InvalidImage(
+            "Invalid image: the URL's host is neither a valid host name nor an IP address"
+            " (IPv6 in brackets), or its port is empty or 0.",
+            param=param,
+        )
     if not policy.allow_url:
         raise InvalidImage(
             "Invalid image: remote image URLs are not taken by this agent (images.allowUrl"

@@ -81,6 +81,8 @@ def test_claimed_type_is_not_trusted():
         ("https://", "neither"),
         ("https://exa mple.com/a.png", "neither"),
         ("https://example.com:99999/a.png", "neither"),
+        ("http://[1.2.3.4]/a.png", "neither"),  # urlsplit: no IPv4 in brackets
+        ("http://[example.com]/a.png", "neither"),
         ("https://user:pw@example.com/a.png", "credentials"),
         ("https://example.com/a.png", "images.allowUrl is off"),
     ],
@@ -90,6 +92,37 @@ def test_refusals_name_the_part(url, words):
     error = refused(messages)
     assert words in error.message
     assert error.param == "messages[1].content[2].image_url.url"
+
+
+HOST_OR_PORT = "host is neither a valid host name nor an IP address"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://<script>/a.png", "http://a..b/a.png", "http://-/a.png", "http://-a.example/x",
+     "http://a-.example/x", "http://a_b.example/x", "http://%65xample.com/x", "http://..//x",
+     "http://x:0/a.png", "http://x:/a.png", "http://[::1]:/a.png", "http://[::1]:0/x",
+     "http://" + "a" * 64 + ".example/x", "http://" + ".".join(["a" * 63] * 4) + "/x",
+     "https://exa\u00admple\u200b..com/x"],
+)  # fmt: skip
+def test_malformed_hosts_and_ports_are_refused(url):
+    open_urls = dataclasses.replace(POLICY, allow_url=True)
+    error = refused([{"role": "system", "content": "s"}, turn(image(url))], open_urls)
+    assert error.param == "messages[1].content[1].image_url.url"
+    assert HOST_OR_PORT in error.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://example.com/a.png", "http://EXAMPLE.com./a.png", "http://x:1/a", "http://x:65535/a",
+     "http://1.2.3.4/a", "http://[2606:4700::1111]:8443/a", "http://a-b.c-d.example/a",
+     "http://2130706433/a", "http://xn--bcher-kva.example/a", "http://b\u00fccher.example/a",
+     "http://" + ".".join(["a" * 63] * 3 + ["b" * 61]) + "/x"],
+)  # fmt: skip
+def test_well_formed_hosts_and_ports_pass(url):
+    open_urls = dataclasses.replace(POLICY, allow_url=True)
+    (got,) = check_images([turn(image(url))], open_urls)
+    assert got.url == url
 
 
 def test_string_form_param_has_no_url_suffix():

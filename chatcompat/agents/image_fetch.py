@@ -30,6 +30,7 @@ import http.client
 import io
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -46,6 +47,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressCheck = t.Callable[[IPAddress], bool]
 Resolver = t.Callable[[str, int], list[str]]
 
+# A host name's label: letters, digits and hyphens, no hyphen at either end (RFC 1123).
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z", re.IGNORECASE)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CHUNK = 64 * 1024
 USER_AGENT = "chatcompat-image-fetch"
@@ -126,6 +129,43 @@ def host_allowed(host: str, allowlist: t.Sequence[str]) -> bool:
         elif host == entry:
             return True
     return False
+
+
+def well_formed_authority(parts: urllib.parse.SplitResult) -> bool:
+    """Whether a URL's host and port are ones the fetch may name: the host an IP
+    literal (IPv6 in brackets) or an LDH host name (IDNA-encodable, labels of 1-63
+    letters, digits and inner hyphens, at most 253 characters; one trailing dot
+    allowed), and the port, when given, a number from 1.
+
+    :param parts: the URL split (``parts.port`` already known not to raise).
+    """
+    host = parts.hostname
+    authority = parts.netloc.rpartition("@")[2]
+    if not host or authority.endswith(":") or parts.port == 0:
+        return False  # no host, an empty port ("x:"), or port 0
+    if authority.startswith("["):
+        return _is_ip(host, ipaddress.IPv6Address)
+    return _is_ip(host, ipaddress.IPv4Address) or _is_host_name(host)
+
+
+def _is_ip(host: str, kind: type[IPAddress]) -> bool:
+    try:
+        kind(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host_name(host: str) -> bool:
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False  # an empty label ("a..b"), one too long, or no IDNA form
+    if ascii_host.endswith("."):
+        ascii_host = ascii_host[:-1]
+    return 0 < len(ascii_host) <= 253 and all(
+        _LDH_LABEL.match(label) for label in ascii_host.split(".")
+    )
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -249,6 +289,8 @@ def _hop(url: str, allowlist: t.Sequence[str]) -> urllib.parse.SplitResult:
         raise FetchRefused("The image URL (or a redirect) is malformed.") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchRefused("The image URL (or a redirect) is not an http(s) URL.")
+    if not well_formed_authority(parts):
+        raise FetchRefused("The image URL (or a redirect) has a malformed host or port.")
     if not host_allowed(parts.hostname, allowlist):
         raise FetchRefused(
             f"The image URL (or a redirect) names {parts.hostname!r}, a host outside"

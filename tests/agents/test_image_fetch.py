@@ -159,6 +159,13 @@ def test_redirect_to_another_scheme_is_refused(server):
               **LIMITS)  # fmt: skip
 
 
+@pytest.mark.parametrize("host", ["a..b", "-", "<x>", "x:0", "x:"])
+def test_redirect_to_a_malformed_host_or_port_is_refused(server, host):
+    with pytest.raises(FetchRefused, match="malformed host or port"):
+        fetch(server.url(f"/to?u=http://{host}/png"), address_allowed=only("127.0.0.1"),
+              resolver=lambda host, port: ["127.0.0.1"], **LIMITS)  # fmt: skip
+
+
 def test_redirect_with_credentials_is_refused_before_connecting(server):
     before = len(server.requests)
     url = server.url(f"/to?u=http://user:pw@127.0.0.1:{server.port}/png")

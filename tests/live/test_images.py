@@ -109,6 +109,8 @@ def refused(server, model: str, messages: list, code: str = "invalid_image") -> 
          "larger than 100 bytes"),
         ("openclaw/up", "https://evil.example.com/a.png", "not in this agent's"
          " images.urlAllowlist"),
+        ("openclaw/up", "https://cdn..example.com/a.png", "host is neither a valid host name"),
+        ("openclaw/up", "https://cdn.example.com:0/a.png", "its port is empty or 0"),
     ],
 )  # fmt: skip
 def test_each_refusal_is_400_naming_the_part(server, model, url, words):
