@@ -177,6 +177,25 @@ def test_earlier_images_reach_the_agent_as_a_marker_unless_keep(server, fake):
         )
 
 
+def test_a_tool_loop_sends_the_users_images_again(server, fake):
+    # The assistant's tool calls and their results do not end the user's turn: the
+    # image it asked about is still the current turn's, not an earlier marker.
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    word, key = mark(), mark()
+    headers = {"x-openclaw-session-key": key}
+    body = {"model": "openclaw/up", "tools": tools,
+            "messages": [turn(f"{word} [[tools]]", image(PNG_URI))]}  # fmt: skip
+    first = chat(server.port, body, headers)
+    assert first.status == 200, first.body()[:300]
+    calls = first.json()["choices"][0]["message"]["tool_calls"]
+    results = [{"role": "tool", "tool_call_id": call["id"], "content": "ok"} for call in calls]
+    again = chat(server.port, {"model": "openclaw/up", "tools": tools, "messages": results},
+                 headers)  # fmt: skip
+    assert again.status == 200, again.body()[:300]
+    last = fake.chat_requests_mentioning(word)[-1].body["messages"]
+    assert last[0]["content"] == [{"type": "text", "text": f"{word} [[tools]]"}, image(PNG_URI)]
+
+
 # -- pi: the gateway fetches, under the guard -----------------------------------------------
 
 
