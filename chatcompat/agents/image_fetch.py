@@ -16,7 +16,8 @@ controlled, so the fetch refuses to reach the gateway's own network (SSRF):
   reading); the whole fetch, redirects included, has ``timeout_seconds``: every read
   and write on the socket waits at most until that deadline (:class:`_DeadlineSocket`),
   so a server that trickles its headers or chunk sizes a byte at a time is cut there.
-  DNS resolution is not counted (the system resolver has its own timeout).
+  A DNS lookup spends from that time but is not cut at the deadline (the system
+  resolver has its own timeout).
 
 A refusal raises :class:`FetchRefused`, whose message names no address and may be
 shown to the client. The address check and the resolver are parameters so that tests
