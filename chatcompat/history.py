@@ -92,6 +92,30 @@ def split_request(messages: list[Message]) -> Conversation:
     return Conversation("\n\n".join(system_texts), earlier, new_turn)
 
 
+def user_turn_start(messages: t.Sequence[Message]) -> int:
+    """The index of the first message of the user's current turn: the one after the
+    last assistant message that answered the user (0 when none did).
+
+    An assistant message that calls tools and is followed by their results is a step
+    of the answer, not the answer: the turn it belongs to goes on (the tool loop of
+    one user request). The user's images before it are still the current turn's.
+    System and developer messages are skipped when looking at what follows.
+    """
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "assistant" and not _tool_step(messages, index):
+            return index + 1
+    return 0
+
+
+def _tool_step(messages: t.Sequence[Message], index: int) -> bool:
+    """Whether the assistant message at ``index`` calls tools whose results follow it."""
+    message = messages[index]
+    if not (message.get("tool_calls") or message.get("function_call")):
+        return False
+    following = [m for m in messages[index + 1 :] if m.get("role") not in SYSTEM_ROLES]
+    return bool(following) and following[0].get("role") in ("tool", "function")
+
+
 def _answerable(message: Message) -> bool:
     if message["role"] == "user":
         return bool(message_text(message).strip()) or has_image(message)

@@ -11,14 +11,17 @@ its own paths (``param_prefix`` or ``param_for``).
   at most ``maxBytes``; its type is what its bytes are (:func:`~chatcompat.image_types.sniff`),
   which must be one of ``allowedMimes``; a claimed type that is not one of them is
   refused as well (``application/pdf``, ``image/svg+xml``).
-- Any other URL must be a well-formed ``http(s)`` URL without credentials; it is taken
+- Any other URL must be a well-formed ``http(s)`` URL without credentials, whose host
+  is an LDH host name or an IP literal and whose port, if any, is not empty or 0; it is taken
   only when ``allowUrl`` is on, and only for a host of ``urlAllowlist`` when that is
   given. The gateway does not fetch it here: a backend that needs bytes (``pi``) does,
   through the guarded fetcher (:mod:`chatcompat.agents.image_fetch`).
 - At most ``maxParts`` image parts and ``maxTotalBytes`` decoded bytes per request.
 
-The images checked are those that reach the agent: the new turn's (the messages
-after the last assistant message), and the earlier turns' only with ``history:
+The images checked are those that reach the agent: the current user turn's (the
+messages after the last assistant message that answered the user; an assistant's
+tool calls followed by their results do not end the turn, see
+:func:`~chatcompat.history.user_turn_start`), and the earlier turns' only with ``history:
 "keep"``; with ``"marker"`` (the default) those are replaced by a short text
 (:func:`mark_earlier_images`) and not looked at, as OpenClaw ignores them.
 """
@@ -34,8 +37,10 @@ import urllib.parse
 
 from .agents.base import InputImage
 from .agents.image_fetch import host_allowed
+from .agents.image_fetch import well_formed_authority
 from .errors import InvalidImage
 from .history import SYSTEM_ROLES
+from .history import user_turn_start
 from .image_types import sniff
 
 if t.TYPE_CHECKING:
@@ -70,17 +75,15 @@ def check_images(
     :return: the new turn's images, in order, as a backend that needs bytes takes them.
     :raise InvalidImage: the first part the policy refuses (400, ``param`` naming it).
     """
-    last_assistant = max(
-        (index for index, message in enumerate(messages) if message.get("role") == "assistant"),
-        default=-1,
-    )
+    # The user's turn goes on through the assistant's tool calls and their results.
+    turn_start = user_turn_start(messages)
     count = total = 0
     new_turn: list[InputImage] = []
     for index, message in enumerate(messages):
         content = message.get("content")
         if message.get("role") in SYSTEM_ROLES or not isinstance(content, list):
             continue
-        current = index > last_assistant
+        current = index >= turn_start
         if not current and policy.history != "keep":
             continue  # replaced by the marker: never sent, so not looked at (as OpenClaw)
         for position, part in enumerate(content):
@@ -178,8 +181,8 @@ def check_type(data: bytes, policy: ImagePolicy, param: str) -> str:
 def check_remote_url(url: str, policy: ImagePolicy, param: str) -> None:
     """Refuse a malformed ``http(s)`` URL, and one the policy does not take.
 
-    :raise InvalidImage: malformed, with credentials, remote URLs off, or a host
-        outside ``urlAllowlist``.
+    :raise InvalidImage: malformed, with credentials, a malformed host or port,
+        remote URLs off, or a host outside ``urlAllowlist``.
     """
     try:
         parts = urllib.parse.urlsplit(url)
@@ -198,6 +201,12 @@ def check_remote_url(url: str, policy: ImagePolicy, param: str) -> None:
         )
     if parts.username is not None or parts.password is not None:
         raise InvalidImage("Invalid image: the URL must not carry credentials.", param=param)
+    if not well_formed_authority(parts):
+        raise InvalidImage(
+            "Invalid image: the URL's host is neither a valid host name nor an IP address"
+            " (IPv6 in brackets), or its port is empty or 0.",
+            param=param,
+        )
     if not policy.allow_url:
         raise InvalidImage(
             "Invalid image: remote image URLs are not taken by this agent (images.allowUrl"
@@ -213,7 +222,11 @@ def check_remote_url(url: str, policy: ImagePolicy, param: str) -> None:
 
 
 def mark_earlier_images(
-    messages: list[Message], policy: ImagePolicy, *, always: bool
+    messages: list[Message],
+    policy: ImagePolicy,
+    *,
+    always: bool,
+    new_turn: t.Sequence[Message],
 ) -> list[Message]:
     """The history the agent gets: earlier turns' ``image_url`` parts replaced by
     :data:`IMAGE_MARKER` (``history: "marker"``), or left as sent (``"keep"``).
@@ -221,13 +234,21 @@ def mark_earlier_images(
     :param messages: the history (stored transcript or the request's earlier
         messages), not changed.
     :param always: mark whatever the policy says (a backend whose history is text).
+    :param new_turn: the messages that follow the history. When they are tool results
+        the history's last messages (the user's request, the assistant's tool calls)
+        are still the current user turn: their images are not earlier ones.
     """
     if policy.history == "keep" and not always:
         return messages
+    turn_start = min(user_turn_start([*messages, *new_turn]), len(messages))
     marked = []
-    for message in messages:
+    for index, message in enumerate(messages):
         content = message.get("content")
-        if isinstance(content, list) and any(_is_image(part) for part in content):
+        if (
+            index < turn_start
+            and isinstance(content, list)
+            and any(_is_image(part) for part in content)
+        ):
             content = [
                 {"type": "text", "text": IMAGE_MARKER} if _is_image(part) else part
                 for part in content

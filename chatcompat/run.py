@@ -243,8 +243,11 @@ class Run:
             self._turn_to_store = (past if stored is None else []) + new_turn
             # Earlier turns' images: a short marker unless images.history is "keep";
             # always for a backend that takes images as bytes (its history is text).
+            # Not the current user turn's: a new turn of tool results continues it.
             needs_bytes = self.agent.needs_image_bytes
-            shown = images.mark_earlier_images(past, self.agent_config.images, always=needs_bytes)
+            shown = images.mark_earlier_images(
+                past, self.agent_config.images, always=needs_bytes, new_turn=new_turn
+            )
             if fork_base is not None:
                 self._turn_to_store = fork_base + new_turn
             sent = shown + new_turn

@@ -11,6 +11,9 @@ Paths::
     /loop             302 to /loop, forever
     /status?c=C       answers status C
     /host             the PNG, and records the Host header it got
+    /drip-headers?s=S the status line and headers one byte every 0.1 s, for S seconds
+    /drip-chunks?s=S  a chunked body whose first chunk-size line comes one byte every
+                      0.1 s, for S seconds
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ class ImageServer:
                     self._redirect(query["u"])
                 elif url.path == "/loop":
                     self._redirect("/loop")
+                elif url.path == "/drip-headers":
+                    head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 1000
+                    self._drip(head, float(query["s"]))
+                elif url.path == "/drip-chunks":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    self._drip(b"1;" + b"x" * 1000, float(query["s"]))  # a size, then its extension
                 elif url.path == "/status":
                     self._send(int(query["c"]), "text/plain", b"no")
                 else:
@@ -75,6 +84,20 @@ class ImageServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _drip(self, data: bytes, seconds: float) -> None:
+                # One byte every 0.1 s: each read gets something long before any
+                # per-read timeout, so only a deadline over all reads stops the client.
+                until = time.monotonic() + seconds
+                try:
+                    for byte in data:
+                        if time.monotonic() >= until:
+                            break
+                        self.wfile.write(bytes([byte]))
+                        time.sleep(0.1)
+                except OSError:
+                    pass  # the client gave up: the point of the test
+                self.close_connection = True
 
             def _redirect(self, location: str) -> None:
                 self.send_response(302)

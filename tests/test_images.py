@@ -81,6 +81,8 @@ def test_claimed_type_is_not_trusted():
         ("https://", "neither"),
         ("https://exa mple.com/a.png", "neither"),
         ("https://example.com:99999/a.png", "neither"),
+        ("http://[1.2.3.4]/a.png", "neither"),  # urlsplit: no IPv4 in brackets
+        ("http://[example.com]/a.png", "neither"),
         ("https://user:pw@example.com/a.png", "credentials"),
         ("https://example.com/a.png", "images.allowUrl is off"),
     ],
@@ -90,6 +92,37 @@ def test_refusals_name_the_part(url, words):
     error = refused(messages)
     assert words in error.message
     assert error.param == "messages[1].content[2].image_url.url"
+
+
+HOST_OR_PORT = "host is neither a valid host name nor an IP address"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://<script>/a.png", "http://a..b/a.png", "http://-/a.png", "http://-a.example/x",
+     "http://a-.example/x", "http://a_b.example/x", "http://%65xample.com/x", "http://..//x",
+     "http://x:0/a.png", "http://x:/a.png", "http://[::1]:/a.png", "http://[::1]:0/x",
+     "http://" + "a" * 64 + ".example/x", "http://" + ".".join(["a" * 63] * 4) + "/x",
+     "https://exa\u00admple\u200b..com/x"],
+)  # fmt: skip
+def test_malformed_hosts_and_ports_are_refused(url):
+    open_urls = dataclasses.replace(POLICY, allow_url=True)
+    error = refused([{"role": "system", "content": "s"}, turn(image(url))], open_urls)
+    assert error.param == "messages[1].content[1].image_url.url"
+    assert HOST_OR_PORT in error.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://example.com/a.png", "http://EXAMPLE.com./a.png", "http://x:1/a", "http://x:65535/a",
+     "http://1.2.3.4/a", "http://[2606:4700::1111]:8443/a", "http://a-b.c-d.example/a",
+     "http://2130706433/a", "http://xn--bcher-kva.example/a", "http://b\u00fccher.example/a",
+     "http://" + ".".join(["a" * 63] * 3 + ["b" * 61]) + "/x"],
+)  # fmt: skip
+def test_well_formed_hosts_and_ports_pass(url):
+    open_urls = dataclasses.replace(POLICY, allow_url=True)
+    (got,) = check_images([turn(image(url))], open_urls)
+    assert got.url == url
 
 
 def test_string_form_param_has_no_url_suffix():
@@ -192,7 +225,7 @@ def test_param_prefix_and_param_for():
 
 def test_marker_replaces_earlier_images_without_changing_them():
     history = [turn(image(PNG_URI)), {"role": "assistant", "content": "a png"}]
-    marked = mark_earlier_images(history, POLICY, always=False)
+    marked = mark_earlier_images(history, POLICY, always=False, new_turn=[])
     assert marked[0]["content"] == [
         {"type": "text", "text": "look"},
         {"type": "text", "text": IMAGE_MARKER},
@@ -200,10 +233,51 @@ def test_marker_replaces_earlier_images_without_changing_them():
     assert marked[1] is history[1]
     assert history[0]["content"][1]["type"] == "image_url"  # the stored copy is untouched
     keep = dataclasses.replace(POLICY, history="keep")
-    assert mark_earlier_images(history, keep, always=False) is history
-    assert mark_earlier_images(history, keep, always=True)[0]["content"][1]["text"] == (
-        IMAGE_MARKER
+    assert mark_earlier_images(history, keep, always=False, new_turn=[]) is history
+    assert mark_earlier_images(history, keep, always=True, new_turn=[])[0]["content"][1][
+        "text"
+    ] == (IMAGE_MARKER)
+
+
+CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+TOOL_STEP = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+RESULT = {"role": "tool", "tool_call_id": "c1", "content": "42"}
+
+
+@pytest.mark.parametrize(
+    "step", [TOOL_STEP, {**TOOL_STEP, "content": "let me look"},
+             {"role": "assistant", "content": None, "function_call": CALL["function"]}],
+)  # fmt: skip
+def test_tool_calls_and_their_results_do_not_end_the_users_turn(step):
+    result = RESULT if "tool_calls" in step else {"role": "function", "name": "f", "content": "1"}
+    messages = [turn(image(PNG_URI)), step, {"role": "system", "content": "s"}, result]
+    (got,) = check_images(messages, POLICY)  # the user's image is the current turn's
+    assert got.param == "messages[0].content[1].image_url.url"
+    messages[0] = turn(image(" "))  # so it is checked as one
+    assert refused(messages).param == "messages[0].content[1].image_url.url"
+    assert (
+        mark_earlier_images(messages[:2], POLICY, always=False, new_turn=messages[2:])
+        == (messages[:2])
     )
+
+
+def test_an_answer_still_ends_the_turn_before_a_tool_loop():
+    messages = [turn(image(" ")), {"role": "assistant", "content": "ok"},
+                turn(image(PNG_URI)), TOOL_STEP, RESULT, TOOL_STEP, RESULT]  # fmt: skip
+    (got,) = check_images(messages, POLICY)
+    assert got.param == "messages[2].content[1].image_url.url"
+    marked = mark_earlier_images(messages[:6], POLICY, always=True, new_turn=messages[6:])
+    assert marked[0]["content"][1] == {"type": "text", "text": IMAGE_MARKER}
+    assert marked[2:] == messages[2:6]
+
+
+def test_tool_calls_without_their_results_end_the_turn():
+    # The client answered the calls with a new message instead: a new turn.
+    messages = [turn(image(" ")), TOOL_STEP, turn(image(PNG_URI))]
+    (got,) = check_images(messages, POLICY)
+    assert got.param == "messages[2].content[1].image_url.url"
+    marked = mark_earlier_images(messages[:2], POLICY, always=False, new_turn=messages[2:])
+    assert marked[0]["content"][1] == {"type": "text", "text": IMAGE_MARKER}
 
 
 # -- through the view (Flask test client), an openai agent against the fake upstream --------
@@ -222,7 +296,7 @@ def gateway(make_app, fake):
         ),  # fmt: skip
         AgentConfig(id="echo", backend="echo", images=ImagePolicy(max_parts=1)),
     )
-    return make_app(agents=agents, default_agent_id="up").test_client()
+    return make_app(agents=agents, default_agent_id="up", responses_enabled=True).test_client()
 
 
 def post(client, messages, model="openclaw", headers=None):
@@ -278,3 +352,55 @@ def test_view_keep_sends_earlier_images_again(gateway, fake):
     messages = [turn(image(PNG_URI)), {"role": "assistant", "content": "a dot"}, turn()]
     assert post(gateway, messages, model="openclaw/keep").status_code == 200
     assert sent_parts(fake)[0][1] == image(PNG_URI)
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+
+
+def test_view_a_tool_loop_keeps_the_users_images_stateless(gateway, fake):
+    calls = [{"id": "call_w1", "type": "function",
+              "function": {"name": "get_weather", "arguments": "{}"}}]  # fmt: skip
+    messages = [turn(image(PNG_URI)), {"role": "assistant", "content": None, "tool_calls": calls},
+                {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"}]  # fmt: skip
+    body = {"model": "openclaw", "messages": messages, "tools": TOOLS}
+    response = gateway.post("/v1/chat/completions", headers=AUTH, json=body)
+    assert response.status_code == 200, response.get_json()
+    assert sent_parts(fake)[0][1] == image(PNG_URI)  # not the marker: the turn goes on
+
+
+def test_view_a_tool_loop_keeps_the_users_images_in_a_session(gateway, fake):
+    headers = {**AUTH, "x-openclaw-session-key": "loop1"}
+    first = [{"role": "user", "content": [{"type": "text", "text": "weather? [[tools]]"},
+                                          image(PNG_URI)]}]  # fmt: skip
+    body = {"model": "openclaw", "messages": first, "tools": TOOLS}
+    answer = gateway.post("/v1/chat/completions", headers=headers, json=body)
+    assert answer.get_json()["choices"][0]["finish_reason"] == "tool_calls"
+    results = [{"role": "tool", "tool_call_id": call["id"], "content": "ok"}
+               for call in answer.get_json()["choices"][0]["message"]["tool_calls"]]  # fmt: skip
+    body = {"model": "openclaw", "messages": results, "tools": TOOLS}
+    again = gateway.post("/v1/chat/completions", headers=headers, json=body)
+    assert again.status_code == 200, again.get_json()
+    assert sent_parts(fake)[0][1] == image(PNG_URI)  # the stored user turn, image as sent
+
+
+def test_view_responses_function_call_items_keep_the_users_images(gateway, fake):
+    items = [
+        {"role": "user", "content": [{"type": "input_text", "text": "look"},
+                                     {"type": "input_image", "image_url": PNG_URI}]},
+        {"type": "function_call", "call_id": "call_w1", "name": "get_weather",
+         "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_w1", "output": "sunny"},
+    ]  # fmt: skip
+    tools = [{"type": "function", "name": "get_weather", "parameters": {}}]
+    response = gateway.post("/v1/responses", headers=AUTH,
+                            json={"model": "openclaw", "input": items, "tools": tools})  # fmt: skip
+    assert response.status_code == 200, response.get_json()
+    assert sent_parts(fake)[0][1] == image(PNG_URI)
+    # And it is checked as the current turn's: an SVG there is refused, naming the part.
+    svg = "data:image/svg+xml;base64," + base64.b64encode(SVG).decode()
+    items[0]["content"][1]["image_url"] = svg
+    response = gateway.post("/v1/responses", headers=AUTH,
+                            json={"model": "openclaw", "input": items, "tools": tools})  # fmt: skip
+    assert check_error(response.get_json(), code="invalid_image")["param"] == (
+        "input[0].content[1].image_url"
+    )

@@ -10,9 +10,14 @@ controlled, so the fetch refuses to reach the gateway's own network (SSRF):
   then goes to the address that was checked (no second lookup that a DNS rebinding
   could answer differently). HTTPS still verifies the certificate for the host name.
 - Redirects are followed by hand, each one checked like the first URL (scheme, host
-  allowlist, addresses), at most ``max_redirects`` of them.
+  allowlist, addresses), at most ``max_redirects`` of them; a redirect may not add
+  credentials nor go from https to http (:func:`redirect_target`).
 - The body is read up to ``max_bytes`` (a larger ``Content-Length`` is refused before
-  reading); the whole fetch, redirects included, has ``timeout_seconds``.
+  reading); the whole fetch, redirects included, has ``timeout_seconds``: every read
+  and write on the socket waits at most until that deadline (:class:`_DeadlineSocket`),
+  so a server that trickles its headers or chunk sizes a byte at a time is cut there.
+  A DNS lookup spends from that time but is not cut at the deadline (the system
+  resolver has its own timeout).
 
 A refusal raises :class:`FetchRefused`, whose message names no address and may be
 shown to the client. The address check and the resolver are parameters so that tests
@@ -23,8 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import io
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -41,11 +48,27 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressCheck = t.Callable[[IPAddress], bool]
 Resolver = t.Callable[[str, int], list[str]]
 
+# A host name's label: letters, digits and hyphens, no hyphen at either end (RFC 1123).
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z", re.IGNORECASE)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CHUNK = 64 * 1024
 USER_AGENT = "chatcompat-image-fetch"
-# NAT64 prefixes: the last 32 bits are an IPv4 address (RFC 6052, RFC 8215).
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# The well-known NAT64 prefix: its last 32 bits are an IPv4 address (RFC 6052).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Ranges that are not globally reachable (IANA's special-purpose registries) but that
+# some Python versions' ``is_global`` still calls global: the rule must not depend on
+# the interpreter. 64:ff9b:1::/48 is local-use NAT64 (RFC 8215), whose IPv4 address may
+# sit at several places, so it is refused whole rather than decoded.
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "192.0.0.0/24",  # IETF protocol assignments
+        "fec0::/10",  # site-local (deprecated, still routed inside some sites)
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 SIDs (RFC 9602)
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215)
+    )
+)
 
 
 class FetchRefused(Exception):
@@ -60,23 +83,33 @@ class Fetched:
 
 def is_public_address(address: IPAddress) -> bool:
     """Whether ``address`` is one the gateway may connect to for a client's URL: a
-    global unicast address, also for the IPv4 address inside an IPv4-mapped, 6to4 or
-    NAT64 IPv6 one (Teredo is refused)."""
+    globally reachable unicast address, judged by the IPv4 address inside an
+    IPv4-mapped, 6to4 or NAT64 (64:ff9b::/96) one; Teredo is refused.
+
+    The rule is ``is_global``, plus every flag of a non-public range and
+    :data:`_NOT_GLOBAL` for what ``is_global`` misses on some Python versions.
+    """
     if isinstance(address, ipaddress.IPv6Address):
         if address.teredo is not None:
             return False
         embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and any(address in net for net in _NAT64):
+        if embedded is None and address in _NAT64:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public_address(embedded)
-    return address.is_global and not (
-        address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_private
+        if address.is_site_local:
+            return False
+    return (
+        address.is_global
+        and not (
+            address.is_multicast
+            or address.is_reserved
+            or address.is_unspecified
+            or address.is_loopback
+            or address.is_link_local
+            or address.is_private
+        )
+        and not any(address in net for net in _NOT_GLOBAL if net.version == address.version)
     )
 
 
@@ -97,6 +130,43 @@ def host_allowed(host: str, allowlist: t.Sequence[str]) -> bool:
         elif host == entry:
             return True
     return False
+
+
+def well_formed_authority(parts: urllib.parse.SplitResult) -> bool:
+    """Whether a URL's host and port are ones the fetch may name: the host an IP
+    literal (IPv6 in brackets) or an LDH host name (IDNA-encodable, labels of 1-63
+    letters, digits and inner hyphens, at most 253 characters; one trailing dot
+    allowed), and the port, when given, a number from 1.
+
+    :param parts: the URL split (``parts.port`` already known not to raise).
+    """
+    host = parts.hostname
+    authority = parts.netloc.rpartition("@")[2]
+    if not host or authority.endswith(":") or parts.port == 0:
+        return False  # no host, an empty port ("x:"), or port 0
+    if authority.startswith("["):
+        return _is_ip(host, ipaddress.IPv6Address)
+    return _is_ip(host, ipaddress.IPv4Address) or _is_host_name(host)
+
+
+def _is_ip(host: str, kind: type[IPAddress]) -> bool:
+    try:
+        kind(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host_name(host: str) -> bool:
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False  # an empty label ("a..b"), one too long, or no IDNA form
+    if ascii_host.endswith("."):
+        ascii_host = ascii_host[:-1]
+    return 0 < len(ascii_host) <= 253 and all(
+        _LDH_LABEL.match(label) for label in ascii_host.split(".")
+    )
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -135,7 +205,7 @@ def fetch(
         conn = _connect(parts, deadline, timeout_seconds, address_allowed, resolver, current)
         response = None
         try:
-            response = _get(conn, parts, deadline, timeout_seconds)
+            response = _get(conn, parts)
             location = response.getheader("Location")
             if response.status in REDIRECTS:
                 if not location:
@@ -145,11 +215,11 @@ def fetch(
                 redirects += 1
                 if redirects > max_redirects:
                     raise FetchRefused(f"The image URL redirects more than {max_redirects} times.")
-                url = urllib.parse.urljoin(url, location)
+                url = redirect_target(url, location)
                 continue
             if response.status != 200:
                 raise FetchRefused(f"The image URL answered HTTP {response.status}.")
-            data = _body(response, current, max_bytes, deadline, timeout_seconds)
+            data = _body(response, current, max_bytes)
             return Fetched(data, response.getheader("Content-Type"))
         except (OSError, http.client.HTTPException) as exc:
             if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
@@ -162,6 +232,27 @@ def fetch(
             if response is not None:
                 response.close()  # it owns the socket once the server said it will close
             conn.close()
+
+
+def redirect_target(url: str, location: str) -> str:
+    """The URL a redirect from ``url`` to ``location`` leads to, if it may be followed.
+
+    A client's URL may not carry credentials (:mod:`chatcompat.images`); a redirect
+    must not add them behind its back, and must not take an HTTPS fetch to plain HTTP,
+    where anyone on the path could swap the image.
+
+    :raise FetchRefused: the target carries credentials, or leaves HTTPS for HTTP.
+    """
+    target = urllib.parse.urljoin(url, location)
+    try:
+        parts = urllib.parse.urlsplit(target)
+    except ValueError:
+        raise FetchRefused("The image URL (or a redirect) is malformed.") from None
+    if parts.username is not None or parts.password is not None:
+        raise FetchRefused("The image URL redirects to a URL with credentials.")
+    if urllib.parse.urlsplit(url).scheme == "https" and parts.scheme != "https":
+        raise FetchRefused("The image URL redirects from https to a non-https URL.")
+    return target
 
 
 class _Current:
@@ -199,6 +290,8 @@ def _hop(url: str, allowlist: t.Sequence[str]) -> urllib.parse.SplitResult:
         raise FetchRefused("The image URL (or a redirect) is malformed.") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchRefused("The image URL (or a redirect) is not an http(s) URL.")
+    if not well_formed_authority(parts):
+        raise FetchRefused("The image URL (or a redirect) has a malformed host or port.")
     if not host_allowed(parts.hostname, allowlist):
         raise FetchRefused(
             f"The image URL (or a redirect) names {parts.hostname!r}, a host outside"
@@ -245,31 +338,23 @@ def _connect(
             raise _timed_out(timeout_seconds) from None
         log.info("image fetch from %s failed to connect: %s", host, exc)
         raise FetchRefused(f"The image URL's host {host!r} could not be reached.") from None
+    # Every read and write after this waits at most until the fetch's deadline.
     current.set(conn.sock)
+    conn.sock = _DeadlineSocket(conn.sock, deadline)
     return conn
 
 
 def _get(
-    conn: http.client.HTTPConnection,
-    parts: urllib.parse.SplitResult,
-    deadline: float,
-    timeout_seconds: float,
+    conn: http.client.HTTPConnection, parts: urllib.parse.SplitResult
 ) -> http.client.HTTPResponse:
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    conn.sock.settimeout(_remaining(deadline, timeout_seconds))
     conn.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
     return conn.getresponse()
 
 
-def _body(
-    response: http.client.HTTPResponse,
-    current: _Current,
-    max_bytes: int,
-    deadline: float,
-    timeout_seconds: float,
-) -> bytes:
+def _body(response: http.client.HTTPResponse, current: _Current, max_bytes: int) -> bytes:
     length = response.getheader("Content-Length")
     too_large = FetchRefused(
         f"Invalid image: larger than {max_bytes} bytes (images.maxBytes of this agent)."
@@ -279,8 +364,6 @@ def _body(
     chunks: list[bytes] = []
     size = 0
     while True:
-        if current.sock is not None:
-            current.sock.settimeout(_remaining(deadline, timeout_seconds))
         chunk = response.read1(CHUNK)
         if not chunk:
             break
@@ -302,6 +385,51 @@ def _remaining(deadline: float, timeout_seconds: float) -> float:
 
 def _timed_out(timeout_seconds: float) -> FetchRefused:
     return FetchRefused(f"The image URL did not answer within {timeout_seconds:g} s.")
+
+
+class _DeadlineSocket:
+    """A connected socket whose every read and write waits at most until ``deadline``.
+
+    http.client reads a status line, headers and chunk-size lines with many small
+    reads; a socket timeout alone bounds each of them, not their sum, so a server
+    sending a byte every second could hold a fetch for as long as it likes. Before
+    each call the timeout is set to what is left; past the deadline a call raises
+    :class:`TimeoutError` at once, which the fetch reports as too slow.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def _bounded(self) -> socket.socket:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the image fetch's deadline has passed")
+        self._sock.settimeout(left)
+        return self._sock
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        return self._bounded().recv(size, flags)
+
+    def recv_into(self, buffer: t.Any, size: int = 0, flags: int = 0) -> int:
+        return self._bounded().recv_into(buffer, size, flags)
+
+    def sendall(self, data: t.Any, flags: int = 0) -> None:
+        self._bounded().sendall(data, flags)
+
+    def makefile(self, mode: str = "rb", buffering: int = -1, **_: t.Any) -> t.Any:
+        """The buffered reader http.client reads the response from: it reads through
+        this wrapper (the real socket's ``makefile`` would bypass the deadline)."""
+        if mode != "rb":
+            raise ValueError(f"only 'rb' is supported, not {mode!r}")
+        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+        self._sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does
+        size = io.DEFAULT_BUFFER_SIZE if buffering < 0 else buffering
+        return io.BufferedReader(raw, size) if size else raw
+
+    def __getattr__(self, name: str) -> t.Any:
+        # shutdown, close, fileno, _decref_socketios...: the real socket's.
+        return getattr(self._sock, name)
 
 
 class _Pinned:

@@ -17,6 +17,7 @@ from chatcompat.agents.image_fetch import FetchRefused
 from chatcompat.agents.image_fetch import fetch
 from chatcompat.agents.image_fetch import host_allowed
 from chatcompat.agents.image_fetch import is_public_address
+from chatcompat.agents.image_fetch import redirect_target
 from tests.image_server import PNG
 from tests.image_server import ImageServer
 
@@ -42,19 +43,36 @@ def other():
         yield started
 
 
-@pytest.mark.parametrize(
-    "address",
-    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-     "0.0.0.0", "224.0.0.1", "255.255.255.255", "240.0.0.1", "::1", "::", "fe80::1", "fc00::1",
-     "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::",
-     "2001:0:4136:e378:8000:63bf:3fff:fdd2"],
-)  # fmt: skip
+# Non-public by IANA's special-purpose registries, each range at least once, also
+# inside the IPv6 forms that carry an IPv4 address.
+NOT_PUBLIC = [
+    # IPv4
+    "0.0.0.0", "0.1.2.3", "10.1.2.3", "100.64.0.1", "100.127.255.254", "127.0.0.1",
+    "127.255.255.255", "169.254.169.254", "172.16.0.1", "172.31.255.255", "192.0.0.1",
+    "192.0.0.8", "192.0.0.170", "192.0.2.1", "192.168.1.1", "198.18.0.1", "198.19.255.255",
+    "198.51.100.7", "203.0.113.9", "224.0.0.1", "239.255.255.250", "240.0.0.1",
+    "255.255.255.255",
+    # IPv6
+    "::", "::1", "::1.2.3.4", "::ffff:0:8.8.8.8", "100::1", "2001::1", "2001:2::1",
+    "2001:10::1", "2001:db8::1", "3fff::1", "3fff:fff::1", "5f00::1", "fc00::1", "fd12::1",
+    "fe80::1", "febf::1", "fec0::1", "fedc::1", "feff::1", "ff02::1", "ff0e::1",
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    # IPv4 inside IPv6: mapped, 6to4, NAT64 (well-known), local-use NAT64 refused whole
+    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::ffff:100.64.0.1",
+    "2002:7f00:1::", "2002:a00:1::", "2002:c0a8:101::", "64:ff9b::7f00:1",
+    "64:ff9b::a9fe:a9fe", "64:ff9b::c0a8:101", "64:ff9b:1::808:808", "64:ff9b:1::1",
+]  # fmt: skip
+PUBLIC = ["93.184.216.34", "8.8.8.8", "1.1.1.1", "100.128.0.1", "172.32.0.1", "198.20.0.1",
+          "2606:4700::1111", "2a00:1450:4001::1", "::ffff:8.8.8.8", "64:ff9b::808:808",
+          "2002:808:808::1"]  # fmt: skip
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
 def test_non_public_addresses_are_refused(address):
     assert not is_public_address(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700::1111",
-                                     "::ffff:8.8.8.8", "64:ff9b::808:808"])  # fmt: skip
+@pytest.mark.parametrize("address", PUBLIC)
 def test_public_addresses_pass(address):
     assert is_public_address(ipaddress.ip_address(address))
 
@@ -141,6 +159,46 @@ def test_redirect_to_another_scheme_is_refused(server):
               **LIMITS)  # fmt: skip
 
 
+@pytest.mark.parametrize("host", ["a..b", "-", "<x>", "x:0", "x:"])
+def test_redirect_to_a_malformed_host_or_port_is_refused(server, host):
+    with pytest.raises(FetchRefused, match="malformed host or port"):
+        fetch(server.url(f"/to?u=http://{host}/png"), address_allowed=only("127.0.0.1"),
+              resolver=lambda host, port: ["127.0.0.1"], **LIMITS)  # fmt: skip
+
+
+def test_redirect_with_credentials_is_refused_before_connecting(server):
+    before = len(server.requests)
+    url = server.url(f"/to?u=http://user:pw@127.0.0.1:{server.port}/png")
+    with pytest.raises(FetchRefused, match="redirects to a URL with credentials"):
+        fetch(url, address_allowed=only("127.0.0.1"), **LIMITS)
+    assert len(server.requests) == before + 1  # the redirect only, not its target
+
+
+@pytest.mark.parametrize(
+    ("url", "location", "expected"),
+    [
+        ("https://a.test/x", "https://b.test/y", "https://b.test/y"),
+        ("https://a.test/x", "/y", "https://a.test/y"),
+        ("https://a.test/x", "//b.test/y", "https://b.test/y"),
+        ("http://a.test/x", "https://b.test/y", "https://b.test/y"),
+        ("http://a.test/x", "http://b.test/y", "http://b.test/y"),
+        ("https://a.test/x", "http://b.test/y", "from https to a non-https URL"),
+        ("https://a.test/x", "HTTP://a.test/y", "from https to a non-https URL"),
+        ("https://a.test/x", "ftp://a.test/y", "from https to a non-https URL"),
+        ("http://a.test/x", "http://u:p@b.test/y", "with credentials"),
+        ("https://a.test/x", "https://u@b.test/y", "with credentials"),
+        ("https://a.test/x", "//u:p@b.test/y", "with credentials"),
+        ("http://a.test/x", "http://:p@b.test/y", "with credentials"),
+    ],
+)
+def test_redirect_target(url, location, expected):
+    if expected.startswith("http"):
+        assert redirect_target(url, location) == expected
+    else:
+        with pytest.raises(FetchRefused, match=expected):
+            redirect_target(url, location)
+
+
 @pytest.mark.parametrize("path", ["/big?n=5000", "/stream?n=5000"])
 def test_size_is_capped_with_and_without_content_length(server, path):
     with pytest.raises(FetchRefused, match="larger than 4096 bytes"):
@@ -157,6 +215,16 @@ def test_time_is_capped(server):
         fetch(server.url("/slow?s=3"), address_allowed=only("127.0.0.1"),
               **{**LIMITS, "timeout_seconds": 0.5})  # fmt: skip
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("path", ["/drip-headers?s=3", "/drip-chunks?s=3"])
+def test_a_trickling_server_is_cut_at_the_deadline(server, path):
+    # A byte every 0.1 s never trips a per-read timeout: the deadline covers all reads.
+    started = time.monotonic()
+    with pytest.raises(FetchRefused, match="did not answer within 0.5 s"):
+        fetch(server.url(path), address_allowed=only("127.0.0.1"),
+              **{**LIMITS, "timeout_seconds": 0.5})  # fmt: skip
+    assert time.monotonic() - started < 0.5 + 0.3
 
 
 def test_error_status_is_refused(server):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 
 import openai
@@ -108,6 +109,8 @@ def refused(server, model: str, messages: list, code: str = "invalid_image") -> 
          "larger than 100 bytes"),
         ("openclaw/up", "https://evil.example.com/a.png", "not in this agent's"
          " images.urlAllowlist"),
+        ("openclaw/up", "https://cdn..example.com/a.png", "host is neither a valid host name"),
+        ("openclaw/up", "https://cdn.example.com:0/a.png", "its port is empty or 0"),
     ],
 )  # fmt: skip
 def test_each_refusal_is_400_naming_the_part(server, model, url, words):
@@ -174,6 +177,25 @@ def test_earlier_images_reach_the_agent_as_a_marker_unless_keep(server, fake):
         )
 
 
+def test_a_tool_loop_sends_the_users_images_again(server, fake):
+    # The assistant's tool calls and their results do not end the user's turn: the
+    # image it asked about is still the current turn's, not an earlier marker.
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    word, key = mark(), mark()
+    headers = {"x-openclaw-session-key": key}
+    body = {"model": "openclaw/up", "tools": tools,
+            "messages": [turn(f"{word} [[tools]]", image(PNG_URI))]}  # fmt: skip
+    first = chat(server.port, body, headers)
+    assert first.status == 200, first.body()[:300]
+    calls = first.json()["choices"][0]["message"]["tool_calls"]
+    results = [{"role": "tool", "tool_call_id": call["id"], "content": "ok"} for call in calls]
+    again = chat(server.port, {"model": "openclaw/up", "tools": tools, "messages": results},
+                 headers)  # fmt: skip
+    assert again.status == 200, again.body()[:300]
+    last = fake.chat_requests_mentioning(word)[-1].body["messages"]
+    assert last[0]["content"] == [{"type": "text", "text": f"{word} [[tools]]"}, image(PNG_URI)]
+
+
 # -- pi: the gateway fetches, under the guard -----------------------------------------------
 
 
@@ -197,6 +219,15 @@ def test_pi_refuses_a_redirect_away_from_the_admitted_address(server, images):
     assert "'127.0.0.2' is refused" in error["message"]
 
 
+def test_pi_refuses_a_redirect_that_adds_credentials(server, images):
+    before = len(images.requests)
+    url = images.url(f"/to?u=http://user:pw@127.0.0.1:{images.port}/png")
+    error = refused(server, "openclaw/piloop", [turn("c", image(url))], code="invalid_image_url")
+    assert error["param"] == "messages[0].content[1].image_url.url"
+    assert "redirects to a URL with credentials" in error["message"]
+    assert len(images.requests) == before + 1  # the redirect only
+
+
 def test_pi_gets_the_fetched_and_inline_images_as_bytes(server, images, fake):
     word = mark()
     messages = [turn(word, image(images.url("/png")), image(PNG_URI))]
@@ -210,3 +241,14 @@ def test_pi_gets_the_fetched_and_inline_images_as_bytes(server, images, fake):
     error = refused(server, "openclaw/piloop", [turn("svg", image(images.url("/svg")))])
     assert error["param"] == "messages[0].content[1].image_url.url"
     assert "no image of a known type" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/drip-headers?s=6", "/drip-chunks?s=6"])
+def test_pi_cuts_a_trickling_image_server_at_timeout_ms(server, images, path):
+    # timeoutMs 3000 covers every read of the fetch (under gevent here), not each one.
+    started = time.monotonic()
+    error = refused(server, "openclaw/piloop", [turn("drip", image(images.url(path)))],
+                    code="invalid_image_url")  # fmt: skip
+    assert time.monotonic() - started < 3 + 1
+    assert error["param"] == "messages[0].content[1].image_url.url"
+    assert "did not answer within 3 s" in error["message"]
