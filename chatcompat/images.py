@@ -36,8 +36,8 @@ import typing as t
 import urllib.parse
 
 from .agents.base import InputImage
-from .agents.image_fetch import host_allowed
-from .agents.image_fetch import well_formed_authority
+from .agents.url_policy import host_allowed
+from .agents.url_policy import well_formed_authority
 from .errors import InvalidImage
 from .history import SYSTEM_ROLES
 from .history import user_turn_start

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from chatcompat.agents.image_fetch import IPAddress
 from chatcompat.agents.pi.agent import PiAgent
+from chatcompat.agents.url_policy import IPAddress
 
 TEST_SERVER = ipaddress.ip_address("127.0.0.1")
 

@@ -55,6 +55,7 @@ from ...history import flatten_prompt
 from ...image_types import sniff
 from ...messages import Message
 from .. import image_fetch
+from .. import url_policy
 from ..api_keys import SendsAPIKey
 from ..api_keys import read_api_key
 from ..base import Agent
@@ -313,10 +314,10 @@ class PiAgent(SendsAPIKey, Agent):
             contents.append({"type": "image", "data": encoded, "mimeType": mime_type})
         return contents
 
-    def image_address_allowed(self, address: image_fetch.IPAddress) -> bool:
+    def image_address_allowed(self, address: url_policy.IPAddress) -> bool:
         """The image fetch's address check: public addresses only (a test subclass
         admits its loopback server; nothing else changes it)."""
-        return image_fetch.is_public_address(address)
+        return url_policy.is_public_address(address)
 
     def _switch_model(self, process: PiProcess, model: str) -> None:
         """Run this turn on ``model`` (``x-openclaw-model``). pi's next switch_session
