@@ -14,10 +14,13 @@ import pytest
 
 from tests.fake_upstream import REASONING
 from tests.fake_upstream import FakeUpstream
+from tests.live.conftest import AUTH
 from tests.live.conftest import TOKEN
+from tests.live.conftest import RawExchange
 from tests.live.conftest import chat
 from tests.live.conftest import start_server
 from tests.live.conftest import user
+from tests.responses_wire import parse_stream
 from tests.wire import check_completion
 from tests.wire import parse_sse
 
@@ -45,8 +48,10 @@ def server(fake, tmp_path_factory):
         {"id": "up", "default": True, **upstream},
         {"id": "quiet", **upstream, "reasoning": "drop"},
     ]
+    responses_on = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
     started = start_server(
-        tmp_path_factory.mktemp("reply-rules"), overrides={"agents": {"list": agents}}
+        tmp_path_factory.mktemp("reply-rules"),
+        overrides={"agents": {"list": agents}, **responses_on},
     )
     yield started
     started.stop()
@@ -164,6 +169,61 @@ def test_tool_choice_none_relays_no_tool_call(client, fake):
     assert reply.choices[0].finish_reason == "stop"
     (sent,) = fake.chat_requests_mentioning(mark)
     assert sent.body["tool_choice"] == "none"
+
+
+RESPONSES_TOOLS = [
+    {"type": "function", "name": name, "parameters": {"type": "object"}}
+    for name in ("get_weather", "get_time", "lookup")
+]
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "name": "lookup"}], ids=["required", "named"]
+)
+def test_an_unmet_tool_choice_on_responses_is_a_502_and_stores_nothing(client, fake, choice):
+    mark = marker()
+    session = {"x-openclaw-session-key": f"rtc-{mark}"}
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.responses.create(
+            model="openclaw",
+            input=f"weather? {mark}",
+            tools=RESPONSES_TOOLS,
+            tool_choice=choice,
+            extra_headers=session,
+        )
+    assert caught.value.status_code == 502
+    error = caught.value.body
+    assert error["type"] == "api_error" and error["code"] == "tool_choice_not_satisfied"
+    # The upstream was asked (in chat completions' shape) and answered text anyway.
+    (sent,) = fake.chat_requests_mentioning(f"weather? {mark}")
+    assert sent.body["tool_choice"] == ("required" if choice == "required" else pinned("lookup"))
+    # Nothing stored: the session's next turn has no history before it.
+    client.responses.create(model="openclaw", input=f"next {mark}", extra_headers=session)
+    (after,) = fake.chat_requests_mentioning(f"next {mark}")
+    assert after.body["messages"] == [{"role": "user", "content": f"next {mark}"}]
+
+
+def test_an_unmet_tool_choice_in_a_responses_stream_is_response_failed(server, fake):
+    mark = marker()
+    body = {
+        "model": "openclaw",
+        "stream": True,
+        "input": f"weather? {mark}",
+        "tools": RESPONSES_TOOLS,
+        "tool_choice": "required",
+    }
+    sent = {**AUTH, "Content-Type": "application/json"}
+    exchange = RawExchange(server.port, "POST", "/v1/responses", sent, json.dumps(body).encode())
+    assert exchange.status == 200
+    events = parse_stream(exchange.body())  # schema-checked, one terminal event, last
+    failed = events[-1]
+    assert failed["type"] == "response.failed"
+    assert failed["response"]["error"]["code"] == "server_error"
+    assert "tool_choice" in failed["response"]["error"]["message"]
+    assert not any(e["type"] == "response.output_text.delta" for e in events)
+    # Not stored: the failed response cannot be retrieved.
+    retrieved = RawExchange(server.port, "GET", f"/v1/responses/{failed['response']['id']}", AUTH)
+    assert retrieved.status == 404
 
 
 # -- reasoning ---------------------------------------------------------------------------------
