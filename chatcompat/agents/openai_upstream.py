@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import logging
 import threading
 import typing as t
 import urllib.parse
 
+from .. import fastjson
 from ..messages import Message
 from .api_keys import SendsAPIKey
 from .api_keys import read_api_key
@@ -177,7 +177,7 @@ class OpenAIAgent(SendsAPIKey, Agent):
         :param cancel: cancelling it shuts the upstream socket down at once.
         :raise AgentError: with :class:`AgentTimeout` and :class:`AgentRejected`.
         """
-        body = json.dumps(self._payload(request), separators=(",", ":")).encode()
+        body = fastjson.dumps_bytes(self._payload(request))
         headers = self._headers(request.stream)
         hold = Hold()
         cancel.on_cancel(hold.cut)
