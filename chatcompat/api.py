@@ -122,6 +122,7 @@ def chat_completions() -> Response:
         idempotency=keyed,
         model_override=model_override,
         principal=principal,
+        stream=record.stream,
     )
     stored = run.claim()
     if stored is not None:

@@ -136,6 +136,7 @@ def create_response() -> Response:
         store_turn=parsed.store,
         model_override=model_override,
         principal=principal,
+        stream=parsed.stream,
     )
     stored = run.claim()
     if stored is not None:

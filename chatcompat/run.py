@@ -124,6 +124,8 @@ class Run:
     :param owner: the principal the run is for; stored responses remember it.
     :param store_turn: False for a request that must leave nothing stored (the
         Responses API's ``store: false``): the run reads its session but writes nothing.
+    :param stream: False when the client takes the reply whole (the agent is told, see
+        :attr:`AgentRequest.stream`).
     """
 
     def __init__(
@@ -143,8 +145,10 @@ class Run:
         store_turn: bool = True,
         model_override: str | None = None,
         principal: Principal | None = None,
+        stream: bool = True,
     ) -> None:
         self.settings = settings
+        self.stream = stream
         self.store = store
         self.agent = agent
         self.agent_config = agent_config
@@ -264,6 +268,7 @@ class Run:
                 params=params,
                 images=tuple(new_images) if needs_bytes else (),
                 model=self.model_override,
+                stream=self.stream,
             )
             self._deadline = time.monotonic() + timeout
             spawn(self._produce, request)

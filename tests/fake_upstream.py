@@ -8,7 +8,10 @@ when the last message is a tool result, one chunk per word. Usage counts words:
 Knobs, for the whole server (``FakeUpstream(delay=0.05)`` or ``fake.knobs[...] = ...``)
 or for one request (a directive in its last user text, e.g. ``[[status:401]]``)::
 
-    delay:<s>        pause before each word (watching for the client going away)
+    delay:<s>        pause before each word (watching for the client going away); a
+                     JSON answer (stream false) comes after all the pauses, and the
+                     failure knobs below (gated, cut, malformed, error-frame, flood)
+                     fail it in their JSON form
     gated            send each word only once the test releases :attr:`FakeUpstream.gate`
                      (a word that waits more than 5 s ends the request without it)
     status:<code>    answer that status with an OpenAI error body
@@ -249,10 +252,49 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, "text/html", b"<!doctype html><title>Web UI</title>")
             return "html"
         reply = _Reply(body, knobs)
-        if not body.get("stream") or knobs.get("json"):
+        if knobs.get("json"):
             self._send_json(200, reply.completion())
             return "completed"
+        if not body.get("stream"):
+            return self._complete(reply, knobs)
         return self._stream(reply, knobs, body)
+
+    def _complete(self, reply: _Reply, knobs: dict[str, t.Any]) -> str:
+        """The answer to ``stream: false``: one ``chat.completion``, after the time its
+        words would have taken to stream; the failure knobs fail it their JSON way."""
+        if knobs.get("flood"):  # a body without end, until the client goes away
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while True:
+                self._chunk(b" " * 8192)
+        delay = float(knobs.get("delay") or 0)
+        for _ in reply.words:
+            if delay:
+                self._wait(delay)
+            if knobs.get("gated") and not self.upstream.gate.acquire(timeout=5):
+                raise ClientClosed()  # nobody released the word: end without it
+        if _int(knobs.get("malformed")) is not None:
+            self._send(200, "application/json", b"{this is not json")
+            return "malformed"
+        if _int(knobs.get("error-frame")) is not None:
+            message = self._quoting_key("The model crashed.", knobs)
+            self._send_json(200, {"error": {"message": message, "type": "server_error"}})
+            return "error_frame"
+        data = json.dumps(reply.completion()).encode()
+        if _int(knobs.get("cut")) is not None:  # half the body, then the connection drops
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return "cut"
+        self._send(200, "application/json", data)
+        return "completed"
 
     def _stream(self, reply: _Reply, knobs: dict[str, t.Any], body: dict[str, t.Any]) -> str:
         self.send_response(200)

@@ -289,6 +289,17 @@ def test_the_model_header_picks_the_upstream_model(upstream_app, fake):
     assert len(fake.chat_requests()) == 3
 
 
+def test_a_json_response_asks_the_upstream_for_one_completion(upstream_app, fake):
+    client = upstream_app()
+    for stream in (False, True):
+        response = create(client, {"model": "openclaw/up", "input": "hi", "stream": stream})
+        assert response.status_code == 200
+        assert fake.chat_requests()[-1].body["stream"] is stream
+    whole = create(client, {"model": "openclaw/up", "input": "hi"}).get_json()
+    assert whole["output"][0]["content"][0]["text"] == "You said: hi"
+    assert whole["usage"]["output_tokens"] == 3
+
+
 def test_without_user_keys_user_selects_no_session(upstream_app, fake):
     client = upstream_app(session_user_keys=False)
     keys = set()

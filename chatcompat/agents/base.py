@@ -2,8 +2,9 @@
 
 An agent's :meth:`Agent.run` is a generator. It is called in its own greenlet (gevent
 workers) or thread (gthread workers) by :mod:`chatcompat.run`, whose wire protocol
-relays the events to the client. Agents always stream; a non-streaming response is
-the protocol draining the same events.
+relays the events to the client. Agents always yield events; a non-streaming response is
+the protocol draining them (a backend may fetch them in one piece when
+``AgentRequest.stream`` is False).
 
 Events, in order::
 
@@ -186,6 +187,9 @@ class AgentRequest:
     since a request with any other one is refused before the run.
     ``model`` is the upstream model the client chose for this run with
     ``x-openclaw-model`` (one of the agent's ``models``), None for the agent's own.
+    ``stream`` is False when the client takes the reply whole (a JSON response): a
+    backend may then ask its upstream for one completion instead of a stream, which
+    costs both sides less; it still yields the same events.
     ``images`` are the new turn's images in the order of their parts, for a backend
     that needs bytes (:attr:`Agent.needs_image_bytes`; empty for the others, which
     read the ``image_url`` parts of ``messages``).
@@ -199,6 +203,7 @@ class AgentRequest:
     params: dict[str, t.Any] = dataclasses.field(default_factory=dict)
     model: str | None = None
     images: tuple[InputImage, ...] = ()
+    stream: bool = True
 
 
 class AgentError(Exception):

@@ -1,9 +1,13 @@
 """The ``openai`` backend: any OpenAI-compatible upstream (OpenAI, vLLM, llama.cpp's
-server, Ollama, LM Studio, LiteLLM...), always streamed.
+server, Ollama, LM Studio, LiteLLM...).
 
-Each run POSTs ``<baseUrl>/chat/completions`` with ``stream: true`` and
-``stream_options.include_usage``, yields :class:`Started` once the upstream answered 200,
-then relays the SSE chunks as they arrive. HTTP is stdlib ``http.client`` with a small
+A run for a streaming client POSTs ``<baseUrl>/chat/completions`` with ``stream: true``
+and ``stream_options.include_usage``, yields :class:`Started` once the upstream answered
+200, then relays the SSE chunks as they arrive. A run for a JSON client
+(``AgentRequest.stream`` False) asks for one ``chat.completion`` (``stream: false``) and
+yields the same events from it: decoding one document costs the gateway and the
+upstream less than a stream of chunks, and the client waits for the end either way.
+Whichever the upstream answers (JSON or SSE) is read. HTTP is stdlib ``http.client`` with a small
 keep-alive pool per agent and worker (``bench/http_clients.py`` measured it against
 urllib3, httpx and geventhttpclient under gevent: the least CPU of the clients that
 also work under gthread). Owning the socket is what lets a cancelled run cut the
@@ -30,12 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import logging
 import threading
 import typing as t
 import urllib.parse
 
+from .. import fastjson
 from ..messages import Message
 from .api_keys import SendsAPIKey
 from .api_keys import read_api_key
@@ -173,8 +177,8 @@ class OpenAIAgent(SendsAPIKey, Agent):
         :param cancel: cancelling it shuts the upstream socket down at once.
         :raise AgentError: with :class:`AgentTimeout` and :class:`AgentRejected`.
         """
-        body = json.dumps(self._payload(request), separators=(",", ":")).encode()
-        headers = self._headers()
+        body = fastjson.dumps_bytes(self._payload(request))
+        headers = self._headers(request.stream)
         hold = Hold()
         cancel.on_cancel(hold.cut)
         pool = self._get_pool()
@@ -193,8 +197,9 @@ class OpenAIAgent(SendsAPIKey, Agent):
                         " is baseUrl the API root (often ending in /v1)?"
                     )
                 if content_type.startswith("application/json"):
-                    # It ignored stream: true. Read it all first, so a bad body is still
-                    # a plain HTTP error for the client.
+                    # Asked for (a JSON client), or an upstream that ignored stream: true.
+                    # Read it all first, so a bad body is still a plain HTTP error for the
+                    # client. A cancel shuts the socket down, which ends this read.
                     document = parse_json(response.read(MAX_JSON_BODY), self._where)
                     try:
                         events = list(completion_events(document, self._where))
@@ -279,18 +284,18 @@ class OpenAIAgent(SendsAPIKey, Agent):
         if request.system_prompt:
             messages.append({"role": "system", "content": request.system_prompt})
         messages.extend(_upstream_message(message) for message in request.messages)
-        payload.update(
-            model=request.model or self._model,
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+        payload.update(model=request.model or self._model, messages=messages)
+        if request.stream:
+            payload.update(stream=True, stream_options={"include_usage": True})
+        else:
+            # A whole completion always has its usage (OpenAI refuses stream_options here).
+            payload["stream"] = False
         return payload
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, stream: bool) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
-            "Accept": "text/event-stream",
+            "Accept": "text/event-stream" if stream else "application/json",
             "User-Agent": "chatcompat",
         }
         key = read_api_key(self.config.options, self.config.id)

@@ -33,6 +33,7 @@ import typing as t
 from ..client_socket import readable_now
 from .base import AgentError
 from .base import AgentTimeout
+from .response_head import HTTPResponse
 
 if t.TYPE_CHECKING:
     from .base import Cancellation
@@ -82,7 +83,8 @@ class Hold:
 
 
 class _OneWrite:
-    """Send the request head and a bytes body in one ``send()``.
+    """Send the request head and a bytes body in one ``send()``, and read the answer's
+    head with :mod:`~chatcompat.agents.response_head`'s cheaper parser.
 
     ``http.client`` sends them apart: two syscalls per request, and a second small
     segment that Nagle's algorithm may hold back until the first is acknowledged.
@@ -104,11 +106,11 @@ class _OneWrite:
 
 
 class HTTPConnection(_OneWrite, http.client.HTTPConnection):
-    pass
+    response_class = HTTPResponse
 
 
 class HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
-    pass
+    response_class = HTTPResponse
 
 
 class ConnectionPool:

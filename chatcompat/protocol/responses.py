@@ -32,11 +32,12 @@ from ..agents.base import Usage
 from ..run import Keepalive
 from ..sessions.base import StoredResponse
 from .jsonenc import dumps
+from .jsonenc import dumps_bytes
 from .jsonenc import encode
 from .jsonenc import json_response
 from .reply import Reply
 from .sse import KEEPALIVE_FRAME
-from .sse import event_frame
+from .sse import event_frame_bytes
 from .sse import sse_response
 
 if t.TYPE_CHECKING:
@@ -241,7 +242,7 @@ class EventEncoder:
         fields["type"] = type
         fields["sequence_number"] = self.sequence
         self.sequence += 1
-        return event_frame(type, dumps(fields))
+        return event_frame_bytes(type, dumps_bytes(fields))
 
     @staticmethod
     def text_delta_head(item_id: str, output_index: int, content_index: int) -> bytes:

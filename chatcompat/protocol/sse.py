@@ -32,7 +32,12 @@ def data_frame(payload: str) -> bytes:
 def event_frame(event: str, payload: str) -> bytes:
     """The frame of one named event (the Responses API's ``event: <type>`` line, then
     its ``data:`` line of JSON)."""
-    return b"event: " + event.encode("ascii") + b"\ndata: " + encode(payload) + b"\n\n"
+    return event_frame_bytes(event, encode(payload))
+
+
+def event_frame_bytes(event: str, payload: bytes) -> bytes:
+    """:func:`event_frame` of a payload already encoded for the wire."""
+    return b"event: " + event.encode("ascii") + b"\ndata: " + payload + b"\n\n"
 
 
 def sse_response(frames: t.Iterable[bytes]) -> Response:

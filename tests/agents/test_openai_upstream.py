@@ -3,6 +3,7 @@ then the gateway through the Flask test client."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import socket
@@ -21,6 +22,8 @@ from chatcompat.agents.base import AgentTimeout
 from chatcompat.agents.base import Cancellation
 from chatcompat.agents.base import Finish
 from chatcompat.agents.base import ReasoningDelta
+from chatcompat.agents.base import RefusalDelta
+from chatcompat.agents.base import ReplyInfo
 from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
 from chatcompat.agents.base import ToolCallDelta
@@ -340,6 +343,121 @@ def test_an_upstream_that_ignores_stream_true(fake):
     assert isinstance(events[0], Started)
     assert [e.name for e in events if isinstance(e, ToolCallDelta)] == ["get_weather", "get_time"]
     assert events[-1].reason == "tool_calls" and events[-1].usage.completion_tokens == 5
+
+
+# -- a JSON client: one completion from the upstream ------------------------------------------
+
+
+def whole(req: AgentRequest) -> AgentRequest:
+    """The same request for a client that takes the reply whole (a JSON response)."""
+    return dataclasses.replace(req, stream=False)
+
+
+def folded(events: list) -> dict:
+    """What a reply comes to, however it was cut into events: the text, reasoning and
+    refusal, each tool call whole, the log probabilities in order, reply info, finish."""
+    reply: dict = {"text": "", "reasoning": "", "refusal": "", "calls": {}, "logprobs": []}
+    for event in events:
+        if isinstance(event, TextDelta):
+            reply["text"] += event.text
+        elif isinstance(event, ReasoningDelta):
+            reply["reasoning"] += event.text
+        elif isinstance(event, RefusalDelta):
+            reply["refusal"] += event.text
+        elif isinstance(event, ToolCallDelta):
+            call = reply["calls"].setdefault(event.index, {"id": None, "name": None, "args": ""})
+            call["id"] = call["id"] or event.id
+            call["name"] = call["name"] or event.name
+            call["args"] += event.arguments
+        elif isinstance(event, ReplyInfo):
+            reply["info"] = event
+        elif isinstance(event, Finish):
+            reply["finish"] = event
+        logprobs = getattr(event, "logprobs", None)
+        if logprobs is not None:
+            reply["logprobs"] += [*(logprobs.content or ()), *(logprobs.refusal or ())]
+    return reply
+
+
+def test_a_json_client_asks_the_upstream_for_one_completion(fake):
+    events = run(make_agent(fake.base_url), whole(request(user("hello big world"))))
+    sent = fake.chat_requests()[-1]
+    assert sent.body["stream"] is False and "stream_options" not in sent.body
+    assert sent.headers["accept"] == "application/json"
+    assert isinstance(events[0], Started)
+    assert [e.text for e in events[1:-1]] == ["You said: hello big world"]
+    assert events[-1].usage.total_tokens == 8  # 3 words sent, 5 in the reply
+
+
+@pytest.mark.parametrize(
+    "text,params",
+    [
+        ("hello world", {}),
+        ("[[tools]] weather?", {}),
+        ('[[call:lookup:{"q": 1}]] x', {}),
+        ("[[refuse]] no", {"logprobs": True, "top_logprobs": 2}),
+        ("[[reasoning]] hi", {}),
+        ("[[reasoning:reasoning]] hi", {}),
+        ("[[details]] a b", {"logprobs": True}),
+        ("[[finish:length]] a", {"service_tier": "priority"}),
+        ("[[finish:function_call]] a", {}),
+    ],
+)
+def test_the_same_reply_whole_or_streamed(fake, text, params):
+    agent = make_agent(fake.base_url)
+    streamed = run(agent, request(user(text), **params))
+    complete = run(agent, whole(request(user(text), **params)))
+    assert [r.body["stream"] for r in fake.chat_requests()] == [True, False]
+    assert folded(complete) == folded(streamed)
+
+
+@pytest.mark.parametrize(
+    "directive",
+    [
+        "[[status:500]]",
+        "[[plain:502]]",
+        "[[html]]",
+        "[[cut:2]] a b c",
+        "[[malformed:1]] a b",
+        "[[error-frame:2]] a b",
+    ],
+)
+def test_failures_of_a_whole_completion_are_the_same_agent_errors(fake, directive):
+    events = []
+    with pytest.raises(AgentError) as caught:
+        for event in make_agent(fake.base_url).run(whole(request(user(directive))), Cancellation()):
+            events.append(event)
+    assert type(caught.value) is AgentError
+    # Nothing before the whole body was read: the client gets a plain HTTP error.
+    assert events == []
+    assert f"127.0.0.1:{fake.port}" in caught.value.message
+
+
+@pytest.mark.parametrize("status", [400, 401, 429])
+def test_a_whole_completion_refused_with_4xx_is_rejected_the_same(fake, status):
+    agent = make_agent(fake.base_url, apiKey=KEY)
+    refusals = []
+    for req in (
+        request(user(f"[[status:{status}]]")),
+        whole(request(user(f"[[status:{status}]]"))),
+    ):
+        with pytest.raises(AgentRejected) as caught:
+            run(agent, req)
+        error = caught.value
+        refusals.append((error.status, error.type, error.code, error.param, error.message))
+    assert refusals[0] == refusals[1]
+
+
+@pytest.mark.parametrize("directive", ["[[delay:1]] a b c", "[[stall:10]] a"])
+@pytest.mark.live  # waits for the upstream to notice
+def test_cancel_closes_the_connection_of_a_whole_completion(fake, directive):
+    cancel = Cancellation()
+    threading.Timer(0.3, cancel.cancel).start()
+    events = run(make_agent(fake.base_url), whole(request(user(directive))), cancel)
+    assert events == []
+    (received,) = fake.wait_ended(1, timeout=5)
+    # The upstream saw the connection go away before it had answered.
+    assert received.client_closed
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -859,7 +977,11 @@ def test_gateway_forwards_them_all_at_once_with_tools(gateway, fake):
     assert sent["tool_choice"] == "required"
     # Gateway-level fields are not the upstream's business.
     assert "modalities" not in sent and "user" not in sent
-    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    # A JSON client's run asks for one completion; a streaming client's for a stream.
+    assert sent["stream"] is False and "stream_options" not in sent
+    assert post(gateway, {**body, "stream": True}).status_code == 200
+    streamed = fake.chat_requests()[-1].body
+    assert streamed["stream"] is True and streamed["stream_options"] == {"include_usage": True}
 
 
 def test_provider_extensions_reach_the_upstream_as_sent(gateway, fake):

@@ -118,7 +118,8 @@ def test_create(client, fake):
     (sent,) = fake.chat_requests_mentioning(mark)
     assert sent.headers["authorization"] == f"Bearer {KEY}"  # the agent's key, not our token
     assert sent.body["temperature"] == 0.5 and sent.body["model"] == "fake-model"
-    assert sent.body["stream"] is True
+    # A JSON client: the agent asks its upstream for one completion, not a stream.
+    assert sent.body["stream"] is False and "stream_options" not in sent.body
 
 
 def test_stream_with_include_usage(client, fake):
@@ -475,9 +476,10 @@ def test_a_client_that_stops_reading_has_the_upstream_closed_by_the_timeout(serv
     assert received.ended - started <= 1 + 4.0
 
 
-def test_disconnect_while_the_upstream_thinks_closes_it_within_a_second(server, fake):
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+def test_disconnect_while_the_upstream_thinks_closes_it_within_a_second(server, fake, stream):
     mark = marker()
-    data = json.dumps({"stream": True, "messages": [user(f"[[stall:10]] {mark}")]}).encode()
+    data = json.dumps({"stream": stream, "messages": [user(f"[[stall:10]] {mark}")]}).encode()
     head = (
         f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
@@ -492,8 +494,8 @@ def test_disconnect_while_the_upstream_thinks_closes_it_within_a_second(server, 
 
 
 def test_disconnect_during_a_json_request_with_a_busy_upstream(server, fake):
-    # The upstream sends a word every 0.1 s: the runner must look for the gone client
-    # even while events keep coming.
+    # The upstream takes 0.1 s a word (a JSON client's run asks for one completion,
+    # which comes at the end): the runner must look for the gone client meanwhile.
     mark = marker()
     body = {"messages": [user(f"[[delay:0.1]] {'word ' * 30}{mark}")]}
     exchange = chat(server.port, body, {"x-openclaw-session-key": f"json-{mark}"}, read=False)
