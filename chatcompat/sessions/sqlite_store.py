@@ -35,6 +35,7 @@ from .base import WindowCount
 from .sqlite_db import RETRY_BUDGET_SECONDS
 from .sqlite_db import Database
 from .sqlite_db import decode
+from .sqlite_db import decode_many
 from .sqlite_db import encode
 
 if t.TYPE_CHECKING:
@@ -111,7 +112,7 @@ class SQLiteStore(SessionStore):
             return [body for (body,) in reversed(rows)]
 
         bodies = self._db.with_retries(op)
-        return None if bodies is None else [decode(body) for body in bodies]
+        return None if bodies is None else decode_many(bodies)
 
     def append_turn(
         self,

@@ -71,6 +71,34 @@ def test_messages_are_compact_json_in_order(store: SQLiteStore, db_path: pathlib
     ]
 
 
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [],
+        ['{"role":"user","content":"a"}'],
+        ['{"a":1}', "[1,2]", '"s"', "18446744073709551617", "null", '{"x":"\\ud800"}'],
+    ],
+)
+def test_rows_decoded_in_one_parse_are_the_rows_decoded_one_by_one(rows: list[str]) -> None:
+    decoded = sqlite_db.decode_many(rows)
+    assert decoded == [sqlite_db.decode(row) for row in rows]
+
+
+def test_integers_beyond_64_bits_stay_exact_in_one_parse() -> None:
+    assert sqlite_db.decode_many(["18446744073709551617", "1"]) == [18446744073709551617, 1]
+
+
+@pytest.mark.parametrize("damaged", ['{"role":', "1,2", "", "nope"])
+def test_a_damaged_row_is_named_as_before(
+    store: SQLiteStore, db_path: pathlib.Path, damaged: str
+) -> None:
+    store.append_turn(KEY, "main", [user("a"), assistant("b")], sticky=True, ttl_seconds=60)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE messages SET body = ? WHERE seq = 0", (damaged,))
+    with pytest.raises(StoreError, match="a stored message is not valid JSON"):
+        store.load_history(KEY, 10)
+
+
 def test_unwritable_location_is_unavailable(tmp_path: pathlib.Path) -> None:
     (tmp_path / "regular").write_text("a file, not a directory")
     with SQLiteStore(str(tmp_path / "regular" / "state" / "sessions.db")) as store:
