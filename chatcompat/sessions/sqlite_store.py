@@ -416,7 +416,10 @@ class SQLiteStore(SessionStore):
         self._db.with_retries(op)
 
     def clear_auth_failures(self, client: str) -> None:
-        self._db.write("DELETE FROM auth_failures WHERE client = ?", (client,))
+        # Called on every authenticated request: a read finds the usual case (nothing
+        # to clear) without a write transaction.
+        if self._db.read("SELECT 1 FROM auth_failures WHERE client = ?", (client,)):
+            self._db.write("DELETE FROM auth_failures WHERE client = ?", (client,))
 
     # -- the limits of named keys ------------------------------------------------------
 

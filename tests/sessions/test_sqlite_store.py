@@ -233,6 +233,25 @@ def test_auth_window_and_lockout(clocked: SQLiteStore, clock: t.Any) -> None:
     assert clocked.auth_lockout_remaining("c") == 0.0  # counting started from zero
 
 
+def test_clearing_no_failures_writes_nothing(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[str] = []
+    original = store._db.write
+    monkeypatch.setattr(store._db, "write", lambda sql, params: writes.append(sql))
+    store.clear_auth_failures("10.0.0.1")  # the usual case: nothing recorded
+    assert writes == []
+    monkeypatch.setattr(store._db, "write", original)
+    store.record_auth_failure("10.0.0.1", RateLimit(max_attempts=5, window_seconds=60))
+    store.clear_auth_failures("10.0.0.1")
+    assert store.auth_lockout_remaining("10.0.0.1") == 0
+    assert raw_rows_of(store) == []
+
+
+def raw_rows_of(store: SQLiteStore) -> list[tuple[t.Any, ...]]:
+    return store._db.read("SELECT client FROM auth_failures", ())
+
+
 def test_claim_expiry_boundary(clocked: SQLiteStore, clock: t.Any) -> None:
     assert clocked.claim_idempotency("scope", "run-1", "fp", 30) is None
     clock.advance(29.5)
