@@ -169,6 +169,28 @@ def test_expired_rows_are_replaced_on_append(
     ]
 
 
+def test_a_purge_checkpoints_after_every_batch(
+    clocked: SQLiteStore, clock: t.Any, db_path: pathlib.Path
+) -> None:
+    # Every batch's pages are copied into the file as the purge goes, not left for an
+    # automatic checkpoint that would copy a thousand pages in one commit.
+    for i in range(sqlite_store.PURGE_BATCH * 2 + 5):
+        clocked.append_turn(f"s{i}", "main", [user("q")], sticky=False, ttl_seconds=10)
+    clock.advance(20)
+    calls: list[str] = []
+    original = clocked._db.with_retries
+
+    def watching(op: t.Callable[[sqlite3.Connection], t.Any]) -> t.Any:
+        calls.append(op.__name__)
+        return original(op)
+
+    clocked._db.with_retries = watching  # type: ignore[method-assign]
+    assert clocked.purge_expired() == sqlite_store.PURGE_BATCH * 2 + 5
+    batch = "<lambda>"
+    assert calls == [batch, "checkpoint", batch, "checkpoint", batch, "checkpoint"]
+    assert raw_rows(db_path, "SELECT count(*) FROM sessions") == [(0,)]
+
+
 def test_opportunistic_purge_at_most_every_minute(
     clocked: SQLiteStore, clock: t.Any, db_path: pathlib.Path
 ) -> None:
