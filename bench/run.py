@@ -41,15 +41,23 @@ import harness  # noqa: E402
 SCENARIOS = [("JSON", 1), ("JSON", 8), ("JSON", 64), ("stream", 1), ("stream", 8), ("stream", 64)]
 
 # (scenario, metric) → (kind, bound): "min" needs value >= bound, "max" value <= bound,
-# "added" needs (chatcompat - direct) <= bound.
+# "added" needs (chatcompat - direct) <= bound. Issue 14's targets.
 TARGETS = {
-    (("JSON", 64), "requests/s"): ("min", 1500),
-    (("JSON", 64), "CPU ms/request"): ("max", 1.0),
-    (("stream", 64), "requests/s"): ("min", 500),
-    (("stream", 64), "CPU µs/chunk"): ("max", 40),
-    (("JSON", 1), "latency p50 ms"): ("added", 1.0),
-    (("stream", 1), "first chunk p50 ms"): ("added", 1.0),
+    (("JSON", 64), "requests/s"): ("min", 2000),
+    (("JSON", 64), "CPU ms/request"): ("max", 0.6),
+    (("stream", 64), "CPU ms/request"): ("max", 0.8),
+    (("JSON", 1), "latency p50 ms"): ("added", 0.6),
+    (("stream", 1), "first chunk p50 ms"): ("added", 0.6),
 }
+# Issue 14's four targets, each made of the rows above (the fourth: the responses table).
+FOUR_TARGETS = (
+    ("JSON c=64: <= 0.6 ms gateway CPU per request, >= 2,000 requests/s",
+     [(("JSON", 64), "CPU ms/request"), (("JSON", 64), "requests/s")]),
+    ("streams c=64: <= 0.8 ms gateway CPU per 22-chunk stream",
+     [(("stream", 64), "CPU ms/request")]),
+    ("c=1: <= 0.6 ms added to p50 latency and to time to first chunk",
+     [(("JSON", 1), "latency p50 ms"), (("stream", 1), "first chunk p50 ms")]),
+)  # fmt: skip
 
 # /v1/responses on the same gateway: these rows, each measured right after the chat row
 # of the same load so that both see the same machine.
@@ -181,6 +189,35 @@ def responses_table(chat: dict, responses: dict) -> str:
                 f" {'' if ratio is None else f'{ratio:.2f}':>7}   {target:<10} {met:<3}"
             )
             name = ""
+    return "\n".join(lines)
+
+
+def four_targets(direct: dict, gateway: dict, chat: dict, responses: dict) -> str:
+    """Issue 14's four targets, each met or not in this run."""
+    lines = ["Issue 14's targets in this run:"]
+    for label, cells in FOUR_TARGETS:
+        verdicts = []
+        for scenario, metric in cells:
+            kind, bound = TARGETS[(scenario, metric)]
+            d = rows_of(scenario, direct[scenario]).get(metric)
+            g = rows_of(scenario, gateway[scenario]).get(metric)
+            verdicts.append(verdict(kind, bound, d, g)[1] == "yes")
+        lines.append(f"  {'met    ' if all(verdicts) else 'NOT met'}  {label}")
+    ratios = []
+    for scenario in RESPONSES_SCENARIOS:
+        if scenario in responses:
+            c_rows = responses_rows_of(scenario, chat[scenario])
+            r_rows = responses_rows_of(scenario, responses[scenario])
+            for metric in RESPONSES_RATIO_METRICS:
+                c, r = c_rows.get(metric), r_rows.get(metric)
+                if c and r is not None:
+                    ratios.append(r / c)
+    label = "/v1/responses within 15 % of chat completions on the same load"
+    if ratios:
+        met = all(ratio <= RESPONSES_RATIO_MAX for ratio in ratios)
+        lines.append(f"  {'met    ' if met else 'NOT met'}  {label} (worst {max(ratios):.2f}x)")
+    else:
+        lines.append(f"  not measured  {label} (--no-responses)")
     return "\n".join(lines)
 
 
@@ -335,6 +372,8 @@ def main() -> int:
         )
         print()
         print(responses_table(through, responses))
+    print()
+    print(four_targets(direct, through, through, responses))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(

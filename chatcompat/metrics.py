@@ -9,6 +9,7 @@ that variable (tests, a single process) the default registry is used.
 from __future__ import annotations
 
 import os
+import typing as t
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import REGISTRY
@@ -74,6 +75,21 @@ ACTIVE_STREAMS = Gauge(
     "SSE responses currently open.",
     multiprocess_mode="livesum",
 )
+
+
+# A metric's children by label values: .labels() takes a lock and builds a key each
+# time; the set of values is small (routes, statuses, agents, outcomes, key ids).
+_children: dict[tuple[t.Any, tuple[object, ...]], t.Any] = {}
+
+
+def child(metric: t.Any, *values: object) -> t.Any:
+    """``metric.labels(*values)``, looked up once per set of values (children are
+    never removed, so the cached one is the metric's own)."""
+    key = (metric, values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
 
 
 def render() -> bytes:

@@ -164,7 +164,7 @@ class RequestRecord:
         }
         if self.key_id is not None:
             line["key"] = self.key_id
-            metrics.KEY_REQUESTS.labels(self.key_id, str(status)).inc()
+            metrics.child(metrics.KEY_REQUESTS, self.key_id, str(status)).inc()
         if self.agent is not None:
             first = self._first_byte if self._first_byte is not None else now
             line["agent"] = self.agent
@@ -177,15 +177,19 @@ class RequestRecord:
             if self.usage is not None:
                 line["prompt_tokens"] = self.usage.prompt_tokens
                 line["completion_tokens"] = self.usage.completion_tokens
-            metrics.FIRST_BYTE_SECONDS.labels(self.endpoint).observe(first - self.started)
-            metrics.RUNS.labels(self.agent, self.endpoint, line["outcome"]).inc()
+            metrics.child(metrics.FIRST_BYTE_SECONDS, self.endpoint).observe(first - self.started)
+            metrics.child(metrics.RUNS, self.agent, self.endpoint, line["outcome"]).inc()
             if self.usage is not None:
-                metrics.TOKENS.labels(self.agent, "prompt").inc(self.usage.prompt_tokens)
-                metrics.TOKENS.labels(self.agent, "completion").inc(self.usage.completion_tokens)
+                metrics.child(metrics.TOKENS, self.agent, "prompt").inc(self.usage.prompt_tokens)
+                metrics.child(metrics.TOKENS, self.agent, "completion").inc(
+                    self.usage.completion_tokens
+                )
                 if self.key_id is not None:
-                    metrics.KEY_TOKENS.labels(self.key_id, "prompt").inc(self.usage.prompt_tokens)
+                    metrics.child(metrics.KEY_TOKENS, self.key_id, "prompt").inc(
+                        self.usage.prompt_tokens
+                    )
                     completion = self.usage.completion_tokens
-                    metrics.KEY_TOKENS.labels(self.key_id, "completion").inc(completion)
-        metrics.REQUESTS.labels(self.route, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(self.route).observe(duration)
+                    metrics.child(metrics.KEY_TOKENS, self.key_id, "completion").inc(completion)
+        metrics.child(metrics.REQUESTS, self.route, str(status)).inc()
+        metrics.child(metrics.REQUEST_SECONDS, self.route).observe(duration)
         log.info(line)

@@ -102,6 +102,7 @@ from .base import StoreUnreachable
 from .base import Turn
 from .base import WindowCount
 from .sqlite_db import decode
+from .sqlite_db import decode_many
 from .sqlite_db import encode
 
 if t.TYPE_CHECKING:
@@ -454,7 +455,7 @@ class RedisStore(SessionStore):
             replies = pipe.execute()
         if not replies[0]:
             return None
-        return [decode(body) for body in replies[1]] if wanted else []
+        return decode_many(replies[1]) if wanted else []
 
     def append_turn(
         self,

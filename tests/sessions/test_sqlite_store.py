@@ -71,6 +71,34 @@ def test_messages_are_compact_json_in_order(store: SQLiteStore, db_path: pathlib
     ]
 
 
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [],
+        ['{"role":"user","content":"a"}'],
+        ['{"a":1}', "[1,2]", '"s"', "18446744073709551617", "null", '{"x":"\\ud800"}'],
+    ],
+)
+def test_rows_decoded_in_one_parse_are_the_rows_decoded_one_by_one(rows: list[str]) -> None:
+    decoded = sqlite_db.decode_many(rows)
+    assert decoded == [sqlite_db.decode(row) for row in rows]
+
+
+def test_integers_beyond_64_bits_stay_exact_in_one_parse() -> None:
+    assert sqlite_db.decode_many(["18446744073709551617", "1"]) == [18446744073709551617, 1]
+
+
+@pytest.mark.parametrize("damaged", ['{"role":', "1,2", "", "nope"])
+def test_a_damaged_row_is_named_as_before(
+    store: SQLiteStore, db_path: pathlib.Path, damaged: str
+) -> None:
+    store.append_turn(KEY, "main", [user("a"), assistant("b")], sticky=True, ttl_seconds=60)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE messages SET body = ? WHERE seq = 0", (damaged,))
+    with pytest.raises(StoreError, match="a stored message is not valid JSON"):
+        store.load_history(KEY, 10)
+
+
 def test_unwritable_location_is_unavailable(tmp_path: pathlib.Path) -> None:
     (tmp_path / "regular").write_text("a file, not a directory")
     with SQLiteStore(str(tmp_path / "regular" / "state" / "sessions.db")) as store:
@@ -141,6 +169,28 @@ def test_expired_rows_are_replaced_on_append(
     ]
 
 
+def test_a_purge_checkpoints_after_every_batch(
+    clocked: SQLiteStore, clock: t.Any, db_path: pathlib.Path
+) -> None:
+    # Every batch's pages are copied into the file as the purge goes, not left for an
+    # automatic checkpoint that would copy a thousand pages in one commit.
+    for i in range(sqlite_store.PURGE_BATCH * 2 + 5):
+        clocked.append_turn(f"s{i}", "main", [user("q")], sticky=False, ttl_seconds=10)
+    clock.advance(20)
+    calls: list[str] = []
+    original = clocked._db.with_retries
+
+    def watching(op: t.Callable[[sqlite3.Connection], t.Any]) -> t.Any:
+        calls.append(op.__name__)
+        return original(op)
+
+    clocked._db.with_retries = watching  # type: ignore[method-assign]
+    assert clocked.purge_expired() == sqlite_store.PURGE_BATCH * 2 + 5
+    batch = "<lambda>"
+    assert calls == [batch, "checkpoint", batch, "checkpoint", batch, "checkpoint"]
+    assert raw_rows(db_path, "SELECT count(*) FROM sessions") == [(0,)]
+
+
 def test_opportunistic_purge_at_most_every_minute(
     clocked: SQLiteStore, clock: t.Any, db_path: pathlib.Path
 ) -> None:
@@ -203,6 +253,25 @@ def test_auth_window_and_lockout(clocked: SQLiteStore, clock: t.Any) -> None:
     clocked.record_auth_failure("c", limit)
     clocked.record_auth_failure("c", limit)
     assert clocked.auth_lockout_remaining("c") == 0.0  # counting started from zero
+
+
+def test_clearing_no_failures_writes_nothing(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[str] = []
+    original = store._db.write
+    monkeypatch.setattr(store._db, "write", lambda sql, params: writes.append(sql))
+    store.clear_auth_failures("10.0.0.1")  # the usual case: nothing recorded
+    assert writes == []
+    monkeypatch.setattr(store._db, "write", original)
+    store.record_auth_failure("10.0.0.1", RateLimit(max_attempts=5, window_seconds=60))
+    store.clear_auth_failures("10.0.0.1")
+    assert store.auth_lockout_remaining("10.0.0.1") == 0
+    assert raw_rows_of(store) == []
+
+
+def raw_rows_of(store: SQLiteStore) -> list[tuple[t.Any, ...]]:
+    return store._db.read("SELECT client FROM auth_failures", ())
 
 
 def test_claim_expiry_boundary(clocked: SQLiteStore, clock: t.Any) -> None:
