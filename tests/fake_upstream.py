@@ -29,6 +29,8 @@ or for one request (a directive in its last user text, e.g. ``[[status:401]]``):
     flood            stream 8 KiB content pieces without end, until the client goes away
     finish:<reason>  finish_reason to send [stop]
     json             answer one chat.completion even when asked to stream
+    ctype:<type>     label that chat.completion with this Content-Type (``none``: no
+                     Content-Type header at all), as some servers do
     html             answer 200 with a web page
     no-usage         never send usage
     details          usage with prompt_tokens_details / completion_tokens_details
@@ -293,6 +295,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return "cut"
+        ctype = knobs.get("ctype")
+        if isinstance(ctype, str):
+            self.send_response(200)
+            if ctype != "none":
+                self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return "completed"
         self._send(200, "application/json", data)
         return "completed"
 

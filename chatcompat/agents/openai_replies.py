@@ -93,8 +93,10 @@ def completion_events(document: dict[str, t.Any], where: str) -> t.Iterator[Even
     yield from _text_events(message, _logprobs(choices[0].get("logprobs")))
     for index, call in enumerate(message.get("tool_calls") or ()):
         function = call.get("function") or {}
-        arguments = function.get("arguments", "")
-        if not isinstance(arguments, str):
+        arguments = function.get("arguments")
+        if arguments is None:
+            arguments = ""  # as the stream path relays a call without arguments
+        elif not isinstance(arguments, str):
             arguments = json.dumps(arguments)
         yield ToolCallDelta(index, call.get("id"), function.get("name"), arguments)
     yield Finish(finish_reason_of(choices[0].get("finish_reason")), usage_of(document.get("usage")))

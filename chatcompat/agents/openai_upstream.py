@@ -196,11 +196,22 @@ class OpenAIAgent(SendsAPIKey, Agent):
                         f"The upstream {self._where} answered a web page, not an event stream:"
                         " is baseUrl the API root (often ending in /v1)?"
                     )
-                if content_type.startswith("application/json"):
+                whole = content_type.startswith("application/json") or (
+                    # A JSON client asked for one completion: some servers label it
+                    # text/plain or not at all; only an event stream is relayed as one.
+                    not request.stream and not content_type.startswith("text/event-stream")
+                )
+                if whole:
                     # Asked for (a JSON client), or an upstream that ignored stream: true.
                     # Read it all first, so a bad body is still a plain HTTP error for the
                     # client. A cancel shuts the socket down, which ends this read.
-                    document = parse_json(response.read(MAX_JSON_BODY), self._where)
+                    raw = response.read(MAX_JSON_BODY + 1)
+                    if len(raw) > MAX_JSON_BODY:
+                        raise AgentError(
+                            f"The upstream {self._where} sent a completion larger than"
+                            f" {MAX_JSON_BODY // (1024 * 1024)} MiB."
+                        )
+                    document = parse_json(raw, self._where)
                     try:
                         events = list(completion_events(document, self._where))
                     except (TypeError, ValueError, AttributeError) as exc:

@@ -19,8 +19,11 @@ import re
 
 # One header line the email parser reads as "name: value" and nothing else: a name of
 # the characters its header pattern allows (no space, so never a "From " line), a
-# colon, a value without CR or LF, and the line's end.
-_PLAIN_LINE = re.compile(r"([\041-\071\073-\176]+):[ \t]*([^\r\n]*)\r?\n\Z")
+# colon, a value without CR or LF, and the line's end. The value's leading blanks are
+# stripped after the match: a "[ \t]*" before "[^\r\n]*" would let both claim the same
+# blanks, and a long blank line that fails to match would then backtrack in O(n^2)
+# (an upstream could hold a worker for minutes with one 64 KiB header line).
+_PLAIN_LINE = re.compile(r"([\041-\071\073-\176]+):([^\r\n]*)\r?\n\Z")
 
 
 def parse_head(lines: list[bytes]) -> http.client.HTTPMessage:
@@ -35,7 +38,7 @@ def parse_head(lines: list[bytes]) -> http.client.HTTPMessage:
         match = _PLAIN_LINE.match(raw.decode("iso-8859-1"))
         if match is None:
             return _email_parse(lines)
-        message.set_raw(match[1], match[2])
+        message.set_raw(match[1], match[2].lstrip(" \t"))
     return message
 
 

@@ -7,7 +7,7 @@ escape, integers beyond 64 bits exactly, non-string keys as strings. Two differe
 remain, both only for values no schema of OpenAI's allows: a NaN or infinite float
 (only an upstream's logprobs could hold one; request bodies refuse them) is ``null``
 where the standard encoder wrote ``NaN``, which no JSON parser reads; and floats are
-written in their shortest form (``1e-05`` becomes ``1e-5``), the same number.
+written in their shortest form (``1e-05`` becomes ``0.00001``), the same number.
 """
 
 from __future__ import annotations

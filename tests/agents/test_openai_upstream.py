@@ -28,6 +28,7 @@ from chatcompat.agents.base import Started
 from chatcompat.agents.base import TextDelta
 from chatcompat.agents.base import ToolCallDelta
 from chatcompat.agents.openai_replies import chunk_events
+from chatcompat.agents.openai_replies import completion_events
 from chatcompat.agents.openai_upstream import OpenAIAgent
 from chatcompat.config import ConfigError
 from chatcompat.config import settings_from_document
@@ -387,6 +388,38 @@ def test_a_json_client_asks_the_upstream_for_one_completion(fake):
     assert isinstance(events[0], Started)
     assert [e.text for e in events[1:-1]] == ["You said: hello big world"]
     assert events[-1].usage.total_tokens == 8  # 3 words sent, 5 in the reply
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "none", "application/octet-stream"])
+def test_a_whole_completion_is_read_whatever_its_content_type(fake, ctype):
+    # Some servers label a stream: false answer text/plain, or not at all; only an
+    # event stream is relayed as one.
+    agent = make_agent(fake.base_url)
+    labelled = run(agent, whole(request(user(f"[[ctype:{ctype}]] hello"))))
+    plain = run(agent, whole(request(user(f"[[ctype:{ctype}]] hello"))))
+    assert text_of(labelled).endswith("hello") and isinstance(labelled[-1], Finish)
+    assert labelled[-1].usage is not None and folded(labelled) == folded(plain)
+
+
+def test_a_whole_completion_over_the_limit_is_refused_as_too_large(fake, monkeypatch):
+    monkeypatch.setattr("chatcompat.agents.openai_upstream.MAX_JSON_BODY", 64)
+    with pytest.raises(AgentError, match="larger than"):
+        run(make_agent(fake.base_url), whole(request(user("hello big world"))))
+
+
+def test_a_whole_tool_call_without_arguments_has_empty_ones_as_in_a_stream():
+    functions = [
+        {"name": "f", "arguments": None},
+        {"name": "g"},
+        {"name": "h", "arguments": {"a": 1}},
+    ]
+    tool_calls = [
+        {"id": f"c{i}", "type": "function", "function": f} for i, f in enumerate(functions)
+    ]
+    message = {"role": "assistant", "tool_calls": tool_calls}
+    document = {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}]}
+    calls = [e for e in completion_events(document, "up") if isinstance(e, ToolCallDelta)]
+    assert [call.arguments for call in calls] == ["", "", '{"a": 1}']
 
 
 @pytest.mark.parametrize(

@@ -116,3 +116,14 @@ def test_the_upstream_connections_use_it():
 
     assert upstream_http.HTTPConnection.response_class is response_head.HTTPResponse
     assert upstream_http.HTTPSConnection.response_class is response_head.HTTPResponse
+
+
+@pytest.mark.parametrize("end", [b"\r\r\n", b"\x00\r\n", b"\r\n"])
+def test_a_long_blank_value_is_parsed_in_linear_time(end):
+    # A header whose value is 64 KiB of blanks (http.client's longest line) and then a
+    # line end the fast path refuses: the old pattern backtracked over every split of
+    # the blanks (O(n^2), minutes of one worker's CPU); this test would not finish.
+    head = b"X-A:" + b" " * 65000 + end + b"X-After: 1\r\n\r\n"
+    expected = http.client.parse_headers(io.BytesIO(head))
+    parsed = response_head.parse_head(http.client._read_headers(io.BytesIO(head)))
+    assert parsed.items() == expected.items()
