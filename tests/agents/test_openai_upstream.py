@@ -396,9 +396,9 @@ def test_a_whole_completion_is_read_whatever_its_content_type(fake, ctype):
     # event stream is relayed as one.
     agent = make_agent(fake.base_url)
     labelled = run(agent, whole(request(user(f"[[ctype:{ctype}]] hello"))))
-    plain = run(agent, whole(request(user(f"[[ctype:{ctype}]] hello"))))
-    assert text_of(labelled).endswith("hello") and isinstance(labelled[-1], Finish)
-    assert labelled[-1].usage is not None and folded(labelled) == folded(plain)
+    as_json = run(agent, whole(request(user("[[ctype:application/json]] hello"))))
+    assert text_of(labelled) == "You said: hello" and isinstance(labelled[-1], Finish)
+    assert labelled[-1].usage is not None and folded(labelled) == folded(as_json)
 
 
 def test_a_whole_completion_over_the_limit_is_refused_as_too_large(fake, monkeypatch):
