@@ -35,6 +35,15 @@ def spawn(target: t.Callable[..., None], *args: t.Any) -> None:
     threading.Thread(target=target, args=args, name="agent-run", daemon=True).start()
 
 
+def let_others_run() -> None:
+    """Under gevent, let the greenlets that are ready run before going on (one turn of
+    the event loop); nothing under threads, which run anyway."""
+    if _gevent_patched():
+        import gevent
+
+        gevent.sleep(0)
+
+
 def call_later(seconds: float, target: t.Callable[[], None]) -> t.Callable[[], None]:
     """Run ``target()`` on its own after ``seconds``; return a function that calls it off.
 

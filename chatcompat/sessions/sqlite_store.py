@@ -32,6 +32,7 @@ from .base import StoredResponse
 from .base import StoreError
 from .base import Turn
 from .base import WindowCount
+from .group_commit import GroupCommit
 from .sqlite_db import RETRY_BUDGET_SECONDS
 from .sqlite_db import Database
 from .sqlite_db import decode
@@ -68,6 +69,8 @@ class SQLiteStore(SessionStore):
     ) -> None:
         self.path = os.path.abspath(path)
         self._db = Database(self.path, retry_budget=retry_budget)
+        # Turns written together share a transaction (the commit is most of their cost).
+        self._writes = GroupCommit(self._db)
         self._clock = clock
         self._last_purge = float("-inf")
 
@@ -150,67 +153,67 @@ class SQLiteStore(SessionStore):
             )
         turn_id = turn_id or uuid.uuid4().hex
 
+        # Inside the group's transaction (GroupCommit): reads see what it wrote so far.
         def op(conn: sqlite3.Connection) -> tuple[float, bool]:
             now = self._clock()
-            with self._db.transaction(conn):
-                if conn.execute(
-                    "SELECT 1 FROM turn_ids WHERE key = ? AND turn_id = ?", (key, turn_id)
-                ).fetchone() or (
-                    keyed_reply is not None and _finished(conn, keyed_reply.scope, now) is not None
-                ):
-                    return now, False
-                row = conn.execute(
-                    "SELECT expires, turns, messages FROM sessions WHERE key = ?", (key,)
-                ).fetchone()
-                if row is not None and row[0] <= now:
-                    _delete_rows(conn, [key])
-                    row = None
-                turn, first = (1, 0) if row is None else (row[1] + 1, row[2])
+            if conn.execute(
+                "SELECT 1 FROM turn_ids WHERE key = ? AND turn_id = ?", (key, turn_id)
+            ).fetchone() or (
+                keyed_reply is not None and _finished(conn, keyed_reply.scope, now) is not None
+            ):
+                return now, False
+            row = conn.execute(
+                "SELECT expires, turns, messages FROM sessions WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None and row[0] <= now:
+                _delete_rows(conn, [key])
+                row = None
+            turn, first = (1, 0) if row is None else (row[1] + 1, row[2])
+            conn.execute(
+                f"INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?)"
+                " ON CONFLICT (key) DO UPDATE SET agent_id = excluded.agent_id,"
+                " sticky = excluded.sticky, updated = excluded.updated,"
+                " expires = excluded.expires, turns = turns + 1,"
+                " messages = messages + excluded.messages",
+                (key, agent_id, int(sticky), now, now, now + ttl_seconds, len(bodies)),
+            )
+            conn.executemany(
+                "INSERT INTO messages (key, turn, seq, pos, created, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, turn, seq, first + seq, now, body) for seq, body in enumerate(bodies)],
+            )
+            conn.execute(
+                "INSERT INTO turn_ids (key, turn_id, turn) VALUES (?, ?, ?)",
+                (key, turn_id, turn),
+            )
+            if keyed_reply is not None:
                 conn.execute(
-                    f"INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET agent_id = excluded.agent_id,"
-                    " sticky = excluded.sticky, updated = excluded.updated,"
-                    " expires = excluded.expires, turns = turns + 1,"
-                    " messages = messages + excluded.messages",
-                    (key, agent_id, int(sticky), now, now, now + ttl_seconds, len(bodies)),
+                    "INSERT OR REPLACE INTO idempotency"
+                    " (scope, fingerprint, owner, expires, session_key, reply)"
+                    " VALUES (?, ?, NULL, NULL, ?, ?)",
+                    (keyed_reply.scope, keyed_reply.fingerprint, key, reply),
                 )
-                conn.executemany(
-                    "INSERT INTO messages (key, turn, seq, pos, created, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(key, turn, seq, first + seq, now, body) for seq, body in enumerate(bodies)],
-                )
+            if stored_response is not None:
+                # A plain INSERT: a taken id fails the whole turn (ids are random).
                 conn.execute(
-                    "INSERT INTO turn_ids (key, turn_id, turn) VALUES (?, ?, ?)",
-                    (key, turn_id, turn),
+                    "INSERT INTO responses (id, session_key, turn, position, agent_id,"
+                    " owner, created, document, input_items)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        stored_response[0],
+                        key,
+                        turn,
+                        first + len(bodies),
+                        agent_id,
+                        stored_response[1],
+                        now,
+                        stored_response[2],
+                        stored_response[3],
+                    ),
                 )
-                if keyed_reply is not None:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO idempotency"
-                        " (scope, fingerprint, owner, expires, session_key, reply)"
-                        " VALUES (?, ?, NULL, NULL, ?, ?)",
-                        (keyed_reply.scope, keyed_reply.fingerprint, key, reply),
-                    )
-                if stored_response is not None:
-                    # A plain INSERT: a taken id fails the whole turn (ids are random).
-                    conn.execute(
-                        "INSERT INTO responses (id, session_key, turn, position, agent_id,"
-                        " owner, created, document, input_items)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            stored_response[0],
-                            key,
-                            turn,
-                            first + len(bodies),
-                            agent_id,
-                            stored_response[1],
-                            now,
-                            stored_response[2],
-                            stored_response[3],
-                        ),
-                    )
             return now, True
 
-        now, stored = self._db.with_retries(op)
+        now, stored = self._writes.write(op)
         if now - self._last_purge >= PURGE_INTERVAL_SECONDS:
             # So the file stays bounded even when nobody calls purge_expired.
             self._last_purge = now
