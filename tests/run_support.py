@@ -23,6 +23,7 @@ def make_run(
     sticky: bool = True,
     idempotency: t.Any = None,
     store_turn: bool = True,
+    stream: bool = True,
 ) -> Run:
     return Run(
         settings=settings,
@@ -36,6 +37,7 @@ def make_run(
         record=RequestRecord("r", "POST", "/"),
         idempotency=idempotency,
         store_turn=store_turn,
+        stream=stream,
     )
 
 

@@ -69,6 +69,97 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
     ours.close()
 
 
+# -- a JSON client's run: the agent runs in the request's greenlet, a timer watches
+
+
+@pytest.mark.live  # waits out real timeouts
+def test_a_json_run_whose_client_leaves_is_cancelled_within_a_second(
+    settings, store, tmp_path, monkeypatch
+):
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
+    ours, theirs = socket.socketpair()
+    run = make_run(settings, store, SCRIPTED_AGENT, client_socket=ours, stream=False)
+    threading.Timer(0.2, theirs.close).start()
+    started = time.monotonic()
+    with pytest.raises(errors.ClientGone):
+        run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
+    assert time.monotonic() - started < 1.2  # closed at 0.2 s, checked every 0.5 s
+    run.close()
+    (end,) = [line for line in read_log(str(log)) if line["event"] == "end"]
+    assert end["outcome"] == "cancelled"
+    assert store.load_history("agent:scripted:k", 10) is None
+    assert store.acquire_lock("agent:scripted:k", "other", 5)  # released
+    ours.close()
+
+
+def test_a_json_run_for_a_client_already_gone_runs_no_agent(settings, store, tmp_path, monkeypatch):
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    run = make_run(settings, store, SCRIPTED_AGENT, client_socket=ours, stream=False)
+    with pytest.raises(errors.ClientGone):
+        run.start(split_request([{"role": "user", "content": "hi"}]), {})
+    run.close()
+    assert read_log(str(log)) == []
+    ours.close()
+
+
+@pytest.mark.live  # waits out real timeouts
+def test_a_json_run_past_its_deadline_is_cancelled_and_a_timeout(
+    settings, store, tmp_path, monkeypatch
+):
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
+    agent = dataclasses.replace(SCRIPTED_AGENT, timeout_seconds=0.3)
+    run = make_run(settings, store, agent, stream=False)
+    started = time.monotonic()
+    with pytest.raises(errors.GatewayTimeout):
+        run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
+    assert time.monotonic() - started < 1.0
+    run.close()
+    (end,) = [line for line in read_log(str(log)) if line["event"] == "end"]
+    assert end["outcome"] == "cancelled"
+
+
+@pytest.mark.live  # waits out real timeouts
+def test_a_json_run_keeps_its_lock_while_the_agent_works(settings, store, monkeypatch):
+    monkeypatch.setattr(lease, "LOCK_TTL_SECONDS", 0.4)
+    monkeypatch.setattr(lease, "LOCK_RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(run_module, "DISCONNECT_POLL_SECONDS", 0.05)
+    intruded: list[bool] = []
+    done = threading.Event()
+
+    def intrude() -> None:  # well past the TTL: renewals keep it ours
+        while not done.wait(0.1):
+            intruded.append(store.acquire_lock("agent:scripted:k", "intruder", 1))
+
+    run = make_run(settings, store, SCRIPTED_AGENT, stream=False)
+    watcher = threading.Thread(target=intrude)
+    watcher.start()
+    try:
+        run.start(split_request([{"role": "user", "content": "[[silent:1.2]] hi"}]), {})
+    finally:
+        done.set()
+        watcher.join()
+    reply = complete(run)
+    run.close()
+    assert len(intruded) >= 8 and not any(intruded)
+    assert reply["choices"][0]["message"]["content"] == "hi"
+
+
+def test_a_json_run_may_have_more_events_than_a_streams_queue_holds(settings, store):
+    words = [f"w{n}" for n in range(3 * run_module.QUEUE_SIZE)]
+    run = make_run(settings, store, SCRIPTED_AGENT, stream=False)
+    run.start(split_request([{"role": "user", "content": " ".join(words)}]), {})
+    reply = complete(run)
+    run.close()
+    assert reply["choices"][0]["message"]["content"] == " ".join(words)
+    stored = store.load_history("agent:scripted:k", 10)
+    assert stored is not None and stored[-1]["content"] == " ".join(words)
+
+
 @pytest.mark.live  # waits out real timeouts
 def test_keepalive_markers_while_silent(settings, store):
     run = make_run(settings, store, SCRIPTED_AGENT)
