@@ -1,0 +1,94 @@
+"""The ceiling of chatcompat's stack: a bare Flask relay under gunicorn + gevent.
+
+What every OpenAI-compatible relay on this stack must do, and nothing more: check the
+bearer token, parse the body, call the upstream over a pooled keep-alive connection
+(a whole completion for a JSON client, the upstream's stream for a streaming one),
+and answer in the OpenAI shape with the gateway's own id and model (orjson). No
+sessions, no store, no validation beyond the JSON, no log line, no metrics, no
+disconnect handling. ``bench/ceiling.py`` serves it with the same gunicorn settings
+as ``chatcompat serve`` and measures it beside the direct mock and chatcompat.
+
+    UPSTREAM=127.0.0.1:PORT TOKEN=... gunicorn -k gevent -w 2 bare_relay:app
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.client
+import os
+import time
+import typing as t
+import uuid
+
+import orjson
+from flask import Flask
+from flask import Response
+from flask import request
+
+UPSTREAM = os.environ["UPSTREAM"]  # host:port of the OpenAI-compatible upstream
+TOKEN = os.environ["TOKEN"].encode()
+HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer upstream-key"}
+
+app = Flask(__name__)
+_idle: list[http.client.HTTPConnection] = []  # one gevent worker: no lock needed
+
+
+def _connection() -> http.client.HTTPConnection:
+    return _idle.pop() if _idle else http.client.HTTPConnection(UPSTREAM, timeout=30)
+
+
+def _error(status: int, message: str) -> Response:
+    body = {"error": {"message": message, "type": "invalid_request_error"}}
+    return Response(orjson.dumps(body), status, content_type="application/json")
+
+
+@app.get("/healthz")
+def healthz() -> Response:
+    return Response(b"ok", content_type="text/plain")
+
+
+@app.post("/v1/chat/completions")
+def chat_completions() -> Response:
+    sent = request.headers.get("Authorization", "").encode()
+    if not hmac.compare_digest(sent, b"Bearer " + TOKEN):
+        return _error(401, "Invalid bearer token.")
+    try:
+        body = orjson.loads(request.get_data())
+        messages = body["messages"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return _error(400, "The body is not a chat completion request.")
+    stream = body.get("stream") is True
+    payload = {"model": "mock", "messages": messages, "stream": stream}
+    conn = _connection()
+    conn.request("POST", "/v1/chat/completions", orjson.dumps(payload), HEADERS)
+    upstream = conn.getresponse()
+    reply_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if not stream:
+        reply = orjson.loads(upstream.read())
+        _idle.append(conn)
+        document = {
+            "id": reply_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.get("model", "openclaw"),
+            "choices": reply["choices"],
+            "usage": reply.get("usage"),
+        }
+        return Response(orjson.dumps(document), content_type="application/json")
+
+    def frames() -> t.Iterator[bytes]:
+        for line in upstream:
+            if not line.startswith(b"data: "):
+                continue
+            data = line[6:].strip()
+            if data == b"[DONE]":
+                break
+            chunk = orjson.loads(data)
+            chunk["id"], chunk["created"], chunk["model"] = reply_id, created, body["model"]
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        upstream.read()
+        _idle.append(conn)
+        yield b"data: [DONE]\n\n"
+
+    return Response(frames(), content_type="text/event-stream")
