@@ -1,14 +1,15 @@
 """One agent run for one request, whatever the wire protocol.
 
 A :class:`Run` takes the session lock (and first the request's ``Idempotency-Key``,
-:meth:`Run.claim`, renewed like the lock), builds the agent's input, runs the agent, which
-feeds a queue, and hands the events to a wire protocol (:mod:`chatcompat.protocol`)
-through :meth:`Run.events`. For a stream the agent runs on its own (a greenlet under
-gevent workers, a real thread under gthread workers): reading the queue with a
-timeout is what lets keepalives flow while the agent is silent, and what lets the
-gateway notice a client that went away and cancel the run. A JSON client's run is
-sent nothing before its end, so its agent runs in the request's own greenlet, and a
-timer does that watching (:meth:`Run._run_whole`). The protocol hands the finished reply back to
+:meth:`Run.claim`, renewed like the lock), builds the agent's input, runs the agent,
+which feeds a queue, and hands the events to a wire protocol
+(:mod:`chatcompat.protocol`) through :meth:`Run.events`. For a stream the agent runs
+on its own (a greenlet under gevent workers, a real thread under gthread workers):
+reading the queue with a timeout is what lets keepalives flow while the agent is
+silent, and what lets the gateway notice a client that went away and cancel the run.
+A JSON client is sent nothing before the end, so an agent that stops at once when
+cancelled runs in the request's own greenlet, and a timer does that watching
+(:meth:`Run._run_whole`). The protocol hands the finished reply back to
 :meth:`Run.finish`, which stores the turn (with the reply under the request's
 ``Idempotency-Key``, in the same write); :meth:`Run.close` then releases the lock.
 
@@ -275,7 +276,7 @@ class Run:
                 stream=self.stream,
             )
             self._deadline = time.monotonic() + timeout
-            if self.stream:
+            if self.stream or not self.agent.stops_at_once:
                 spawn(self._produce, request)
             else:
                 self._run_whole(request)
@@ -342,7 +343,8 @@ class Run:
                     log.exception("agent %s failed to close its run", self.agent_config.id)
 
     def _run_whole(self, request: AgentRequest) -> None:
-        """Run the agent of a JSON client's request here, to its end.
+        """Run the agent of a JSON client's request here, to its end (an agent that
+        :attr:`~chatcompat.agents.base.Agent.stops_at_once`).
 
         Saves the greenlet or thread of a stream's run and the hand-over of each
         event (7 % of a JSON request's CPU at c=64, 13 % at c=1, when measured). What

@@ -55,6 +55,7 @@ THOUGHTS = ("Let me think. ", "Echo it.")
 
 class ScriptedAgent(Agent):
     name = "scripted"
+    stops_at_once = True  # every wait is on the cancellation
 
     def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
         text = message_text(request.messages[-1])

@@ -149,6 +149,40 @@ def test_a_json_run_keeps_its_lock_while_the_agent_works(settings, store, monkey
     assert reply["choices"][0]["message"]["content"] == "hi"
 
 
+class _SlowToStop(Agent):
+    """Waits for its cancellation, then takes its time to wind down (as pi's abort)."""
+
+    name = "slow-to-stop"
+
+    def run(self, request: AgentRequest, cancel: Cancellation) -> t.Iterator[Event]:
+        yield Started()
+        while not cancel.wait(0.05):
+            pass
+        time.sleep(1.5)
+
+
+@pytest.mark.live  # waits out real timeouts
+def test_a_json_run_of_an_agent_slow_to_stop_is_answered_at_its_deadline(settings, store):
+    config = AgentConfig(id="slow", backend="slow-to-stop", timeout_seconds=0.3)
+    run = run_module.Run(
+        settings=settings,
+        store=store,
+        agent=_SlowToStop(config),
+        agent_config=config,
+        session_key="agent:slow:k",
+        sticky=True,
+        model="m",
+        client_socket=None,
+        record=RequestRecord("r", "POST", "/"),
+        stream=False,
+    )
+    started = time.monotonic()
+    with pytest.raises(errors.GatewayTimeout):
+        run.start(split_request([{"role": "user", "content": "hi"}]), {})
+        complete(run)  # the agent's wind-down goes on elsewhere
+    assert time.monotonic() - started < 1.0
+
+
 def test_a_json_run_may_have_more_events_than_a_streams_queue_holds(settings, store):
     words = [f"w{n}" for n in range(3 * run_module.QUEUE_SIZE)]
     run = make_run(settings, store, SCRIPTED_AGENT, stream=False)

@@ -313,6 +313,10 @@ class Agent:
     extensions such as vLLM's ``top_k`` or ``min_p``) reach the backend in
     ``AgentRequest.params`` as they were sent; when it is False they are refused
     (400 ``unknown_parameter``).
+    ``stops_at_once`` says that a cancelled run returns at once, its clean-up never
+    waiting: a JSON client's run may then go in the request's own greenlet
+    (:class:`chatcompat.run.Run`); otherwise it runs on its own, as a stream's does,
+    so that a timeout or an error is answered while the agent winds down.
     """
 
     name: t.ClassVar[str] = ""
@@ -327,6 +331,7 @@ class Agent:
     # no session (``sessions.userKeys: false``); otherwise the gateway keeps it.
     takes_user: t.ClassVar[bool] = False
     takes_extension_fields: t.ClassVar[bool] = False
+    stops_at_once: t.ClassVar[bool] = False
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config

@@ -36,6 +36,7 @@ class EchoAgent(Agent):
     # Accepted and ignored, on purpose (see the module docstring).
     request_fields = BACKEND_FIELDS
     takes_extension_fields = True  # ignored as well: echo stands in for an upstream
+    stops_at_once = True  # its only wait is on the cancellation itself
     options_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "object",
         "properties": {

@@ -92,6 +92,7 @@ class OpenAIAgent(SendsAPIKey, Agent):
 
     name = "openai"
     accepts_images = True
+    stops_at_once = True  # a cancel cuts the upstream connection; nothing to wait for
     request_fields = BACKEND_FIELDS  # all of them, sent upstream as the client sent them
     # ``user`` too when it selects no session (sessions.userKeys false): OpenAI's own
     # end-user id, passed on.
