@@ -78,15 +78,27 @@ def chat_completions() -> Response:
         return Response(orjson.dumps(document), content_type="application/json")
 
     def frames() -> t.Iterator[bytes]:
-        for line in upstream:
-            if not line.startswith(b"data: "):
-                continue
-            data = line[6:].strip()
-            if data == b"[DONE]":
+        # Every event that came in one read goes out in one write, as chatcompat does.
+        pending = b""
+        done = False
+        while not done:
+            data = upstream.read1(65536)
+            if not data:
                 break
-            chunk = orjson.loads(data)
-            chunk["id"], chunk["created"], chunk["model"] = reply_id, created, body["model"]
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            *events, pending = (pending + data).split(b"\n\n")
+            out = []
+            for event in events:
+                if not event.startswith(b"data: "):
+                    continue
+                payload = event[6:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                chunk = orjson.loads(payload)
+                chunk["id"], chunk["created"], chunk["model"] = reply_id, created, body["model"]
+                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if out:
+                yield b"".join(out)
         upstream.read()
         _idle.append(conn)
         yield b"data: [DONE]\n\n"
