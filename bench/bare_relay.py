@@ -5,8 +5,9 @@ bearer token, parse the body, call the upstream over a pooled keep-alive connect
 (a whole completion for a JSON client, the upstream's stream for a streaming one),
 and answer in the OpenAI shape with the gateway's own id and model (orjson). No
 sessions, no store, no validation beyond the JSON, no log line, no metrics, no
-disconnect handling. ``bench/ceiling.py`` serves it with the same gunicorn settings
-as ``chatcompat serve`` and measures it beside the direct mock and chatcompat.
+disconnect handling. ``bench/ceiling.py`` serves it with gunicorn's own gevent worker
+and ``chatcompat serve``'s worker connections, keep-alive and backlog, and measures
+it beside the direct mock and chatcompat.
 
     UPSTREAM=127.0.0.1:PORT TOKEN=... gunicorn -k gevent -w 2 bare_relay:app
 """
@@ -62,6 +63,11 @@ def chat_completions() -> Response:
     conn = _connection()
     conn.request("POST", "/v1/chat/completions", orjson.dumps(payload), HEADERS)
     upstream = conn.getresponse()
+    if upstream.status != 200:
+        upstream.read()
+        _idle.append(conn)
+        return _error(502, f"The upstream answered {upstream.status}.")
+    model = body.get("model", "openclaw")
     reply_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not stream:
@@ -71,7 +77,7 @@ def chat_completions() -> Response:
             "id": reply_id,
             "object": "chat.completion",
             "created": created,
-            "model": body.get("model", "openclaw"),
+            "model": model,
             "choices": reply["choices"],
             "usage": reply.get("usage"),
         }
@@ -95,7 +101,7 @@ def chat_completions() -> Response:
                     done = True
                     break
                 chunk = orjson.loads(payload)
-                chunk["id"], chunk["created"], chunk["model"] = reply_id, created, body["model"]
+                chunk["id"], chunk["created"], chunk["model"] = reply_id, created, model
                 out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
             if out:
                 yield b"".join(out)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,7 +54,11 @@ class BareRelay:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        harness.wait_http(self.port, "/healthz", proc=self.proc)
+        try:
+            harness.wait_http(self.port, "/healthz", proc=self.proc)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:
@@ -64,6 +69,7 @@ class BareRelay:
 
     def stop(self) -> None:
         harness.stop(self.proc, group=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ import dataclasses
 import logging
 import queue
 import socket
+import threading
 import time
 import typing as t
 import uuid
@@ -173,14 +174,17 @@ class Run:
         self._closed = False
         self._finished = False
         self._cancel = Cancellation()
-        # A JSON run's queue is read once the agent has returned: it holds the whole run.
-        self._queue: queue.Queue[Event | _End | _Failed] = queue.Queue(QUEUE_SIZE if stream else 0)
+        self._queue: queue.Queue[Event | _End | _Failed] = queue.Queue(QUEUE_SIZE)
         self._deadline = 0.0
         self._peer_check_at = 0.0
         self._pending: Event | None = None  # an event read early by start()
         self._turn_to_store: list[Message] = []
         self._stop_watchdog: t.Callable[[], None] | None = None
         self._produced = False  # a JSON run's agent returned (_run_whole)
+        self._renewing = False  # a lease renewal of _run_whole's is under way
+        # Held while _run_whole's timer acts, and when the agent returns: no renewal
+        # of the lease may still be under way once the run goes on to release it.
+        self._whole_lock = threading.Lock()
         self._storing = False
         self._rules = ReplyRules(None)  # start() sets the request's
         #: When the request was accepted (Unix seconds), as replies report it.
@@ -207,7 +211,8 @@ class Run:
         new_images: t.Sequence[InputImage] = (),
     ) -> None:
         """Lock the session, build the input, start the agent and wait until it has
-        accepted the run. Errors up to here are plain HTTP errors.
+        accepted the run (a JSON run in the request's greenlet: until it has ended).
+        Errors up to here are plain HTTP errors.
 
         :param continuation: where the request's ``previous_response_id`` points.
         :param new_images: the new turn's images as :func:`chatcompat.images.check_images`
@@ -324,8 +329,9 @@ class Run:
         if now >= self._peer_check_at:
             self._check_client(now)
 
-    def _produce(self, request: AgentRequest) -> None:
-        """The agent's own greenlet/thread: run it and feed the queue."""
+    def _produce(self, request: AgentRequest, *, inline: bool = False) -> None:
+        """Run the agent and feed the queue: on its own greenlet/thread, or ``inline``
+        in the request's (:meth:`_run_whole`)."""
         events = None
         try:
             events = self.agent.run(request, self._cancel)
@@ -333,7 +339,9 @@ class Run:
                 if not self._put(event):
                     return
             self._put(_End())
-        except BaseException as exc:  # everything goes to the response side
+        except BaseException as exc:  # everything goes to the response side...
+            if inline and not isinstance(exc, Exception):
+                raise  # ...but a kill of the request's own greenlet (GreenletExit)
             self._put(_Failed(exc))
         finally:
             if events is not None and hasattr(events, "close"):
@@ -356,28 +364,42 @@ class Run:
         """
         now = time.monotonic()
         self._check_client(now)  # a client already gone: no agent runs for it
+        # Read once the agent has returned: it holds the whole run.
+        self._queue = queue.Queue()
         self._stop_watchdog = call_later(self._check_in(now), self._check_whole)
         try:
-            self._produce(request)
+            self._produce(request, inline=True)
         finally:
-            self._produced = True
+            with self._whole_lock:
+                self._produced = True
             self._unwatch()
 
     def _check_in(self, now: float) -> float:
         return max(min(DISCONNECT_POLL_SECONDS, self._deadline - now), 0.0)
 
     def _check_whole(self) -> None:
-        """The timer of :meth:`_run_whole` (on its own greenlet or timer thread)."""
-        if self._produced:
-            return  # the agent returned meanwhile
-        now = time.monotonic()
-        if now >= self._deadline or (self._socket is not None and peer_closed(self._socket)):
-            self._cancel.cancel()
-            return
-        if now >= self._lease.renew_at:
-            self._lease.renew()
-        if not self._produced:
+        """The timer of :meth:`_run_whole` (a greenlet, or the timer thread)."""
+        with self._whole_lock:
+            if self._produced:
+                return  # the agent returned meanwhile
+            now = time.monotonic()
+            if now >= self._deadline or (self._socket is not None and peer_closed(self._socket)):
+                self._cancel.cancel()
+                return
+            if now >= self._lease.renew_at and not self._renewing:
+                # On its own: the store may be slow, and the timer thread (gthread
+                # workers) serves every run's timers.
+                self._renewing = True
+                spawn(self._renew_whole)
             self._stop_watchdog = call_later(self._check_in(now), self._check_whole)
+
+    def _renew_whole(self) -> None:
+        with self._whole_lock:
+            try:
+                if not self._produced:
+                    self._lease.renew()
+            finally:
+                self._renewing = False
 
     def _check_client(self, now: float) -> None:
         """Cancel the run when the client has closed its connection.

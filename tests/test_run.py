@@ -4,6 +4,8 @@ keepalives, deadlines, storing the turn."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import pathlib
 import socket
 import subprocess
 import sys
@@ -147,6 +149,91 @@ def test_a_json_run_keeps_its_lock_while_the_agent_works(settings, store, monkey
     run.close()
     assert len(intruded) >= 8 and not any(intruded)
     assert reply["choices"][0]["message"]["content"] == "hi"
+
+
+class _SlowRenewals:
+    """Wraps a store: a lock taken off the test's thread (a renewal of the JSON run's
+    timer) takes 0.3 s."""
+
+    def __init__(self, store):
+        self.store = store
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def acquire_lock(self, key, owner, ttl_seconds):
+        if threading.current_thread() is not threading.main_thread():
+            self.calls += 1
+            time.sleep(0.3)
+        return self.store.acquire_lock(key, owner, ttl_seconds)
+
+
+@pytest.mark.live  # waits out real timeouts
+def test_a_renewal_under_way_when_a_json_run_ends_does_not_retake_its_lock(
+    settings, store, monkeypatch
+):
+    monkeypatch.setattr(lease, "LOCK_RENEW_SECONDS", 0.05)
+    monkeypatch.setattr(run_module, "DISCONNECT_POLL_SECONDS", 0.05)
+    slow = _SlowRenewals(store)
+    run = make_run(settings, slow, SCRIPTED_AGENT, stream=False)
+    run.start(split_request([{"role": "user", "content": "[[silent:0.2]] hi"}]), {})
+    complete(run)
+    run.close()
+    assert slow.calls >= 1  # the timer renewed during the run
+    time.sleep(0.5)  # any renewal still under way would have landed by now
+    assert store.acquire_lock("agent:scripted:k", "next-run", 5)
+
+
+# A JSON run in a gevent worker whose greenlet is killed (gunicorn's shutdown).
+KILLED_JSON_RUN = """
+import json
+import sys
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import gevent
+
+from chatcompat.history import split_request
+from chatcompat.sessions import SQLiteStore
+from chatcompat.settings import Settings
+from tests.run_support import SCRIPTED_AGENT
+from tests.run_support import make_run
+
+store = SQLiteStore(sys.argv[1])
+run = make_run(Settings(state_dir=sys.argv[2]), store, SCRIPTED_AGENT, stream=False)
+outcome = []
+
+
+def request():
+    try:
+        run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
+        outcome.append("start returned")
+    except BaseException as exc:
+        outcome.append(type(exc).__name__)
+        raise
+
+
+greenlet = gevent.spawn(request)
+gevent.sleep(0.2)
+greenlet.kill()
+print(json.dumps({"outcome": outcome, "lock_free": store.acquire_lock("agent:scripted:k", "o", 5)}))
+"""
+
+
+def test_a_killed_json_run_dies_and_gives_its_lock_back(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_JSON_RUN, str(tmp_path / "s.db"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=str(pathlib.Path(__file__).resolve().parents[1]),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"outcome": ["GreenletExit"], "lock_free": True}
 
 
 class _SlowToStop(Agent):

@@ -92,7 +92,9 @@ class OpenAIAgent(SendsAPIKey, Agent):
 
     name = "openai"
     accepts_images = True
-    stops_at_once = True  # a cancel cuts the upstream connection; nothing to wait for
+    # A cancel cuts the upstream connection; a connect that cannot be cut ends by the
+    # run's deadline (connectTimeoutSeconds is capped at timeoutSeconds).
+    stops_at_once = True
     request_fields = BACKEND_FIELDS  # all of them, sent upstream as the client sent them
     # ``user`` too when it selects no session (sessions.userKeys false): OpenAI's own
     # end-user id, passed on.
@@ -162,10 +164,14 @@ class OpenAIAgent(SendsAPIKey, Agent):
         if limit is not None:
             defaults["max_tokens"] = limit  # renamed like the request's, see _payload
         self._defaults = defaults
-        self._connect_timeout = float(options.get("connectTimeoutSeconds", 10))
         # timeoutSeconds is the agent's generic key: the whole run (the run's deadline)
         # and, here, the longest silence between two bytes from the upstream.
         self._read_timeout = float(config.timeout_seconds)
+        # A connect cannot be cut by a cancel, so it never outlasts the run's deadline:
+        # a JSON run waits for its agent where the request is (stops_at_once).
+        self._connect_timeout = min(
+            float(options.get("connectTimeoutSeconds", 10)), self._read_timeout
+        )
         self._pool: ConnectionPool | None = None  # opened on the first run, in the worker
         self._pool_lock = threading.Lock()
 

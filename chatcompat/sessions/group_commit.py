@@ -20,6 +20,7 @@ the next group; no yield is needed.
 
 from __future__ import annotations
 
+import copy
 import functools
 import sqlite3
 import threading
@@ -33,13 +34,20 @@ _T = t.TypeVar("_T")
 
 
 class _Write:
-    __slots__ = ("op", "done", "result", "error")
+    __slots__ = ("op", "wake", "leads", "finished", "result", "error")
 
     def __init__(self, op: t.Callable[[sqlite3.Connection], t.Any]) -> None:
         self.op = op
-        self.done = threading.Event()
+        self.wake = threading.Event()  # set when finished, or when it is to lead
+        self.leads = False  # it was handed the lead, not an outcome
+        self.finished = False
         self.result: t.Any = None
         self.error: BaseException | None = None
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.finished = True
+        self.wake.set()
 
 
 class GroupCommit:
@@ -57,71 +65,101 @@ class GroupCommit:
         return its result once that transaction is committed.
 
         ``op`` must not begin or end a transaction itself, and may run more than once
-        (a locked database retries the whole group): it reads what it needs inside.
+        (a locked database retries the whole group, a failed group each write alone):
+        it reads what it needs inside.
 
         :raises StoreUnreachable: the database cannot be used or stayed locked.
-        :raises StoreError: ``op`` failed (only its own write is undone), or the
-            transaction did (nothing of the group is stored).
+        :raises StoreError: ``op`` failed (nothing of it is stored).
         """
         entry = _Write(op)
         with self._lock:
             self._pending.append(entry)
             lead = not self._leading
             self._leading = True
+        while not lead:
+            entry.wake.wait()
+            if entry.finished:
+                break
+            entry.wake.clear()
+            lead, entry.leads = entry.leads, False
         if lead:
-            self._lead()
-        else:
-            entry.done.wait()
+            self._lead(entry)
         if entry.error is not None:
             raise entry.error
         return t.cast(_T, entry.result)
 
-    def _lead(self) -> None:
-        """Commit groups until no write is waiting (this one's is in the first)."""
+    def _lead(self, own: _Write) -> None:
+        """Commit one group (``own`` write is in it), then hand the lead on to the first
+        writer still waiting: nobody's reply waits for more than its own group and
+        the one before."""
         group: list[_Write] = []
         try:
             let_others_run()  # the writers that are ready now join this group
-            while True:
-                with self._lock:
-                    group, self._pending = self._pending, []
-                    if not group:
-                        self._leading = False
-                        return
-                self._commit_group(group)
-                for entry in group:
-                    entry.done.set()
-        except BaseException:
-            # This greenlet is being killed (the worker stops): the writes it would
-            # have committed are not stored, and their writers must not wait forever.
             with self._lock:
-                group, self._pending = group + self._pending, []
-                self._leading = False
+                group, self._pending = self._pending, []
+            self._commit_group(group)
+        except BaseException:
+            # This greenlet is being killed (the worker stops): its own write, and
+            # those of its group not yet committed, are not stored; their writers hear
+            # so. The writers still waiting get a new leader.
+            with self._lock:
+                if own in self._pending:
+                    self._pending.remove(own)
+                    group.append(own)
             for entry in group:
-                if not entry.done.is_set():
-                    entry.error = StoreUnreachable("the write was interrupted")
-                    entry.done.set()
+                if not entry.finished:
+                    entry.finish(StoreUnreachable("the write was interrupted"))
             raise
+        finally:
+            with self._lock:
+                if self._pending:
+                    successor = self._pending[0]
+                    successor.leads = True
+                    successor.wake.set()
+                else:
+                    self._leading = False
 
     def _commit_group(self, group: list[_Write]) -> None:
         try:
             self._db.with_retries(functools.partial(self._commit, group=group))
         except StoreUnreachable as exc:  # locked or unusable: it would fail each alone
             for entry in group:
-                entry.error = exc
+                entry.finish(_own(exc))
+            return
         except Exception as exc:
             if len(group) == 1:
-                group[0].error = exc
+                group[0].finish(exc)
                 return
             # Most likely one write's own error: each alone, as without grouping.
-            for entry in group:
-                try:
-                    self._db.with_retries(functools.partial(self._commit, group=[entry]))
-                except Exception as own:
-                    entry.error = own
+            self._commit_apart(group)
+            return
+        for entry in group:
+            entry.finish()
+
+    def _commit_apart(self, group: list[_Write]) -> None:
+        for position, entry in enumerate(group):
+            try:
+                self._db.with_retries(functools.partial(self._commit, group=[entry]))
+            except StoreUnreachable as exc:  # the others would wait as long, in vain
+                for rest in group[position:]:
+                    rest.finish(_own(exc))
+                return
+            except Exception as own:
+                entry.finish(own)
+            else:
+                entry.finish()
 
     def _commit(self, conn: sqlite3.Connection, group: list[_Write]) -> None:
         for entry in group:  # a retried transaction starts clean
-            entry.result, entry.error = None, None
+            entry.result = None
         with self._db.transaction(conn):
             for entry in group:
                 entry.result = entry.op(conn)
+
+
+def _own(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` for one writer: each raises its own, so tracebacks raised in
+    other greenlets or threads do not pile up on one object."""
+    copied = copy.copy(exc)
+    copied.__cause__ = exc.__cause__
+    return copied

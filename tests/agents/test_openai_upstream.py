@@ -592,6 +592,17 @@ def test_connect_timeout(unanswered_url):
 
 
 @pytest.mark.live  # waits out real timeouts
+def test_a_connect_never_outlasts_the_runs_timeout(unanswered_url):
+    """A connect cannot be cut by a cancel: it ends by timeoutSeconds at the latest."""
+    agent = make_agent(unanswered_url, timeout=0.3, connectTimeoutSeconds=10)
+    started = time.monotonic()
+    with pytest.raises(AgentTimeout) as caught:
+        run(agent, request(user("a")))
+    assert 0.25 < time.monotonic() - started < 3
+    assert "timed out after 0.3 s" in caught.value.message
+
+
+@pytest.mark.live  # waits out real timeouts
 def test_read_timeout_before_headers_and_mid_stream(fake):
     agent = make_agent(fake.base_url, timeout=0.4)
     with pytest.raises(AgentTimeout):

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import typing as t
 
 import pytest
@@ -139,13 +140,12 @@ def test_a_write_that_fails_in_a_group_fails_alone(tmp_path: pathlib.Path) -> No
     assert record is not None and record.session_key == "agent:main:openai:first"
 
 
-def test_a_killed_leader_fails_its_group_and_the_next_write_leads(
-    tmp_path: pathlib.Path,
-) -> None:
+def test_a_leader_killed_before_its_commit_hands_the_lead_on(tmp_path: pathlib.Path) -> None:
     result = run_gevent(tmp_path / "s.db", "leader-killed")
-    # Nothing of the group was written: its writer hears so (a retry may follow).
-    assert result["outcomes"] == ["StoreUnreachable", "stored"]
-    assert result["sessions"] == ["agent:main:openai:after"]
+    # The killed writer's turn is not stored (nobody waits for its reply); the writer
+    # that was waiting in its group is stored by the next leader, not left waiting.
+    assert result["outcomes"] == ["stored", "stored"]
+    assert result["sessions"] == ["agent:main:openai:after", "agent:main:openai:follower"]
 
 
 def test_a_locked_database_fails_every_write_of_the_group(tmp_path: pathlib.Path) -> None:
@@ -207,3 +207,39 @@ def test_an_op_error_that_is_not_sqlites_reaches_its_writer_alone(
     with pytest.raises(StoreError, match="not valid JSON"):
         writes.write(refuse)
     assert writes.write(lambda conn: 7) == 7
+
+
+def test_a_leader_commits_its_own_group_and_hands_the_next_one_on(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Writes that arrive while a group commits form the next group, which one of
+    their writers commits: the first leader's reply does not wait for it."""
+    db = Database(str(tmp_path / "s.db"))
+    db.with_retries(lambda conn: conn.execute("CREATE TABLE t (n INTEGER, thread TEXT)"))
+    writes = GroupCommit(db)
+    first_in = threading.Event()
+
+    def op(n: int) -> t.Callable[[sqlite3.Connection], None]:
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t VALUES (?, ?)", (n, threading.current_thread().name))
+            if n == 0:
+                first_in.set()
+                time.sleep(0.3)  # the others queue meanwhile
+
+        return insert
+
+    threads = [threading.Thread(target=writes.write, args=(op(0),), name="w0")]
+    threads[0].start()
+    assert first_in.wait(5)
+    threads += [
+        threading.Thread(target=writes.write, args=(op(n),), name=f"w{n}") for n in (1, 2, 3)
+    ]
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    rows = dict(db.read("SELECT n, thread FROM t", ()))
+    assert sorted(rows) == [0, 1, 2, 3]
+    assert rows[0] == "w0"
+    committers = {rows[n] for n in (1, 2, 3)}
+    assert len(committers) == 1 and committers != {"w0"}  # one group, led by one of them
