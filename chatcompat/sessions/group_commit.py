@@ -77,7 +77,11 @@ class GroupCommit:
             lead = not self._leading
             self._leading = True
         while not lead:
-            entry.wake.wait()
+            try:
+                entry.wake.wait()
+            except BaseException:  # killed while waiting (the worker stops)
+                self._abandon(entry)
+                raise
             if entry.finished:
                 break
             entry.wake.clear()
@@ -112,12 +116,26 @@ class GroupCommit:
             raise
         finally:
             with self._lock:
-                if self._pending:
-                    successor = self._pending[0]
-                    successor.leads = True
-                    successor.wake.set()
-                else:
-                    self._leading = False
+                self._hand_on()
+
+    def _hand_on(self) -> None:
+        """The lead goes to the first writer waiting, or nobody leads (under _lock)."""
+        if self._pending:
+            successor = self._pending[0]
+            successor.leads = True
+            successor.wake.set()
+        else:
+            self._leading = False
+
+    def _abandon(self, entry: _Write) -> None:
+        """A writer killed while it waited: its write leaves the queue (one already in a
+        group being committed is stored all the same), and a lead handed to it goes on."""
+        with self._lock:
+            if entry in self._pending:
+                self._pending.remove(entry)
+            if entry.leads:
+                entry.leads = False
+                self._hand_on()
 
     def _commit_group(self, group: list[_Write]) -> None:
         try:

@@ -81,6 +81,16 @@ elif scenario == "one-fails":
     transactions.clear()
     rids = [f"resp_{n}" for n in range(4)] + ["resp_taken"]
     writers = [gevent.spawn(write, n, rid) for n, rid in enumerate(rids)]
+elif scenario == "follower-killed":
+    from chatcompat.sessions import group_commit
+
+    group_commit.let_others_run = lambda: gevent.sleep(0.5)
+    leader = gevent.spawn(write, "leader")
+    gone = gevent.spawn(write, "gone")
+    follower = gevent.spawn(write, "follower")
+    gevent.sleep(0.05)  # all three have queued; the leader waits for its group
+    gone.kill()
+    writers = [leader, follower]
 elif scenario == "leader-killed":
     from chatcompat.sessions import group_commit
 
@@ -243,3 +253,10 @@ def test_a_leader_commits_its_own_group_and_hands_the_next_one_on(
     assert rows[0] == "w0"
     committers = {rows[n] for n in (1, 2, 3)}
     assert len(committers) == 1 and committers != {"w0"}  # one group, led by one of them
+
+
+def test_a_writer_killed_while_it_waits_leaves_the_group(tmp_path: pathlib.Path) -> None:
+    result = run_gevent(tmp_path / "s.db", "follower-killed")
+    assert result["outcomes"] == ["stored", "stored"]
+    assert result["transactions"] == 1
+    assert result["sessions"] == ["agent:main:openai:follower", "agent:main:openai:leader"]
