@@ -182,7 +182,7 @@ class Run:
         self._stop_watchdog: t.Callable[[], None] | None = None
         self._produced = False  # a JSON run's agent returned (_run_whole)
         self._renewing = False  # a lease renewal of _run_whole's is under way
-        # Held while _run_whole's timer acts, and when the agent returns: no renewal
+        # Held by a renewal of _run_whole's, and when the agent returns: no renewal
         # of the lease may still be under way once the run goes on to release it.
         self._whole_lock = threading.Lock()
         self._storing = False
@@ -379,21 +379,22 @@ class Run:
 
     def _check_whole(self) -> None:
         """The timer of :meth:`_run_whole` (a greenlet, or the timer thread)."""
-        with self._whole_lock:
-            if self._produced:
-                return  # the agent returned meanwhile
-            now = time.monotonic()
-            if now >= self._deadline or (self._socket is not None and peer_closed(self._socket)):
-                self._cancel.cancel()
-                return
-            if now >= self._lease.renew_at and not self._renewing:
-                # On its own: the store may be slow, and the timer thread (gthread
-                # workers) serves every run's timers.
-                self._renewing = True
-                spawn(self._renew_whole)
-            self._stop_watchdog = call_later(self._check_in(now), self._check_whole)
+        if self._produced:
+            return  # the agent returned meanwhile
+        now = time.monotonic()
+        if now >= self._deadline or (self._socket is not None and peer_closed(self._socket)):
+            self._cancel.cancel()
+            return
+        if now >= self._lease.renew_at and not self._renewing:
+            # On its own: the store may be slow, and the timer thread (gthread
+            # workers) serves every run's timers.
+            self._renewing = True
+            spawn(self._renew_whole)
+        self._stop_watchdog = call_later(self._check_in(now), self._check_whole)
 
     def _renew_whole(self) -> None:
+        # Under the lock _run_whole takes when the agent returns: no renewal is still
+        # under way once the run goes on to release the lease.
         with self._whole_lock:
             try:
                 if not self._produced:

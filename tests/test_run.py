@@ -153,7 +153,9 @@ def test_a_json_run_keeps_its_lock_while_the_agent_works(settings, store, monkey
 
 class _SlowRenewals:
     """Wraps a store: a lock taken off the test's thread (a renewal of the JSON run's
-    timer) takes 0.3 s."""
+    timer) takes DELAY seconds."""
+
+    DELAY = 0.3
 
     def __init__(self, store):
         self.store = store
@@ -165,7 +167,7 @@ class _SlowRenewals:
     def acquire_lock(self, key, owner, ttl_seconds):
         if threading.current_thread() is not threading.main_thread():
             self.calls += 1
-            time.sleep(0.3)
+            time.sleep(self.DELAY)
         return self.store.acquire_lock(key, owner, ttl_seconds)
 
 
@@ -183,6 +185,28 @@ def test_a_renewal_under_way_when_a_json_run_ends_does_not_retake_its_lock(
     assert slow.calls >= 1  # the timer renewed during the run
     time.sleep(0.5)  # any renewal still under way would have landed by now
     assert store.acquire_lock("agent:scripted:k", "next-run", 5)
+
+
+@pytest.mark.live  # waits out real timeouts
+def test_a_slow_renewal_does_not_delay_noticing_a_client_gone(
+    settings, store, tmp_path, monkeypatch
+):
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
+    monkeypatch.setattr(lease, "LOCK_RENEW_SECONDS", 0.05)
+    monkeypatch.setattr(run_module, "DISCONNECT_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(_SlowRenewals, "DELAY", 1.0)
+    ours, theirs = socket.socketpair()
+    run = make_run(settings, _SlowRenewals(store), SCRIPTED_AGENT, client_socket=ours, stream=False)
+    threading.Timer(0.2, theirs.close).start()
+    closed_at = time.time() + 0.2
+    with pytest.raises(errors.ClientGone):
+        run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
+    run.close()
+    (end,) = [line for line in read_log(str(log)) if line["event"] == "end"]
+    assert end["outcome"] == "cancelled"
+    assert end["at"] - closed_at < 0.5  # not after the 1 s renewal
+    ours.close()
 
 
 # A JSON run in a gevent worker whose greenlet is killed (gunicorn's shutdown).
