@@ -46,6 +46,14 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def agent_log(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The file the scripted agent logs each run's start and end to (its path)."""
+    path = str(tmp_path / "agent.log")
+    monkeypatch.setenv("SCRIPTED_AGENT_LOG", path)
+    return path
+
+
+@pytest.fixture
 def settings(tmp_path: t.Any) -> Settings:
     return Settings(
         state_dir=str(tmp_path),

@@ -39,13 +39,6 @@ def post(client, payload, key="key-1", headers=None):
     return client.post(CHAT, data=json.dumps(payload), headers=sent)
 
 
-@pytest.fixture
-def agent_log(tmp_path, monkeypatch):
-    path = str(tmp_path / "agent.log")
-    monkeypatch.setenv("SCRIPTED_AGENT_LOG", path)
-    return path
-
-
 def starts(agent_log: str) -> int:
     return sum(1 for line in read_log(agent_log) if line["event"] == "start")
 

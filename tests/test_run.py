@@ -46,10 +46,13 @@ from tests.scripted_agent import read_log
 pytestmark = pytest.mark.usefixtures("quick_turn_write_retries")
 
 
+def ends(agent_log: str) -> list[dict[str, t.Any]]:
+    """The end lines of the scripted agent's runs."""
+    return [line for line in read_log(agent_log) if line["event"] == "end"]
+
+
 @pytest.mark.live  # waits out real timeouts
-def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path, monkeypatch):
-    log = tmp_path / "agent.log"
-    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
+def test_client_gone_cancels_the_agent_within_a_second(settings, store, agent_log):
     ours, theirs = socket.socketpair()
     run = make_run(settings, store, SCRIPTED_AGENT, client_socket=ours)
     run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
@@ -60,7 +63,7 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
             pass
     run.close()
     (end,) = wait_until(
-        lambda: [line for line in read_log(str(log)) if line["event"] == "end"],
+        lambda: ends(agent_log),
         2,
         "the agent's end",
     )
@@ -75,11 +78,7 @@ def test_client_gone_cancels_the_agent_within_a_second(settings, store, tmp_path
 
 
 @pytest.mark.live  # waits out real timeouts
-def test_a_json_run_whose_client_leaves_is_cancelled_within_a_second(
-    settings, store, tmp_path, monkeypatch
-):
-    log = tmp_path / "agent.log"
-    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
+def test_a_json_run_whose_client_leaves_is_cancelled_within_a_second(settings, store, agent_log):
     ours, theirs = socket.socketpair()
     run = make_run(settings, store, SCRIPTED_AGENT, client_socket=ours, stream=False)
     threading.Timer(0.2, theirs.close).start()
@@ -88,32 +87,26 @@ def test_a_json_run_whose_client_leaves_is_cancelled_within_a_second(
         run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
     assert time.monotonic() - started < 1.2  # closed at 0.2 s, checked every 0.5 s
     run.close()
-    (end,) = [line for line in read_log(str(log)) if line["event"] == "end"]
+    (end,) = ends(agent_log)
     assert end["outcome"] == "cancelled"
     assert store.load_history("agent:scripted:k", 10) is None
     assert store.acquire_lock("agent:scripted:k", "other", 5)  # released
     ours.close()
 
 
-def test_a_json_run_for_a_client_already_gone_runs_no_agent(settings, store, tmp_path, monkeypatch):
-    log = tmp_path / "agent.log"
-    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
+def test_a_json_run_for_a_client_already_gone_runs_no_agent(settings, store, agent_log):
     ours, theirs = socket.socketpair()
     theirs.close()
     run = make_run(settings, store, SCRIPTED_AGENT, client_socket=ours, stream=False)
     with pytest.raises(errors.ClientGone):
         run.start(split_request([{"role": "user", "content": "hi"}]), {})
     run.close()
-    assert read_log(str(log)) == []
+    assert read_log(agent_log) == []
     ours.close()
 
 
 @pytest.mark.live  # waits out real timeouts
-def test_a_json_run_past_its_deadline_is_cancelled_and_a_timeout(
-    settings, store, tmp_path, monkeypatch
-):
-    log = tmp_path / "agent.log"
-    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
+def test_a_json_run_past_its_deadline_is_cancelled_and_a_timeout(settings, store, agent_log):
     agent = dataclasses.replace(SCRIPTED_AGENT, timeout_seconds=0.3)
     run = make_run(settings, store, agent, stream=False)
     started = time.monotonic()
@@ -121,7 +114,7 @@ def test_a_json_run_past_its_deadline_is_cancelled_and_a_timeout(
         run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
     assert time.monotonic() - started < 1.0
     run.close()
-    (end,) = [line for line in read_log(str(log)) if line["event"] == "end"]
+    (end,) = ends(agent_log)
     assert end["outcome"] == "cancelled"
 
 
@@ -189,10 +182,8 @@ def test_a_renewal_under_way_when_a_json_run_ends_does_not_retake_its_lock(
 
 @pytest.mark.live  # waits out real timeouts
 def test_a_slow_renewal_does_not_delay_noticing_a_client_gone(
-    settings, store, tmp_path, monkeypatch
+    settings, store, agent_log, monkeypatch
 ):
-    log = tmp_path / "agent.log"
-    monkeypatch.setenv("SCRIPTED_AGENT_LOG", str(log))
     monkeypatch.setattr(lease, "LOCK_RENEW_SECONDS", 0.05)
     monkeypatch.setattr(run_module, "DISCONNECT_POLL_SECONDS", 0.05)
     monkeypatch.setattr(_SlowRenewals, "DELAY", 1.0)
@@ -203,7 +194,7 @@ def test_a_slow_renewal_does_not_delay_noticing_a_client_gone(
     with pytest.raises(errors.ClientGone):
         run.start(split_request([{"role": "user", "content": "[[hang]]"}]), {})
     run.close()
-    (end,) = [line for line in read_log(str(log)) if line["event"] == "end"]
+    (end,) = ends(agent_log)
     assert end["outcome"] == "cancelled"
     assert end["at"] - closed_at < 0.5  # not after the 1 s renewal
     ours.close()
