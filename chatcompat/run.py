@@ -174,7 +174,12 @@ class Run:
         self._closed = False
         self._finished = False
         self._cancel = Cancellation()
-        self._queue: queue.Queue[Event | _End | _Failed] = queue.Queue(QUEUE_SIZE)
+        # A JSON reply of an agent that stops at once runs in the request's greenlet
+        # (_run_whole): its queue is read once the agent has returned, and holds it all.
+        self._inline = not stream and agent.stops_at_once
+        self._queue: queue.Queue[Event | _End | _Failed] = (
+            queue.Queue() if self._inline else queue.Queue(QUEUE_SIZE)
+        )
         self._deadline = 0.0
         self._peer_check_at = 0.0
         self._pending: Event | None = None  # an event read early by start()
@@ -281,10 +286,10 @@ class Run:
                 stream=self.stream,
             )
             self._deadline = time.monotonic() + timeout
-            if self.stream or not self.agent.stops_at_once:
-                spawn(self._produce, request)
-            else:
+            if self._inline:
                 self._run_whole(request)
+            else:
+                spawn(self._produce, request)
             first = self._next(keepalive=None)
             if not isinstance(first, Started):
                 self._pending = first
@@ -364,8 +369,6 @@ class Run:
         """
         now = time.monotonic()
         self._check_client(now)  # a client already gone: no agent runs for it
-        # Read once the agent has returned: it holds the whole run.
-        self._queue = queue.Queue()
         self._stop_watchdog = call_later(self._check_in(now), self._check_whole)
         try:
             self._produce(request, inline=True)
