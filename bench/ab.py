@@ -69,16 +69,15 @@ def main() -> int:
                 order = ("A", "B") if round_ % 2 == 0 else ("B", "A")
                 for name in order:
                     gw = sides[name]
-                    pids = gw.pids()
-                    before = harness.cpu_seconds(pids)
-                    r = harness.load(
+                    r = harness.measured_load(
                         gw.url,
+                        gw.pids(),
                         stream=stream,
                         concurrency=int(concurrency),
                         duration=a.duration,
                         api=api,
                     )
-                    spent = harness.cpu_seconds(pids) - before
+                    spent = r["server_cpu_s"]
                     if r["errors"]:
                         print(f"  {name} {spec}: {r['errors']} errors {r['status_counts']}")
                     cpu[name].append(spent * 1000 / max(r["ok"], 1))

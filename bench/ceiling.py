@@ -97,12 +97,13 @@ def main() -> int:
                 names = list(targets) if round_ % 2 == 0 else list(reversed(targets))
                 for name in names:
                     url, pids_of = targets[name]
-                    pids = pids_of()
-                    cpu0 = harness.cpu_seconds(pids)
-                    r = harness.load(
-                        url, stream=kind == "stream", concurrency=concurrency, duration=a.duration
+                    r = harness.measured_load(
+                        url,
+                        pids_of(),
+                        stream=kind == "stream",
+                        concurrency=concurrency,
+                        duration=a.duration,
                     )
-                    r["server_cpu_s"] = harness.cpu_seconds(pids) - cpu0
                     raw[label][name].append(r)
             print(row(label, raw[label]), flush=True)
         if a.json:

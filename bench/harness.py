@@ -297,3 +297,13 @@ def load(
         argv += ["--api", api]
     out = subprocess.run(argv + (extra or []), capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measured_load(url: str, pids: t.Iterable[int], **load_options: t.Any) -> dict:
+    """:func:`load` once, with the CPU the processes ``pids`` spent meanwhile (user +
+    system, seconds) in the result's ``server_cpu_s``."""
+    pids = list(pids)
+    before = cpu_seconds(pids)
+    result = load(url, **load_options)
+    result["server_cpu_s"] = cpu_seconds(pids) - before
+    return result

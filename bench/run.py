@@ -87,13 +87,15 @@ def measure(
             model=model,
             api=api,
         )
-    pids = pids_of()
-    cpu0 = harness.cpu_seconds(pids)
-    result = harness.load(
-        target_url, stream=stream, concurrency=concurrency, duration=duration, model=model, api=api
+    return harness.measured_load(
+        target_url,
+        pids_of(),
+        stream=stream,
+        concurrency=concurrency,
+        duration=duration,
+        model=model,
+        api=api,
     )
-    result["server_cpu_s"] = harness.cpu_seconds(pids) - cpu0
-    return result
 
 
 def progress(label: str, scenario, r: dict) -> None:
